@@ -4,4 +4,6 @@ The API mirrors :mod:`skimage.registration` (0.18 onward) so code can switch by 
 the import.
 """
 
-__all__: list[str] = []
+from ._metrics import normalized_cross_correlation
+
+__all__ = ["normalized_cross_correlation"]
