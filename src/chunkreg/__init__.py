@@ -4,9 +4,10 @@ In-memory kernels with the :mod:`skimage.registration` API, a tiling engine that
 over zarr volumes on a :mod:`dask.distributed` cluster, and the workflows built on both.
 """
 
-from . import errors
-from .errors import ChunkregError
-
 __version__ = "0.1.0"
 
-__all__ = ["ChunkregError", "__version__", "errors"]
+from . import errors
+from .errors import ChunkregError
+from .volume import compute_flow
+
+__all__ = ["ChunkregError", "__version__", "compute_flow", "errors"]
