@@ -34,12 +34,6 @@ def _absolute_ref(array: zarr.Array) -> ArrayRef:
     return ArrayRef(store, array.path)
 
 
-def _read_shape(grid: TileGrid) -> tuple[int, ...]:
-    return tuple(
-        min(t + 2 * d, n) for t, d, n in zip(grid.tile_shape, grid.depth, grid.shape, strict=True)
-    )
-
-
 def default_tile(
     shape, chunks, depth, *, method="ilk", memory_budget: int = TASK_MEMORY_BUDGET
 ) -> tuple[int, ...]:
@@ -139,7 +133,7 @@ class FlowPlan:
     @property
     def task_memory(self) -> int:
         """Estimated peak bytes of one tile task (largest tile: inputs, kernel, output)."""
-        read = math.prod(_read_shape(self.grid))
+        read = math.prod(self.grid.max_read_shape)
         core = math.prod(min(t, n) for t, n in zip(self.grid.tile_shape, self.shape, strict=True))
         inputs = 2 * read * self.input_dtype.itemsize
         return inputs + kernel_memory_factor(self.method, self.ndim) * read + 4 * self.ndim * core
