@@ -5,8 +5,8 @@ import dask.array as da
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
-from skimage.registration import optical_flow_ilk
 
+import chunkreg
 import chunkreg.dask as cdask
 from chunkreg.errors import InputError
 from chunkreg.testing import apply_flow, smooth_displacement, textured_image
@@ -43,14 +43,21 @@ def test_overlap_map_blocks_trim_reproduces_a_local_kernel(images, depth):
     assert_allclose(got, local_diff(ref, mov), rtol=1e-5, atol=1e-6)
 
 
-def test_ilk_blocks_match_untiled_ilk(images):
+@pytest.mark.parametrize(
+    ("lazy", "kernel", "params"),
+    [
+        (cdask.optical_flow_ilk, chunkreg.optical_flow_ilk, {"radius": 5}),
+        (cdask.optical_flow_tvl1, chunkreg.optical_flow_tvl1, {"num_iter": 5}),
+    ],
+    ids=["ilk", "tvl1"],
+)
+def test_blocks_match_the_untiled_kernel(images, lazy, kernel, params):
     ref, mov = images
-    r = da.from_array(ref, chunks=(64, 64))
-    flow = cdask._lazy_flow(r, mov, optical_flow_ilk, 20, np.float32, {"radius": 5})
+    flow = lazy(da.from_array(ref, chunks=(64, 64)), mov, **params)  # depth="auto"
+    assert flow.shape == (2, 150, 130) and flow.chunks[0] == (2,)
     with dask.config.set(scheduler="sync"):
         got = flow.compute()
-    diff = np.abs(got - optical_flow_ilk(ref, mov, radius=5))
-    assert got.shape == (2, 150, 130)
+    diff = np.abs(got - kernel(ref, mov, **params))
     assert np.median(diff) < 0.01 and np.percentile(diff, 99) < 0.1
 
 
