@@ -206,7 +206,7 @@ def compute_flow(
     tile : int or tuple of int, optional
         Tile (core) shape, a multiple of the output chunks along every axis it divides.
         Default: see :func:`chunkreg.volume.default_tile` (about 128-256 per axis in 3-D,
-        1024 in 2-D, within 2 GiB per task).
+        1024 in 2-D, within 1 GiB per task).
     overlap : "auto", int or tuple of int
         Halo (``depth``) read around each tile, per axis. ``"auto"`` derives it from the
         kernel's parameters (:func:`chunkreg.volume.flow_depth`) for motions up to 4 px; give

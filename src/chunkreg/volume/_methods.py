@@ -77,10 +77,11 @@ _PARAMS: dict[str, dict[str, _Param]] = {
 
 _KERNELS = {"ilk": "optical_flow_ilk", "tvl1": "optical_flow_tvl1"}
 
-# Peak memory of one kernel call, in bytes per voxel of its float32 input region, measured for
-# scikit-image's kernels (docs/performance.md): ~31x/54x one image for iLK in 2-D/3-D,
-# ~29x/40x for TV-L1. An unknown kernel is assumed to be as hungry as the worst of them.
-_MEMORY_FACTOR = {("ilk", 2): 31, ("ilk", 3): 54, ("tvl1", 2): 29, ("tvl1", 3): 40}
+# Peak memory of one kernel call, in multiples of its float32 input image. chunkreg's iLK and
+# TV-L1 measured ~12-13x in 2-D and ~22x in 3-D (ru_maxrss, 1024² and 96³-128³ inputs); the
+# factors below add ~20% margin. An unknown (custom) kernel is assumed as hungry as
+# scikit-image's iLK in 3-D (~54x).
+_MEMORY_FACTOR = {("ilk", 2): 16, ("ilk", 3): 26, ("tvl1", 2): 16, ("tvl1", 3): 26}
 _UNKNOWN_MEMORY_FACTOR = 54
 
 
