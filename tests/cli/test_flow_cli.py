@@ -135,7 +135,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(small_pair, tmp_path, capsys
     assert "tiles: 4 = 2 x 2 of (64, 40)" in text
     assert "halo (depth): (12, 12) (auto: 2*radius+2+motion with motion 4 px)" in text
     assert re.search(r"read amplification vs the input chunk grid: \d+\.\d\dx", text)
-    assert re.search(r"estimated memory: \d+ MiB per task, \d+ MiB per one-thread worker", text)
+    assert re.search(r"estimated memory: \d+\.\d MiB per task, \d+ MiB per one-thread worker", text)
     assert "dry run: nothing written." in text
     assert not out.exists()
 

@@ -193,11 +193,14 @@ def test_bad_input_writes_nothing(tmp_path, pair2d):
         {"tile": (80, 24)},
         {"radius": -1, "method": "ilk"},
         {"moving": str(tmp_path / "missing.zarr")},
+        {"client": object(), "scheduler": "tcp://127.0.0.1:1"},
+        {"n_workers": 0, "scheduler": None},
     ):
-        args = {"reference": pair2d.reference, "moving": pair2d.moving, "overlap": 4}
+        args = {"reference": pair2d.reference, "moving": pair2d.moving, "method": box_flow}
+        args.update(overlap=4, **SYNC)
         args.update(kwargs)
         with pytest.raises(InputError):
-            compute_flow(output=out, **args, **SYNC)
+            compute_flow(output=out, **args)
         assert not out.exists()
     del bad
 

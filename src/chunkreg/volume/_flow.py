@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import __version__
 from .._validation import check_finite
-from ..errors import IncompatibleOutputError
+from ..errors import IncompatibleOutputError, InputError
 from ..execution import RunReport, open_client, run_tasks
 from ..io import (
     ArrayRef,
@@ -302,6 +302,10 @@ def run_flow_plan(
     """Execute a :class:`FlowPlan` (see :func:`compute_flow`)."""
     if isinstance(output, Path):
         output = os.fspath(output)
+    if client is not None and scheduler is not None:
+        raise InputError("give either client or scheduler, not both.")
+    if n_workers is not None and (isinstance(n_workers, bool) or int(n_workers) < 1):
+        raise InputError(f"n_workers must be >= 1, got {n_workers!r}.")
     group = _prepare_output(plan, output, overwrite)  # before a cluster starts: fail fast
     record = CompletionRecord(group, _RECORD, len(plan.grid))
     job = _Job(_output_ref(group, FLOW_ARRAY), plan)

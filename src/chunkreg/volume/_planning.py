@@ -185,7 +185,7 @@ class FlowPlan:
             f"halo (depth): {g.depth} ({self.depth_rule})",
             f"computed per input voxel (halo cost): {g.halo_factor:.2f}x",
             f"read amplification vs the input chunk grid: {self.read_amplification:.2f}x",
-            f"estimated memory: {self.task_memory / mib:.0f} MiB per task, "
+            f"estimated memory: {self.task_memory / mib:.1f} MiB per task, "
             f"{self.worker_memory / mib:.0f} MiB per one-thread worker",
         ]
         return "\n".join(lines)
