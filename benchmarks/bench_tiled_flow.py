@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import resource
 import shutil
@@ -115,19 +116,24 @@ def tiled_run(paths, out, plan_kwargs, n_workers) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1GiB,4GiB", help="volume sizes, e.g. 32MiB,128MiB")
+    parser.add_argument(
+        "--shapes", default=None, help="explicit shapes instead, e.g. 128x384x384,128x384x1536"
+    )
     parser.add_argument("--tile", type=int, default=128, help="tile edge (multiple of 64)")
     parser.add_argument("--workers", default="1,2", help="worker counts to run")
     parser.add_argument("--method", choices=("ilk", "tvl1"), default="ilk")
     parser.add_argument("--dir", default=None, help="where to generate data (default: tmp)")
     args = parser.parse_args(argv)
-    sizes = [parse_size(s) for s in args.sizes.split(",")]
+    if args.shapes:
+        shapes = [tuple(int(n) for n in s.split("x")) for s in args.shapes.split(",")]
+    else:
+        shapes = [volume_shape(parse_size(s)) for s in args.sizes.split(",")]
     workers = [int(w) for w in args.workers.split(",")]
     params: dict = {}
     plan_kwargs = {"method": args.method, "tile": args.tile, **params}
 
     rows = []
-    for size in sizes:
-        shape = volume_shape(size)
+    for shape in shapes:
         nbytes = math.prod(shape) * 4
         root = Path(tempfile.mkdtemp(prefix="bench-tiled-flow-", dir=args.dir))
         try:
@@ -146,8 +152,9 @@ def main(argv=None) -> int:
                 flush=True,
             )
             for k in workers:
+                load = os.getloadavg()[0]
                 r = tiled_run(paths, str(root / "flow.zarr"), plan_kwargs, k)
-                r.update(size=nbytes, workers=k, shape=shape, one_tile=with_halo)
+                r.update(size=nbytes, workers=k, shape=shape, load=max(load, os.getloadavg()[0]))
                 rows.append(r)
                 overhead = r["wall"] * k / r["kernel"] - 1
                 print(
@@ -160,18 +167,19 @@ def main(argv=None) -> int:
 
     print()
     print(
-        "| volume | workers | tiles | wall (s) | MB/s | Mvox/s | kernel s (sum) "
-        "| overhead vs kernel | speed-up | peak RSS / worker |"
+        "| volume | workers | tiles | wall (s) | MB/s | Mvox/s | kernel s / tile "
+        "| overhead vs kernel | speed-up | peak RSS / worker | load avg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         base = next(x for x in rows if x["size"] == r["size"] and x["workers"] == workers[0])
         overhead = r["wall"] * r["workers"] / r["kernel"] - 1
         print(
             f"| {'x'.join(map(str, r['shape']))} ({r['size'] / 2**20:.0f} MiB) | {r['workers']} "
             f"| {r['tiles']} | {r['wall']:.1f} | {r['size'] / 1e6 / r['wall']:.2f} "
-            f"| {r['size'] / 4 / 1e6 / r['wall']:.2f} | {r['kernel']:.1f} | {100 * overhead:.1f}% "
-            f"| {base['wall'] / r['wall']:.2f}x | {r['rss']:.0f} MiB |"
+            f"| {r['size'] / 4 / 1e6 / r['wall']:.2f} | {r['kernel'] / r['tiles']:.1f} "
+            f"| {100 * overhead:.1f}% | {base['wall'] / r['wall']:.2f}x | {r['rss']:.0f} MiB "
+            f"| {r['load']:.1f} |"
         )
     return 0
 

@@ -134,8 +134,8 @@ def _prepare_output(plan: FlowPlan, output, overwrite: bool):
     if not overwrite:
         _refuse_array_output(output)
     group = open_output_group(output, signature=plan.signature(), overwrite=overwrite, kind="flow")
+    axes = ("c", *_AXES[plan.ndim])
     if FLOW_ARRAY not in group:
-        axes = ("c", *_AXES[plan.ndim])
         create_array(
             group,
             name=FLOW_ARRAY,
@@ -162,6 +162,7 @@ def _prepare_output(plan: FlowPlan, output, overwrite: bool):
                 "chunkreg_version": __version__,
             },
         )
+    if "ome" not in group.attrs:  # also when a run died between creating the array and this
         write_ome_multiscale_metadata(group, paths=[FLOW_ARRAY], axes=axes, name="flow")
     return group
 
