@@ -109,8 +109,9 @@ def phase_cross_correlation(
     >>> from scipy import ndimage
     >>> from chunkreg import phase_cross_correlation
     >>> from chunkreg.testing import textured_image
-    >>> reference = textured_image((128, 128), seed=0)
-    >>> moving = ndimage.shift(reference, (-3.25, 5.5), mode="wrap")
+    >>> reference = textured_image((128, 128), seed=0, sigma=1.0)
+    >>> spectrum = ndimage.fourier_shift(np.fft.fftn(reference), (-3.25, 5.5))
+    >>> moving = np.fft.ifftn(spectrum).real  # reference moved by (-3.25, 5.5) pixels
     >>> shifts, error, phasediff = phase_cross_correlation(reference, moving, upsample_factor=20)
     >>> shifts.tolist()
     [3.25, -5.5]
