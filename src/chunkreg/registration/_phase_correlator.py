@@ -11,7 +11,7 @@ import scipy.fft as sfft
 
 from ..errors import InputError
 from ._masked_phase_cross_correlation import MaskedSide, masked_shift, padded_shape
-from ._upsampled_dft import dft_at, dft_at_half, refine_peak
+from ._upsampled_dft import dft_at, dft_at_half, irfftn, refine_peak
 
 __all__ = ["PhaseCorrelator"]
 
@@ -316,13 +316,15 @@ class PhaseCorrelator:
         if self._blank or lo == hi:
             return self._blank_result()
         if self._spectrum is None:
-            self._spectrum = np.conjugate(sfft.rfftn(self._image))
+            self._spectrum = sfft.rfftn(self._image)
+            np.conjugate(self._spectrum, out=self._spectrum)
             self._energy = float(np.dot(self._image.ravel(), self._image.ravel()))
         product = sfft.rfftn(mov)
         product *= self._spectrum  # conj(P): the correlation comes out at negated lags
         if self.normalization == "phase":
             _normalize_phase(product)
-        corr = sfft.irfftn(product, s=self.shape)
+        # The product is kept for the sub-pixel refinement; at upsample 1 the FFT may eat it.
+        corr = irfftn(product, self.shape, overwrite=self.upsample_factor == 1)
         shift, value = self._locate(corr, lambda pos: dft_at_half(product, self.shape, pos))
         error = phasediff = np.nan
         if return_error:
@@ -411,7 +413,10 @@ class PhaseCorrelator:
             return zero
         shape = padded_shape(self.shape, mov.shape)
         if shape not in self._masked:
-            self._masked = {shape: tuple(np.conjugate(s) for s in ref_side.spectra(shape))}
+            spectra = ref_side.spectra(shape)
+            for spectrum in spectra:
+                np.conjugate(spectrum, out=spectrum)
+            self._masked = {shape: spectra}
         ref_spectra = self._masked[shape]
         if same_masks:
             image, square = (
