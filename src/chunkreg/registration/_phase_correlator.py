@@ -179,8 +179,9 @@ class PhaseCorrelator:
 
     The reference's spectrum (and energy, and for masks its padded mask spectra) is computed
     once, so each :meth:`register` call costs one forward and one inverse FFT (unmasked) or
-    three forward and six inverse padded FFTs (masked). :func:`chunkreg.phase_cross_correlation`
-    is this class used once.
+    two or three forward and six inverse padded FFTs (masked; two when the moving mask equals
+    the reference mask). :func:`chunkreg.phase_cross_correlation` is this class used once, so
+    both give identical results.
 
     Parameters
     ----------
@@ -200,6 +201,15 @@ class PhaseCorrelator:
         With masks: ignore shifts whose overlap is below this fraction of the largest overlap.
     space : {"real", "fourier"}, optional
         Whether images are given in real space or as full complex spectra.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Shape of the reference.
+    dtype : numpy.dtype
+        Working precision: float32/float64 (complex64/complex128 with ``space="fourier"``).
+    shift_dtype : numpy.dtype
+        dtype of the returned shifts.
 
     Examples
     --------
