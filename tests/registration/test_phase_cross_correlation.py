@@ -243,6 +243,7 @@ def test_blank_input_gives_zero_shift_and_error_one(space, value):
         ref, blank = np.fft.fftn(ref), np.fft.fftn(blank)
     for pair in ((ref, blank), (blank, ref), (blank, blank)):
         shifts, error, phasediff = phase_cross_correlation(*pair, space=space, upsample_factor=10)
+        assert shifts.dtype == np.float64
         assert_array_equal(shifts, [0, 0])
         assert (error, phasediff) == (1.0, 0.0)
 

@@ -319,7 +319,7 @@ class PhaseCorrelator:
         return self._register_fourier(mov, disambiguate, return_error)
 
     def _blank_result(self):
-        return np.zeros(len(self.shape), dtype=self.dtype), 1.0, 0.0
+        return np.zeros(len(self.shape), dtype=self.shift_dtype), 1.0, 0.0
 
     def _register_real(self, mov, disambiguate, return_error):
         lo, hi = _finite_range(mov, "moving_image")
@@ -342,7 +342,7 @@ class PhaseCorrelator:
             error, phasediff = self._error(value, amp)
         if disambiguate:
             shift = disambiguate_shift(self._image, mov, shift)
-        return shift.astype(self.dtype), error, phasediff
+        return shift.astype(self.shift_dtype), error, phasediff
 
     def _register_fourier(self, mov, disambiguate, return_error):
         if not np.isfinite(mov).all():
@@ -414,7 +414,7 @@ class PhaseCorrelator:
         else:
             mov_mask = _as_mask(moving_mask, mov.shape, "moving_mask", "moving_image")
             same_masks = mov_mask.shape == ref_mask.shape and np.array_equal(mov_mask, ref_mask)
-        zero = np.zeros(len(self.shape), dtype=self.dtype)
+        zero = np.zeros(len(self.shape), dtype=self.shift_dtype)
         if self._masked_side is _UNSET:
             self._masked_side = MaskedSide.prepare(self._image, ref_mask, "reference_image")
         ref_side = self._masked_side
@@ -439,7 +439,7 @@ class PhaseCorrelator:
         shift = masked_shift(
             ref_spectra, mov_spectra, self.shape, mov.shape, self.overlap_ratio, self.dtype
         )
-        return shift.astype(self.dtype)
+        return shift.astype(self.shift_dtype)
 
 
 def _spectrum_is_blank(spectrum: np.ndarray, energy: float) -> bool:
