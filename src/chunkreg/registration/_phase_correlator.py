@@ -95,6 +95,29 @@ def _finite_range(arr: np.ndarray, name: str) -> tuple:
     return lo, hi
 
 
+def _energy(arr: np.ndarray, name: str) -> float:
+    """Sum of squares of a contiguous real array; raises on NaN or infinity (one pass)."""
+    flat = arr.ravel()
+    with np.errstate(over="ignore"):
+        energy = float(np.dot(flat, flat))
+    if not np.isfinite(energy):  # NaN/inf in the data, or an overflow of huge values
+        _finite_range(arr, name)
+    return energy
+
+
+def _is_constant(arr: np.ndarray, energy: float, dc: complex) -> bool:
+    """Whether ``arr`` is constant, given its energy and DC Fourier coefficient (sum).
+
+    ``energy - |dc|² / n`` is ``n`` times the variance: well above zero, the image is certainly
+    not constant and no pass over the data is needed; near zero (rounding), compare min and max.
+    """
+    if energy == 0:
+        return True
+    if energy - abs(complex(dc)) ** 2 / arr.size > 1e-3 * energy:
+        return False
+    return bool(arr.min() == arr.max())
+
+
 def _as_mask(mask, shape, name: str, image_name: str) -> np.ndarray:
     arr = np.asarray(mask)
     if arr.shape != tuple(shape):
@@ -249,16 +272,16 @@ class PhaseCorrelator:
             if self.space == "fourier":
                 raise InputError('masks need real-space images; use space="real" with masks.')
             self._mask = _as_mask(reference_mask, self.shape, "reference_mask", "reference_image")
-        self._blank = False
-        if self.space == "real" and self._mask is None:
-            lo, hi = _finite_range(self._image, "reference_image")
-            self._blank = bool(lo == hi)
-        elif self.space == "fourier" and not np.isfinite(self._image).all():
-            raise InputError("reference_image (a spectrum) contains NaN or infinite values.")
         self._spectrum = None  # conj(reference spectrum), half spectrum for real space
         self._energy = None
+        self._blank = False
+        if self.space == "real" and self._mask is None:
+            self._energy = _energy(self._image, "reference_image")
+        elif self.space == "fourier" and not np.isfinite(self._image).all():
+            raise InputError("reference_image (a spectrum) contains NaN or infinite values.")
         self._masked = {}  # padded shape -> conj of the reference's masked spectra
         self._masked_side = _UNSET
+        self._double = None  # float64 twin for single-precision data too large for float32
 
     # ----------------------------------------------------------------------- public API
 
@@ -322,14 +345,16 @@ class PhaseCorrelator:
         return np.zeros(len(self.shape), dtype=self.shift_dtype), 1.0, 0.0
 
     def _register_real(self, mov, disambiguate, return_error):
-        lo, hi = _finite_range(mov, "moving_image")
-        if self._blank or lo == hi:
-            return self._blank_result()
+        energy = _energy(mov, "moving_image")
+        if self._may_overflow(energy):
+            return self._register_in_double(mov, disambiguate, return_error)
         if self._spectrum is None:
             self._spectrum = sfft.rfftn(self._image)
+            self._blank = _is_constant(self._image, self._energy, self._spectrum.flat[0])
             np.conjugate(self._spectrum, out=self._spectrum)
-            self._energy = float(np.dot(self._image.ravel(), self._image.ravel()))
         product = sfft.rfftn(mov)
+        if self._blank or _is_constant(mov, energy, product.flat[0]):
+            return self._blank_result()
         product *= self._spectrum  # conj(P): the correlation comes out at negated lags
         if self.normalization == "phase":
             _normalize_phase(product)
@@ -338,10 +363,35 @@ class PhaseCorrelator:
         shift, value = self._locate(corr, lambda pos: dft_at_half(product, self.shape, pos))
         error = phasediff = np.nan
         if return_error:
-            amp = self._energy * float(np.dot(mov.ravel(), mov.ravel()))
-            error, phasediff = self._error(value, amp)
+            error, phasediff = self._error(value, self._energy * energy)
         if disambiguate:
             shift = disambiguate_shift(self._image, mov, shift)
+        return shift.astype(self.shift_dtype), error, phasediff
+
+    def _may_overflow(self, energy: float) -> bool:
+        """Whether the cross-power spectrum could overflow the working precision.
+
+        Its terms are bounded by ``n * sqrt(E_ref * E_mov)``; in single precision this is only
+        reached by absurd values (~1e12 and up), which are then handled in double precision.
+        """
+        bound = self._image.size * np.sqrt(self._energy * energy)
+        return not bound < 1e-3 * float(np.finfo(self.dtype).max)
+
+    def _register_in_double(self, mov, disambiguate, return_error):
+        if self.dtype != np.float32:
+            raise InputError(
+                "the images' values are too large for an FFT in double precision (their energy "
+                "overflows); rescale them, e.g. divide both by their maximum."
+            )
+        if self._double is None:
+            self._double = PhaseCorrelator(
+                self._image.astype(np.float64),
+                upsample_factor=self.upsample_factor,
+                normalization=self.normalization,
+            )
+        shift, error, phasediff = self._double._register_real(
+            mov.astype(np.float64), disambiguate, return_error
+        )
         return shift.astype(self.shift_dtype), error, phasediff
 
     def _register_fourier(self, mov, disambiguate, return_error):
