@@ -478,14 +478,9 @@ class PhaseCorrelator:
                 np.conjugate(spectrum, out=spectrum)
             self._masked = {shape: spectra}
         ref_spectra = self._masked[shape]
+        mov_spectra = mov_side.spectra(shape, with_mask=not same_masks)
         if same_masks:
-            image, square = (
-                sfft.rfftn(mov_side.image, s=shape),
-                sfft.rfftn(np.square(mov_side.image), s=shape),
-            )
-            mov_spectra = (image, square, np.conjugate(ref_spectra[2]))
-        else:
-            mov_spectra = mov_side.spectra(shape)
+            mov_spectra += (np.conjugate(ref_spectra[2]),)
         shift = masked_shift(
             ref_spectra, mov_spectra, self.shape, mov.shape, self.overlap_ratio, self.dtype
         )
