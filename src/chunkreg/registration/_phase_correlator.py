@@ -28,7 +28,9 @@ def _check_space(space) -> str:
 
 
 def _check_normalization(normalization):
-    if normalization is not None and normalization != "phase":
+    if normalization is not None and not (
+        isinstance(normalization, str) and normalization == "phase"
+    ):
         raise InputError(
             f'normalization must be "phase" (phase correlation) or None (plain '
             f"cross-correlation), got {normalization!r}."
