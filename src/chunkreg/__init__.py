@@ -6,7 +6,8 @@ over zarr volumes on a :mod:`dask.distributed` cluster, and the workflows built 
 
 from . import errors
 from .errors import ChunkregError
+from .registration import phase_cross_correlation
 
 __version__ = "0.1.0"
 
-__all__ = ["ChunkregError", "__version__", "errors"]
+__all__ = ["ChunkregError", "__version__", "errors", "phase_cross_correlation"]

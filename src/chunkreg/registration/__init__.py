@@ -5,5 +5,7 @@ the import.
 """
 
 from ._metrics import normalized_cross_correlation
+from ._phase_correlator import PhaseCorrelator
+from ._phase_cross_correlation import phase_cross_correlation
 
-__all__ = ["normalized_cross_correlation"]
+__all__ = ["PhaseCorrelator", "normalized_cross_correlation", "phase_cross_correlation"]
