@@ -6,8 +6,16 @@ over zarr volumes on a :mod:`dask.distributed` cluster, and the workflows built 
 
 from . import errors
 from .errors import ChunkregError
-from .registration import phase_cross_correlation
+from .registration import optical_flow_ilk, optical_flow_tvl1, phase_cross_correlation, warp
 
 __version__ = "0.1.0"
 
-__all__ = ["ChunkregError", "__version__", "errors", "phase_cross_correlation"]
+__all__ = [
+    "ChunkregError",
+    "__version__",
+    "errors",
+    "optical_flow_ilk",
+    "optical_flow_tvl1",
+    "phase_cross_correlation",
+    "warp",
+]
