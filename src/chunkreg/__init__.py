@@ -9,4 +9,17 @@ from .errors import ChunkregError
 
 __version__ = "0.1.0"
 
-__all__ = ["ChunkregError", "__version__", "errors"]
+# Workflows import chunkreg.io, which reads __version__: import them after it.
+from .volume._blockwise import BlockShifts, blockwise_shifts
+from .volume._shifts_to_flow import shifts_to_flow
+from .volume._warp_volume import warp_volume
+
+__all__ = [
+    "BlockShifts",
+    "ChunkregError",
+    "__version__",
+    "blockwise_shifts",
+    "errors",
+    "shifts_to_flow",
+    "warp_volume",
+]

@@ -141,7 +141,9 @@ def shifted_ncc(
     valid = tuple(valid)
     if np.all(shift == np.round(shift)):
         k = shift.astype(int)
-        sampled = moving[tuple(slice(v.start - d, v.stop - d) for v, d in zip(valid, k))]
+        sampled = moving[
+            tuple(slice(v.start - d, v.stop - d) for v, d in zip(valid, k, strict=True))
+        ]
     else:
         sampled = ndimage.shift(
             np.asarray(moving, dtype=np.float32), shift, order=1, mode="nearest"
@@ -186,11 +188,15 @@ def fill_unreliable(shifts: np.ndarray, reliable: np.ndarray) -> np.ndarray:
     offsets = [o for o in itertools.product((-1, 0, 1), repeat=known.ndim) if any(o)]
     pad = [(1, 1)] * known.ndim
     while not known.all():
-        values = np.pad(np.where(known[..., None], out, np.nan), [*pad, (0, 0)], "constant",
-                        constant_values=np.nan)
+        values = np.pad(
+            np.where(known[..., None], out, np.nan),
+            [*pad, (0, 0)],
+            "constant",
+            constant_values=np.nan,
+        )
         stack = np.stack(
             [
-                values[tuple(slice(1 + o, 1 + o + n) for o, n in zip(off, grid_shape))]
+                values[tuple(slice(1 + o, 1 + o + n) for o, n in zip(off, grid_shape, strict=True))]
                 for off in offsets
             ]
         )  # (n_offsets, *grid_shape, ndim)

@@ -204,7 +204,9 @@ class BlocksPlan:
 
     def __str__(self) -> str:
         g = self.grid
-        read = math.prod(min(t + 2 * d, n) for t, d, n in zip(g.tile_shape, g.depth, g.shape))
+        read = math.prod(
+            min(t + 2 * d, n) for t, d, n in zip(g.tile_shape, g.depth, g.shape, strict=True)
+        )
         return "\n".join(
             [
                 f"volume {g.shape} ({self.reference.dtype}), chunks {self.reference.chunks}",
@@ -260,7 +262,9 @@ def plan_blockwise_shifts(
         raise InputError(f"normalization must be None or 'phase', got {normalization!r}.")
     grid = TileGrid(ref.shape, block, overlap)
     if batch_size is None:
-        read = math.prod(min(t + 2 * d, n) for t, d, n in zip(block, overlap, ref.shape))
+        read = math.prod(
+            min(t + 2 * d, n) for t, d, n in zip(block, overlap, ref.shape, strict=True)
+        )
         batch_size = max(1, min(_TARGET_VOXELS // read, math.ceil(len(grid) / 16)))
     elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
@@ -307,7 +311,10 @@ def _finalise(group, plan, values, min_quality, min_std, complete, report) -> Bl
             name, shape=value.shape, dtype=value.dtype, chunks=value.shape or (1,), overwrite=True
         )[...] = value
     group.create_array(
-        "centres", shape=result.centres.shape, dtype="float64", chunks=result.centres.shape,
+        "centres",
+        shape=result.centres.shape,
+        dtype="float64",
+        chunks=result.centres.shape,
         overwrite=True,
     )[...] = result.centres
     write_qc(

@@ -280,9 +280,7 @@ def summarise_qc(output, *, worst: int = 10) -> str:
         )
         if measured.any():
             a = after[measured]
-            lines.append(
-                f"NCC after registration: median {np.median(a):.3f}, min {a.min():.3f}"
-            )
+            lines.append(f"NCC after registration: median {np.median(a):.3f}, min {a.min():.3f}")
             if before is not None:
                 b = before[measured]
                 ok = np.isfinite(b)
@@ -329,12 +327,13 @@ def plot_qc(output, path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - matplotlib is installed in tests
-        raise InputError(
-            "plotting needs matplotlib: pip install 'chunkreg[plot]'."
-        ) from exc
+        raise InputError("plotting needs matplotlib: pip install 'chunkreg[plot]'.") from exc
     maps = [(name, qc[name]) for name in ("ncc_before", "ncc_after") if name in qc]
-    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(4 * (len(maps) + 1), 3.6))
-    for ax, (name, grid) in zip(axes, maps, strict=False):
+    fig, axes = plt.subplots(
+        1, len(maps) + 1, figsize=(4 * (len(maps) + 1), 3.6), squeeze=False
+    )
+    axes = axes[0]
+    for ax, (name, grid) in zip(axes[:-1], maps, strict=True):
         while grid.ndim > 2:
             grid = grid[grid.shape[0] // 2]
         image = ax.imshow(np.atleast_2d(grid), vmin=-1, vmax=1, cmap="viridis")

@@ -87,9 +87,7 @@ class ResultSink:
         items = np.asarray(items, dtype=np.int64)
         for field, values in self.values.items():
             if field in result:
-                values[items] = np.asarray(result[field]).reshape(
-                    (len(items), *values.shape[1:])
-                )
+                values[items] = np.asarray(result[field]).reshape((len(items), *values.shape[1:]))
         self._pending.append(int(task_index))
         self._dirty = True
         if time.perf_counter() - self._last >= _FLUSH_EVERY:
