@@ -69,6 +69,8 @@ def estimate_shift(
     window = hann_window(reference.shape)
     ref = (reference - reference.mean(dtype=np.float64)).astype(np.float32) * window
     mov = (moving - moving.mean(dtype=np.float64)).astype(np.float32) * window
+    if not (np.any(ref) and np.any(mov)):  # a constant block: nothing to correlate
+        return np.full(reference.ndim, np.nan), float("nan")
     with np.errstate(divide="ignore", invalid="ignore"):
         shift, error, _ = registration.phase_cross_correlation(
             ref,

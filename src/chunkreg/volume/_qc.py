@@ -107,28 +107,36 @@ def seam_sums(
     return sums
 
 
-def combine_seam_sums(sums: np.ndarray) -> float:
+def combine_seam_sums(sums: np.ndarray, *, floor: float = 1e-3) -> float:
     """Seam metric from :func:`seam_sums` totals.
 
     Per axis, the border pairs are compared with what they would sum to at that axis's mean
     inside-tile difference, so anisotropic but smooth fields still score 1.
 
+    Parameters
+    ----------
+    sums : ndarray, shape (4, ndim)
+        Totals of :func:`seam_sums` over the regions of a field.
+    floor : float
+        Differences this small (in voxels) count as no change: ``floor`` is added per border
+        pair to both sides of the ratio, so a (nearly) constant field scores 1 rather than an
+        arbitrary ratio of rounding errors.
+
     Returns
     -------
     float
-        ``sum(border sums) / sum(border counts * inside means)``. NaN when no pair crosses a
-        border (a single tile) or no inside pairs exist; 1.0 for a constant field; ``inf`` if
-        the field changes only across borders.
+        ``(sum(border sums) + floor * n) / (sum(border counts * inside means) + floor * n)``
+        with ``n`` border pairs. NaN when no pair crosses a border (a single tile) or no inside
+        pairs exist.
     """
     sums = np.asarray(sums, dtype=np.float64)
     usable = (sums[1] > 0) & (sums[3] > 0)
     if not usable.any():
         return float("nan")
+    n = sums[1, usable].sum()
     border = sums[0, usable].sum()
     expected = (sums[1, usable] * sums[2, usable] / sums[3, usable]).sum()
-    if expected <= 0:
-        return 1.0 if border <= 0 else float("inf")
-    return float(border / expected)
+    return float((border + floor * n) / (expected + floor * n))
 
 
 def seam_metric(flow: np.ndarray, grid) -> float:
