@@ -304,7 +304,7 @@ def summarise_qc(output, *, worst: int = 10) -> str:
                 f"reliable {label}: {int(reliable.sum())} of {reliable.size} "
                 "(the others were filled from their neighbours)"
             )
-        order = np.argsort(np.where(measured, after, -np.inf), axis=None, kind="stable")
+        order = np.argsort(np.where(measured, after, np.inf), axis=None, kind="stable")
         if worst > 0 and order.size:
             lines.append(f"worst {label} (lowest NCC after):")
             for flat in order[:worst]:
