@@ -6,6 +6,7 @@ over zarr volumes on a :mod:`dask.distributed` cluster, and the workflows built 
 
 from . import errors
 from .errors import ChunkregError
+from .registration import optical_flow_ilk, optical_flow_tvl1, phase_cross_correlation, warp
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,10 @@ __all__ = [
     "__version__",
     "blockwise_shifts",
     "errors",
+    "optical_flow_ilk",
+    "optical_flow_tvl1",
+    "phase_cross_correlation",
     "shifts_to_flow",
+    "warp",
     "warp_volume",
 ]
