@@ -6,7 +6,6 @@ import zarr
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import fft, ndimage
 
-import chunkreg.registration
 from chunkreg import BlockShifts, blockwise_shifts, shifts_to_flow
 from chunkreg.errors import IncompatibleOutputError, InputError
 from chunkreg.testing import textured_image
@@ -20,24 +19,6 @@ from chunkreg.volume._block_kernels import (
 from chunkreg.volume._blockwise import load_block_shifts, plan_blockwise_shifts
 from chunkreg.volume._qc import read_qc, seam_metric
 from chunkreg.volume._shifts_to_flow import default_tile, interpolate_shifts
-
-
-def install_pcc_standin():
-    """Until chunkreg.phase_cross_correlation lands, scikit-image's stands in (tests only)."""
-    if not hasattr(chunkreg.registration, "phase_cross_correlation"):
-        from skimage.registration import phase_cross_correlation
-
-        chunkreg.registration.phase_cross_correlation = phase_cross_correlation
-        return True
-    return False
-
-
-@pytest.fixture(autouse=True)
-def pcc_standin():
-    installed = install_pcc_standin()
-    yield
-    if installed:
-        del chunkreg.registration.phase_cross_correlation
 
 
 def piecewise_rigid(shape, block, shifts, *, seed=0, sigma=2.0, noise=0.02):

@@ -7,7 +7,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy import ndimage
 
 import chunkreg.registration
-from chunkreg import blockwise_shifts, shifts_to_flow, warp_volume
+from chunkreg import blockwise_shifts, shifts_to_flow, warp, warp_volume
 from chunkreg.errors import IncompatibleOutputError, InputError
 from chunkreg.execution import open_client
 from chunkreg.io import open_array
@@ -16,24 +16,6 @@ from chunkreg.volume._qc import read_qc
 from chunkreg.volume._warp_volume import open_flow, plan_warp_volume, sample_bounds
 
 SYNC = {"scheduler": "synchronous", "progress": False}
-
-
-def install_pcc_standin():
-    """Until chunkreg.phase_cross_correlation lands, scikit-image's stands in (tests only)."""
-    if not hasattr(chunkreg.registration, "phase_cross_correlation"):
-        from skimage.registration import phase_cross_correlation
-
-        chunkreg.registration.phase_cross_correlation = phase_cross_correlation
-        return True
-    return False
-
-
-@pytest.fixture
-def pcc_standin():
-    installed = install_pcc_standin()
-    yield
-    if installed:
-        del chunkreg.registration.phase_cross_correlation
 
 
 def save(path, data, chunks, **kwargs):
@@ -99,8 +81,7 @@ def test_tiled_warp_equals_whole_volume_warp(tmp_path, order, mode):
         **SYNC,
     )
     got = open_array(tmp_path / "out.zarr")[...]
-    ndi_mode = {"edge": "nearest", "constant": "grid-constant"}[mode]
-    expected = whole_warp(moving, flow, order, ndi_mode, cval=0.5)
+    expected = warp(moving, flow, order=order, mode=mode, cval=0.5)
     assert_allclose(got, expected, atol=1e-5)
 
 
@@ -244,7 +225,7 @@ def test_open_flow_accepts_arrays_and_flow_groups(tmp_path):
     assert "order 1" in str(plan_warp_volume(tmp_path / "m.zarr", tmp_path / "g.zarr"))
 
 
-def test_estimated_flow_registers_a_smoothly_deformed_volume(tmp_path, pcc_standin):
+def test_estimated_flow_registers_a_smoothly_deformed_volume(tmp_path):
     reference, moving, _ = deformed_pair((256, 256), amplitude=6, seed=8, periods=0.5)
     save(tmp_path / "ref.zarr", reference, (64, 64))
     save(tmp_path / "mov.zarr", moving, (64, 64))
@@ -267,13 +248,12 @@ def test_estimated_flow_registers_a_smoothly_deformed_volume(tmp_path, pcc_stand
 
 
 @pytest.mark.cluster
-def test_pipeline_on_a_local_cluster_matches_synchronous(tmp_path, pcc_standin):
+def test_pipeline_on_a_local_cluster_matches_synchronous(tmp_path):
     reference, moving, _ = deformed_pair((96, 96), amplitude=3, seed=9, periods=0.5)
     save(tmp_path / "ref.zarr", reference, (32, 32))
     save(tmp_path / "mov.zarr", moving, (32, 32))
     paths = {name: tmp_path / f"{name}.zarr" for name in ("ref", "mov")}
     with open_client(n_workers=2) as client:
-        client.run(install_pcc_standin)
         run = {"client": client, "progress": False}
         blocks = blockwise_shifts(
             paths["ref"], paths["mov"], tmp_path / "b.zarr", block=32, overlap=8, **run

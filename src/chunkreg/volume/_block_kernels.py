@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 from scipy import ndimage
 
-from ..registration import normalized_cross_correlation
+from ..registration import normalized_cross_correlation, phase_cross_correlation
 
 __all__ = [
     "estimate_shift",
@@ -64,15 +64,13 @@ def estimate_shift(
         Translation-invariant normalised RMS error of the correlation (0 is a perfect match);
         NaN on failure.
     """
-    from .. import registration  # resolved at call time: the kernel lives in registration
-
     window = hann_window(reference.shape)
     ref = (reference - reference.mean(dtype=np.float64)).astype(np.float32) * window
     mov = (moving - moving.mean(dtype=np.float64)).astype(np.float32) * window
     if not (np.any(ref) and np.any(mov)):  # a constant block: nothing to correlate
         return np.full(reference.ndim, np.nan), float("nan")
     with np.errstate(divide="ignore", invalid="ignore"):
-        shift, error, _ = registration.phase_cross_correlation(
+        shift, error, _ = phase_cross_correlation(
             ref,
             mov,
             upsample_factor=upsample_factor,

@@ -337,9 +337,7 @@ def plot_qc(output, path) -> None:
     except ImportError as exc:  # pragma: no cover - matplotlib is installed in tests
         raise InputError("plotting needs matplotlib: pip install 'chunkreg[plot]'.") from exc
     maps = [(name, qc[name]) for name in ("ncc_before", "ncc_after") if name in qc]
-    fig, axes = plt.subplots(
-        1, len(maps) + 1, figsize=(4 * (len(maps) + 1), 3.6), squeeze=False
-    )
+    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(4 * (len(maps) + 1), 3.6), squeeze=False)
     axes = axes[0]
     for ax, (name, grid) in zip(axes[:-1], maps, strict=True):
         while grid.ndim > 2:
