@@ -57,19 +57,29 @@ def test_per_tile_sums_add_up_to_the_whole_field():
     flow = stepped(smooth_displacement(shape, amplitude=3, seed=2), tile, 0.3)
     whole = seam_sums(flow, tile)
     total = np.zeros_like(whole)
-    # regions of another (ragged) grid, each with one extra voxel where the volume continues
+    # regions of another (ragged) grid, each grown by one voxel below and two above
     for t in TileGrid(shape, (10, 16, 9), (0, 0, 0)):
         region = tuple(
-            slice(s.start, min(s.stop + 1, n)) for s, n in zip(t.core, shape, strict=True)
+            slice(max(s.start - 1, 0), min(s.stop + 2, n))
+            for s, n in zip(t.core, shape, strict=True)
         )
         total += seam_sums(
             flow[(slice(None), *region)],
             tile,
-            origin=[s.start for s in t.core],
-            core_shape=t.core_shape,
+            origin=[s.start for s in region],
+            core=t.core,
+            shape=shape,
         )
     assert_allclose(total, whole)
+    assert whole[2].tolist() == [2 * 50 * 23, 3 * 37 * 23, 2 * 37 * 50]  # border pairs per axis
     assert combine_seam_sums(total) == pytest.approx(seam_metric(flow, tile))
+
+
+def test_smooth_field_with_gradient_peaking_at_borders_scores_one():
+    # a sine whose slope is largest exactly at the tile borders: still no seam
+    x = np.arange(128, dtype=np.float64)
+    flow = np.sin(2 * np.pi * (x - 32) / 64)[None] * 3
+    assert seam_metric(flow, (32,)) == pytest.approx(1.0, abs=0.01)
 
 
 def test_bad_flow_shape():

@@ -8,10 +8,12 @@ Each registration output holds a small ``qc`` group:
 - optional extra per-tile arrays (e.g. ``qc/reliable`` for blockwise shifts);
 - attributes: ``label`` ("blocks", "tiles"), ``tile_shape``, ``seam_metric``.
 
-The **seam metric** compares the flow's change across tile borders with its change inside
-tiles: for each axis, the mean norm of the difference between neighbouring displacement vectors
-that straddle a tile border, against the same mean for neighbours inside tiles. A field with no
-seams scores about 1; a field that jumps at tile borders scores well above 1.
+The **seam metric** compares the flow's change across tile borders with its change just
+inside the tiles on either side: at every border voxel pair ``(b - 1, b)`` along every axis, the
+norm of the difference of the two displacement vectors, against the mean of the same norm for
+the neighbouring pairs ``(b - 2, b - 1)`` and ``(b, b + 1)``, summed over all borders. Comparing
+with the immediate neighbours (rather than a tile's average) makes any smooth field score about
+1 wherever its gradient happens to peak; a field that jumps at tile borders scores well above 1.
 """
 
 from __future__ import annotations
@@ -52,13 +54,15 @@ def seam_sums(
     tile_shape: Sequence[int],
     *,
     origin: Sequence[int] | None = None,
-    core_shape: Sequence[int] | None = None,
+    core: Sequence[slice] | None = None,
+    shape: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Partial sums of the seam metric over one region of a flow field.
 
-    Counts each pair of neighbours ``(x, x + e_a)`` whose first voxel ``x`` lies in the region's
-    core, so regions that partition a volume (each given its core plus one extra voxel on the
-    upper side, where the volume continues) count every pair exactly once.
+    A border ``b`` (a multiple of the tile shape along an axis) is counted by the region whose
+    core holds voxel ``b - 1``, over the core's extent along the other axes; so regions whose
+    cores partition a volume, each given its core grown by one voxel below and two above
+    (clipped at the volume), count every border pair exactly once.
 
     Parameters
     ----------
@@ -68,54 +72,77 @@ def seam_sums(
         Tile shape of the grid whose borders are examined (tiles start at multiples of it).
     origin : sequence of int, optional
         Position of ``flow[:, 0, 0, ...]`` in the volume; zeros by default.
-    core_shape : sequence of int, optional
-        Shape of the region's core; the whole region by default. ``region_shape`` may exceed
-        it by one voxel per axis.
+    core : sequence of slice, optional
+        The region's core, in volume coordinates; the whole region by default.
+    shape : sequence of int, optional
+        Shape of the whole volume; by default the region is the volume.
 
     Returns
     -------
-    ndarray of float64, shape (4, ndim)
-        Rows: sum of difference norms across borders, number of such pairs, sum inside tiles,
-        number of such pairs; one column per axis. Add the arrays of several regions and pass
-        the total to :func:`combine_seam_sums`.
+    ndarray of float64, shape (3, ndim)
+        Rows: sum over border pairs of the difference norm, sum of the neighbouring pairs'
+        mean difference norm, number of border pairs; one column per axis. Add the arrays of
+        several regions and pass the total to :func:`combine_seam_sums`.
     """
     flow = np.asarray(flow)
     ndim = flow.ndim - 1
-    if flow.shape[0] != ndim:
+    if ndim < 1 or flow.shape[0] != ndim:
         raise InputError(f"flow must have shape (ndim, *shape), got {flow.shape}.")
     tile = _tile_shape(tile_shape, ndim)
+    region = flow.shape[1:]
     origin = (0,) * ndim if origin is None else tuple(int(o) for o in origin)
-    core = flow.shape[1:] if core_shape is None else tuple(int(c) for c in core_shape)
-    sums = np.zeros((4, ndim))
+    shape = tuple(o + r for o, r in zip(origin, region, strict=True)) if shape is None else shape
+    if core is None:
+        core = tuple(slice(o, o + r) for o, r in zip(origin, region, strict=True))
+    local = [slice(c.start - o, c.stop - o) for c, o in zip(core, origin, strict=True)]
+    sums = np.zeros((3, ndim))
     for axis in range(ndim):
-        # first voxel of each pair in the core, second inside the region
-        first = min(core[axis], flow.shape[1 + axis] - 1)
-        if first <= 0:
+        t, start, stop, n = tile[axis], core[axis].start, core[axis].stop, shape[axis]
+        borders = np.arange((start // t + 1) * t, min(stop, n - 1) + 1, t)  # b - 1 in the core
+        borders = borders[borders < origin[axis] + region[axis]]  # voxel b is in the region
+        if borders.size == 0:
             continue
-        sel = [slice(None)] + [slice(0, c) for c in core]
-        lo, hi = list(sel), list(sel)
-        lo[1 + axis], hi[1 + axis] = slice(0, first), slice(1, first + 1)
-        diff = flow[tuple(hi)].astype(np.float64) - flow[tuple(lo)]
-        norm = np.sqrt(np.einsum("c...,c...->...", diff, diff))
-        positions = origin[axis] + np.arange(first) + 1  # index of the second voxel
-        border = positions % tile[axis] == 0
-        norm = np.moveaxis(norm, axis, 0)
-        sums[0, axis] = norm[border].sum()
-        sums[1, axis] = border.sum() * norm[0].size
-        sums[2, axis] = norm[~border].sum()
-        sums[3, axis] = (~border).sum() * norm[0].size
+        sel = [slice(None), *local]
+
+        def take(positions, sel=sel, axis=axis):
+            sel[1 + axis] = positions - origin[axis]
+            return flow[tuple(sel)].astype(np.float64)
+
+        def norm(d):
+            return np.sqrt(np.einsum("c...,c...->...", d, d))
+
+        at, before = take(borders), take(borders - 1)
+        across = norm(at - before)
+        total = np.zeros_like(across)
+        count = np.zeros(borders.size)
+        lower = borders - 2 >= 0
+        if lower.any():
+            idx = np.flatnonzero(lower)
+            d = norm(take(borders[lower] - 1) - take(borders[lower] - 2))
+            total[(slice(None),) * axis + (idx,)] += d
+            count[idx] += 1
+        upper = borders + 1 < min(n, origin[axis] + region[axis])
+        if upper.any():
+            idx = np.flatnonzero(upper)
+            d = norm(take(borders[upper] + 1) - take(borders[upper]))
+            total[(slice(None),) * axis + (idx,)] += d
+            count[idx] += 1
+        usable = count > 0
+        shape_b = (1,) * axis + (-1,) + (1,) * (ndim - 1 - axis)
+        expected = total / np.maximum(count, 1).reshape(shape_b)
+        mask = np.broadcast_to(usable.reshape(shape_b), across.shape)
+        sums[0, axis] = across[mask].sum()
+        sums[1, axis] = expected[mask].sum()
+        sums[2, axis] = mask.sum()
     return sums
 
 
 def combine_seam_sums(sums: np.ndarray, *, floor: float = 1e-3) -> float:
     """Seam metric from :func:`seam_sums` totals.
 
-    Per axis, the border pairs are compared with what they would sum to at that axis's mean
-    inside-tile difference, so anisotropic but smooth fields still score 1.
-
     Parameters
     ----------
-    sums : ndarray, shape (4, ndim)
+    sums : ndarray, shape (3, ndim)
         Totals of :func:`seam_sums` over the regions of a field.
     floor : float
         Differences this small (in voxels) count as no change: ``floor`` is added per border
@@ -125,18 +152,15 @@ def combine_seam_sums(sums: np.ndarray, *, floor: float = 1e-3) -> float:
     Returns
     -------
     float
-        ``(sum(border sums) + floor * n) / (sum(border counts * inside means) + floor * n)``
-        with ``n`` border pairs. NaN when no pair crosses a border (a single tile) or no inside
-        pairs exist.
+        ``(sum of border differences + floor * n) / (sum of neighbouring differences +
+        floor * n)`` over the ``n`` border pairs: about 1 for a smooth field, above 1.1 when the
+        field jumps at tile borders. NaN when no pair crosses a border (a single tile).
     """
     sums = np.asarray(sums, dtype=np.float64)
-    usable = (sums[1] > 0) & (sums[3] > 0)
-    if not usable.any():
+    n = sums[2].sum()
+    if n == 0:
         return float("nan")
-    n = sums[1, usable].sum()
-    border = sums[0, usable].sum()
-    expected = (sums[1, usable] * sums[2, usable] / sums[3, usable]).sum()
-    return float((border + floor * n) / (expected + floor * n))
+    return float((sums[0].sum() + floor * n) / (sums[1].sum() + floor * n))
 
 
 def seam_metric(flow: np.ndarray, grid) -> float:

@@ -109,15 +109,18 @@ def _flow_tile(task: _FlowTile) -> dict:
     tile = task.tiles.tile(task.number)
     shape = task.tiles.shape
     shifts = task.grid_ref.open()[...]
-    # one extra voxel on the upper side (where the volume continues) for the seam sums
+    # one voxel more below and two above (where the volume continues) for the seam sums
     region = tuple(
-        slice(s.start, min(s.stop + 1, n)) for s, n in zip(tile.core, shape, strict=True)
+        slice(max(s.start - 1, 0), min(s.stop + 2, n))
+        for s, n in zip(tile.core, shape, strict=True)
     )
     flow = interpolate_shifts(shifts, task.axis_centres, region, order=task.order)
-    core = tuple(slice(0, s.stop - s.start) for s in tile.core)
+    core = tuple(
+        slice(c.start - r.start, c.stop - r.start) for c, r in zip(tile.core, region, strict=True)
+    )
     task.flow.open(mode="r+")[(slice(None), *tile.core)] = flow[(slice(None), *core)]
     sums = seam_sums(
-        flow, task.block, origin=[s.start for s in tile.core], core_shape=tile.core_shape
+        flow, task.block, origin=[r.start for r in region], core=tile.core, shape=shape
     )
     return {
         "seam": sums,
@@ -294,7 +297,7 @@ def shifts_to_flow(
             "tiles",
             n_tasks=len(tiles),
             n_items=len(tiles),
-            fields={"seam": ((4, ndim), "float64")},
+            fields={"seam": ((3, ndim), "float64")},
         )
         todo = sink.todo()
         tasks = [
