@@ -70,6 +70,9 @@ def test_numbering_is_c_order_and_round_trips(grid):
 @given(tile_grids(), st.data())
 def test_read_and_decoded_sizes_match_brute_force(grid, data):
     read = sum(math.prod(t.read_shape) for t in grid)
+    assert grid.max_read_shape == tuple(
+        max(t.read_shape[a] for t in grid) for a in range(grid.ndim)
+    )
     assert grid.read_size == read
     assert grid.halo_factor == pytest.approx(read / math.prod(grid.shape))
     chunks = tuple(data.draw(st.integers(1, n + 2)) for n in grid.shape)

@@ -237,6 +237,11 @@ class TileGrid:
             yield max(i * t - d, 0), min(min((i + 1) * t, n) + d, n)
 
     @property
+    def max_read_shape(self) -> tuple[int, ...]:
+        """Largest read region along each axis (bounds the memory of one tile)."""
+        return tuple(max(b - a for a, b in self._axis_reads(axis)) for axis in range(self.ndim))
+
+    @property
     def read_size(self) -> int:
         """Total number of elements read by all tiles (halos included)."""
         return math.prod(sum(b - a for a, b in self._axis_reads(axis)) for axis in range(self.ndim))
