@@ -18,9 +18,16 @@ from scipy import ndimage
 from .._validation import per_axis
 from ..errors import InputError
 from ..execution import RunReport, open_client, run_tasks
-from ..io import ArrayRef, array_ref, open_output_group, require_shared_store
+from ..io import (
+    ArrayRef,
+    array_ref,
+    open_output_group,
+    require_shared_store,
+    write_ome_multiscale_metadata,
+)
 from ..tiling import TileGrid
 from ._blockwise import BlockShifts, _centres, load_block_shifts
+from ._flow import FLOW_ARRAY
 from ._qc import combine_seam_sums, seam_sums, write_qc
 from ._sink import ResultSink
 
@@ -282,16 +289,30 @@ def shifts_to_flow(
                 dtype="float64",
                 chunks=result.shifts.shape,
             )[...] = result.shifts
-        if "flow" not in group:
+        if FLOW_ARRAY not in group:
+            spatial = ("z", "y", "x")[-ndim:] if ndim <= 3 else None
+            axes = None if spatial is None else ("c", *spatial)
             group.create_array(
-                "flow",
+                FLOW_ARRAY,
                 shape=(ndim, *result.shape),
                 dtype="float32",
                 chunks=(1, *chunks),
                 fill_value=np.nan,
-                dimension_names=["component", *"tzyx"[-ndim:]] if ndim <= 4 else None,
-                attributes={"convention": "reference(x) = moving(x + flow(x))"},
+                dimension_names=axes,
+                attributes={
+                    "description": (
+                        "dense displacement field interpolated from per-block shifts: "
+                        "warp(moving, flow) ~ reference, i.e. reference(x) = moving(x + "
+                        "flow(x)); flow = -(block shift)"
+                    ),
+                    "units": {"values": "pixel"},
+                    "method": "blockwise",
+                    "block": list(result.block),
+                    "order": order,
+                },
             )
+            if axes is not None:
+                write_ome_multiscale_metadata(group, paths=[FLOW_ARRAY], axes=axes, name="flow")
         sink = ResultSink(
             group,
             "tiles",
@@ -303,7 +324,7 @@ def shifts_to_flow(
         tasks = [
             _FlowTile(
                 array_ref(group["block_shifts"]),
-                array_ref(group["flow"]),
+                array_ref(group[FLOW_ARRAY]),
                 tiles,
                 i,
                 axis_centres,

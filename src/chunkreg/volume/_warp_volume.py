@@ -30,6 +30,7 @@ from ..io import (
 )
 from ..registration import normalized_cross_correlation
 from ..tiling import TileGrid
+from ._flow import FLOW_ARRAY
 from ._qc import write_qc
 from ._shifts_to_flow import default_tile
 from ._sink import ResultSink
@@ -54,10 +55,10 @@ def open_flow(source) -> zarr.Array:
             node = zarr.open(os.fspath(source), mode="r")
         except (FileNotFoundError, zarr.errors.NodeTypeValidationError, KeyError, ValueError):
             node = None
-        if isinstance(node, zarr.Group) and "flow" in node:
-            return node["flow"]
-    if isinstance(source, zarr.Group) and "flow" in source:
-        return source["flow"]
+        if isinstance(node, zarr.Group) and FLOW_ARRAY in node:
+            return node[FLOW_ARRAY]
+    if isinstance(source, zarr.Group) and FLOW_ARRAY in source:
+        return source[FLOW_ARRAY]
     return open_array(source, name="flow")
 
 
