@@ -9,7 +9,6 @@ from scipy import ndimage
 import chunkreg.registration
 from chunkreg import blockwise_shifts, shifts_to_flow, warp, warp_volume
 from chunkreg.errors import IncompatibleOutputError, InputError
-from chunkreg.execution import open_client
 from chunkreg.io import open_array
 from chunkreg.testing import smooth_displacement, textured_image
 from chunkreg.volume._qc import read_qc
@@ -248,25 +247,24 @@ def test_estimated_flow_registers_a_smoothly_deformed_volume(tmp_path):
 
 
 @pytest.mark.cluster
-def test_pipeline_on_a_local_cluster_matches_synchronous(tmp_path):
+def test_pipeline_on_a_local_cluster_matches_synchronous(tmp_path, cluster_client):
     reference, moving, _ = deformed_pair((96, 96), amplitude=3, seed=9, periods=0.5)
     save(tmp_path / "ref.zarr", reference, (32, 32))
     save(tmp_path / "mov.zarr", moving, (32, 32))
     paths = {name: tmp_path / f"{name}.zarr" for name in ("ref", "mov")}
-    with open_client(n_workers=2) as client:
-        run = {"client": client, "progress": False}
-        blocks = blockwise_shifts(
-            paths["ref"], paths["mov"], tmp_path / "b.zarr", block=32, overlap=8, **run
-        )
-        shifts_to_flow(tmp_path / "b.zarr", tmp_path / "f.zarr", tile=32, **run)
-        report = warp_volume(
-            paths["mov"],
-            tmp_path / "f.zarr",
-            tmp_path / "w.zarr",
-            tile=32,
-            reference=paths["ref"],
-            **run,
-        )
+    run = {"client": cluster_client, "progress": False}  # 2 workers, conftest.py
+    blocks = blockwise_shifts(
+        paths["ref"], paths["mov"], tmp_path / "b.zarr", block=32, overlap=8, **run
+    )
+    shifts_to_flow(tmp_path / "b.zarr", tmp_path / "f.zarr", tile=32, **run)
+    report = warp_volume(
+        paths["mov"],
+        tmp_path / "f.zarr",
+        tmp_path / "w.zarr",
+        tile=32,
+        reference=paths["ref"],
+        **run,
+    )
     assert blocks.report.ok and report.ok and report.n_done == 9
     sync = blockwise_shifts(
         paths["ref"], paths["mov"], tmp_path / "b1.zarr", block=32, overlap=8, **SYNC
