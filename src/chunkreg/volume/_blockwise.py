@@ -11,6 +11,7 @@ a dense displacement field.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass
 
@@ -254,7 +255,7 @@ def plan_blockwise_shifts(
         raise InputError("the volumes must have at least one axis.")
     block = per_axis(block, ref.ndim, "block", minimum=MIN_BLOCK)
     overlap = per_axis(overlap, ref.ndim, "overlap", minimum=0)
-    if isinstance(upsample_factor, bool) or not isinstance(upsample_factor, int):
+    if isinstance(upsample_factor, bool) or not isinstance(upsample_factor, numbers.Integral):
         raise InputError(f"upsample_factor must be an integer >= 1, got {upsample_factor!r}.")
     if upsample_factor < 1:
         raise InputError(f"upsample_factor must be >= 1, got {upsample_factor}.")
@@ -266,7 +267,11 @@ def plan_blockwise_shifts(
             min(t + 2 * d, n) for t, d, n in zip(block, overlap, ref.shape, strict=True)
         )
         batch_size = max(1, min(_TARGET_VOXELS // read, math.ceil(len(grid) / 16)))
-    elif isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    elif (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, numbers.Integral)
+        or batch_size < 1
+    ):
         raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
     return BlocksPlan(ref, mov, grid, int(batch_size), int(upsample_factor), normalization)
 

@@ -9,6 +9,7 @@ volume's dtype and chunking.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 from dataclasses import dataclass
@@ -156,7 +157,10 @@ def _warp_tile(task: _WarpTile) -> dict:
     moving, out = task.moving.open(), task.output.open(mode="r+")
     flow = np.asarray(task.flow.open()[(slice(None), *tile.core)])
     if not np.all(np.isfinite(flow)):
-        raise InputError(f"flow has NaN or infinite values in tile {tile.core}.")
+        raise InputError(
+            f"flow has NaN or infinite values in tile {tile.core}; is the flow output complete? "
+            "(unwritten parts of a chunkreg flow are NaN: run its command again to finish it)"
+        )
     bounds = sample_bounds(flow, tile.core, moving.shape, task.order)
     region = moving[bounds]
     warped = sample_region(
@@ -264,7 +268,7 @@ def plan_warp_volume(
             raise InputError(
                 f"reference and moving must have the same shape, got {ref.shape} and {mov.shape}."
             )
-    if isinstance(order, bool) or not isinstance(order, int) or not 0 <= order <= 5:
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or not 0 <= order <= 5:
         raise InputError(f"order must be an integer from 0 to 5, got {order!r}.")
     if mode not in _MODES:
         raise InputError(f"mode must be one of {sorted(_MODES)}, got {mode!r}.")
