@@ -17,7 +17,11 @@ from .registration import optical_flow_ilk, optical_flow_tvl1, phase_cross_corre
 
 # Workflow functions, imported lazily: public name -> module that defines it.
 _LAZY = {
+    "BlockShifts": ".volume",
+    "blockwise_shifts": ".volume",
     "compute_flow": ".volume",
+    "shifts_to_flow": ".volume",
+    "warp_volume": ".volume",
 }
 
 __all__ = [
