@@ -1,8 +1,8 @@
 """Pure per-block kernels of blockwise rigid registration (numpy/scipy only, no I/O).
 
-A block's shift is estimated by windowed phase cross-correlation, refined once on regions
-re-cut at the integer shift (so the two blocks mostly show the same content), and scored by the
-normalised cross-correlation between the reference block and the moving block after shifting.
+A block's shift is estimated by windowed phase cross-correlation, refined once on the parts of
+the two blocks that show the same content at the integer shift, and scored by the normalised
+cross-correlation between the reference block and the moving block after shifting.
 Unusable blocks are filled from their reliable neighbours.
 """
 

@@ -384,9 +384,9 @@ def blockwise_shifts(
     """Estimate one rigid shift per block of two volumes (piecewise-rigid registration).
 
     Each block is read with ``overlap`` extra voxels per side from both volumes (clipped at the
-    volume's edges), both are Hann-windowed and phase cross-correlated; the moving block is
-    then re-read at the integer shift and the residual measured again, which removes most of
-    the bias that the blocks' edges cause. Quality is the normalised cross-correlation (NCC)
+    volume's edges), both are Hann-windowed and phase cross-correlated; both blocks are then
+    cropped to the parts that show the same content at the integer shift and the residual is
+    measured again, which removes most of the bias that the blocks' edges cause. Quality is the normalised cross-correlation (NCC)
     between the reference block's core and the moving volume shifted by the estimate. Blocks
     that are constant (empty background), whose smaller standard deviation is at most
     ``min_std``, or whose quality is below ``min_quality``, are marked unreliable and filled
