@@ -10,10 +10,10 @@ from chunkreg import BlockShifts, blockwise_shifts, shifts_to_flow
 from chunkreg.errors import IncompatibleOutputError, InputError
 from chunkreg.testing import textured_image
 from chunkreg.volume._block_kernels import (
+    common_regions,
     estimate_shift,
     fill_unreliable,
     hann_window,
-    refined_regions,
     shifted_ncc,
 )
 from chunkreg.volume._blockwise import load_block_shifts, plan_blockwise_shifts
@@ -75,12 +75,16 @@ def test_hann_window_shape_and_symmetry():
     assert (w > 0).all() and w.max() <= 1
 
 
-def test_refined_regions_keep_moving_inside_the_volume():
-    read = (slice(10, 40), slice(0, 30))
-    ref_region, mov_region = refined_regions(read, (5, -3), (50, 30))
-    assert ref_region == (slice(10, 40), slice(0, 27))
-    assert mov_region == (slice(5, 35), slice(3, 30))
-    assert refined_regions(read, (45, 0), (50, 30)) is None
+def test_common_regions_show_the_same_content():
+    ref = textured_image((30, 20), seed=1)
+    mov = ndimage.shift(
+        ref, (-5, 3), order=0, mode="constant", cval=np.nan
+    )  # shift(mov, (5, -3)) = ref
+    ref_region, mov_region = common_regions(ref.shape, (5, -3))
+    assert ref_region == (slice(5, 30), slice(0, 17))
+    assert mov_region == (slice(0, 25), slice(3, 20))
+    assert_array_equal(mov[mov_region][:-5, 3:], ref[ref_region][:-5, 3:])  # NaN where cut off
+    assert common_regions((30, 20), (30, 0)) is None
 
 
 def test_shifted_ncc_is_one_at_the_true_shift():
@@ -88,6 +92,8 @@ def test_shifted_ncc_is_one_at_the_true_shift():
     mov = ndimage.shift(ref, (-3, 2), order=1, mode="nearest")  # mov(x) = ref(x + (3, -2))
     assert shifted_ncc(ref, mov, (3, -2)) == pytest.approx(1.0, abs=1e-6)
     assert shifted_ncc(ref, mov, (3.5, -2)) < 0.99
+    half = ndimage.shift(ref, (-3.5, 2.25), order=1, mode="nearest")
+    assert shifted_ncc(ref, half, (3.5, -2.25)) > 0.99  # fractional: linear interpolation
     assert shifted_ncc(ref, mov, (0, 0)) < 0.5
     assert shifted_ncc(ref, mov, (70, 0)) == 0.0  # nothing overlaps
 

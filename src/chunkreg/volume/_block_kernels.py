@@ -1,8 +1,8 @@
 """Pure per-block kernels of blockwise rigid registration (numpy/scipy only, no I/O).
 
-A block's shift is estimated by windowed phase cross-correlation, refined once on regions
-re-cut at the integer shift (so the two blocks mostly show the same content), and scored by the
-normalised cross-correlation between the reference block and the moving block after shifting.
+A block's shift is estimated by windowed phase cross-correlation, refined once on the parts of
+the two blocks that show the same content at the integer shift, and scored by the normalised
+cross-correlation between the reference block and the moving block after shifting.
 Unusable blocks are filled from their reliable neighbours.
 """
 
@@ -11,15 +11,14 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from scipy import ndimage
 
 from ..registration import normalized_cross_correlation, phase_cross_correlation
 
 __all__ = [
+    "common_regions",
     "estimate_shift",
     "fill_unreliable",
     "hann_window",
-    "refined_regions",
     "shifted_ncc",
 ]
 
@@ -82,18 +81,21 @@ def estimate_shift(
     return shift, float(error)
 
 
-def refined_regions(
-    read: tuple[slice, ...], integer_shift, shape
-) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
-    """Regions to re-correlate once the integer part ``k`` of a block's shift is known.
+def common_regions(shape, integer_shift) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    """Parts of two equally shaped blocks that show the same content, given a block's shift.
 
-    The moving content matching reference region ``R`` lies at ``R - k``. Returns the part
-    ``R'`` of ``read`` for which ``R' - k`` is inside the volume, and ``R' - k``; ``None`` if
-    nothing of ``read`` remains.
+    If ``ndimage.shift(moving, k)`` matches ``reference`` for an integer ``k``, then
+    ``reference[R]`` matches ``moving[R - k]``; this returns the largest such ``R`` inside the
+    block and ``R - k`` (local slices), or ``None`` if they do not overlap.
+
+    Examples
+    --------
+    >>> common_regions((10, 8), (3, -2))
+    ((slice(3, 10, None), slice(0, 6, None)), (slice(0, 7, None), slice(2, 8, None)))
     """
     ref_region, mov_region = [], []
-    for s, k, n in zip(read, integer_shift, shape, strict=True):
-        lo, hi = max(s.start, int(k)), min(s.stop, n + int(k))
+    for n, k in zip(shape, integer_shift, strict=True):
+        lo, hi = max(0, int(k)), min(n, n + int(k))
         if hi <= lo:
             return None
         ref_region.append(slice(lo, hi))
@@ -110,13 +112,13 @@ def shifted_ncc(
 ) -> float:
     """NCC between ``reference(x)`` and ``moving(x - shift)`` over ``region``.
 
-    ``moving`` is sampled with linear interpolation; positions whose sample would fall outside
-    ``moving`` are left out.
+    ``moving`` is sampled with (separable) linear interpolation; positions whose sample would
+    fall outside ``moving`` are left out.
 
     Parameters
     ----------
     reference, moving : ndarray
-        Arrays of equal shape (the same region of both volumes, or ``moving`` re-cut).
+        Arrays of equal shape (the same region of both volumes).
     shift : sequence of float
         Shift registering ``moving`` onto ``reference``; may be fractional.
     region : tuple of slice, optional
@@ -139,15 +141,18 @@ def shifted_ncc(
             return 0.0
         valid.append(slice(lo, hi))
     valid = tuple(valid)
-    if np.all(shift == np.round(shift)):
-        k = shift.astype(int)
-        sampled = moving[
-            tuple(slice(v.start - d, v.stop - d) for v, d in zip(valid, k, strict=True))
-        ]
-    else:
-        sampled = ndimage.shift(
-            np.asarray(moving, dtype=np.float32), shift, order=1, mode="nearest"
-        )[valid]
+    # separable linear interpolation at x - shift = x + k + t, t in [0, 1)
+    k = np.floor(-shift).astype(int)
+    t = -shift - k
+    sampled = np.zeros(tuple(v.stop - v.start for v in valid))
+    for corner in itertools.product((0, 1), repeat=reference.ndim):
+        weight = float(np.prod([t[a] if c else 1 - t[a] for a, c in enumerate(corner)]))
+        if weight == 0.0:
+            continue
+        part = tuple(
+            slice(v.start + d + c, v.stop + d + c) for v, d, c in zip(valid, k, corner, strict=True)
+        )
+        sampled += weight * moving[part]
     return normalized_cross_correlation(reference[valid], sampled)
 
 

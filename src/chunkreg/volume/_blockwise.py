@@ -24,7 +24,7 @@ from ..execution import RunReport, open_client, run_tasks
 from ..io import ArrayRef, array_ref, open_array, open_output_group, require_shared_store
 from ..registration import normalized_cross_correlation
 from ..tiling import TileGrid
-from ._block_kernels import estimate_shift, fill_unreliable, refined_regions, shifted_ncc
+from ._block_kernels import common_regions, estimate_shift, fill_unreliable, shifted_ncc
 from ._qc import write_qc
 from ._sink import ResultSink
 
@@ -105,17 +105,14 @@ class _Batch:
     normalization: str | None
 
 
-def _register_block(ref_array, mov_array, tile, upsample_factor, normalization) -> dict:
-    """Measure one block; returns its row of results and the bytes read."""
-    shape = ref_array.shape
-    ref = np.asarray(ref_array[tile.read], dtype=np.float32)
-    mov = np.asarray(mov_array[tile.read], dtype=np.float32)
-    nbytes = ref.size * (ref_array.dtype.itemsize + mov_array.dtype.itemsize)
+def _register_block(ref, mov, tile, upsample_factor, normalization) -> dict:
+    """Measure one block from its read regions of both volumes; returns its row of results."""
+    ndim = ref.ndim
     core = tile.core_in_read
     std_r, std_m = float(ref[core].std()), float(mov[core].std())
     row = dict.fromkeys(_FIELDS, np.nan)
-    row.update(std_reference=std_r, std_moving=std_m, bytes_read=nbytes)
-    row["shift"] = np.full(len(shape), np.nan)
+    row.update(std_reference=std_r, std_moving=std_m)
+    row["shift"] = np.full(ndim, np.nan)
     if not (std_r > 0 and std_m > 0 and np.isfinite(std_r) and np.isfinite(std_m)):
         return row  # empty (constant) or corrupt block: nothing to correlate
     row["ncc_before"] = normalized_cross_correlation(ref[core], mov[core])
@@ -125,21 +122,15 @@ def _register_block(ref_array, mov_array, tile, upsample_factor, normalization) 
     if not np.all(np.isfinite(shift)):
         return row
     integer = np.round(shift).astype(int)
-    regions = refined_regions(tile.read, integer, shape) if integer.any() else None
-    if regions is None:
+    regions = common_regions(ref.shape, integer) if integer.any() else None
+    if regions is None or min(r.stop - r.start for r in regions[0]) < MIN_BLOCK:
         row.update(shift=shift, error=error)
         row["ncc_after"] = shifted_ncc(ref, mov, shift, region=core)
         return row
-    # Re-cut the moving block at the integer shift so both show (almost) the same content,
-    # and measure the residual: far less biased by the blocks' edges.
+    # Crop both blocks to the parts that show the same content at the integer shift and
+    # measure the residual: far less biased by the blocks' edges than the first estimate.
     ref_region, mov_region = regions
-    local = tuple(
-        slice(r.start - t.start, r.stop - t.start)
-        for r, t in zip(ref_region, tile.read, strict=True)
-    )
-    ref2 = ref[local]
-    mov2 = np.asarray(mov_array[mov_region], dtype=np.float32)
-    row["bytes_read"] += mov2.size * mov_array.dtype.itemsize
+    ref2, mov2 = ref[ref_region], mov[mov_region]
     residual, error2 = estimate_shift(
         ref2, mov2, upsample_factor=upsample_factor, normalization=normalization
     )
@@ -149,7 +140,7 @@ def _register_block(ref_array, mov_array, tile, upsample_factor, normalization) 
         residual = shift - integer
     core_in_ref2 = tuple(
         slice(max(c.start, r.start) - r.start, min(c.stop, r.stop) - r.start)
-        for c, r in zip(tile.core, ref_region, strict=True)
+        for c, r in zip(core, ref_region, strict=True)
     )
     row.update(shift=shift, error=error)
     if all(s.stop > s.start for s in core_in_ref2):
@@ -159,17 +150,46 @@ def _register_block(ref_array, mov_array, tile, upsample_factor, normalization) 
     return row
 
 
+def _read_regions(ref_array, mov_array, tiles) -> tuple[list, int]:
+    """Each tile's read region of both volumes (float32), and the bytes read from storage.
+
+    Consecutive blocks are neighbours along the last axis, and their overlapping read regions
+    share storage chunks: when the batch's bounding box is compact, it is read once and cut,
+    so each chunk is decoded once per batch instead of once per block.
+    """
+    itemsize = ref_array.dtype.itemsize + mov_array.dtype.itemsize
+    lo = [min(t.read[a].start for t in tiles) for a in range(ref_array.ndim)]
+    hi = [max(t.read[a].stop for t in tiles) for a in range(ref_array.ndim)]
+    box_size = math.prod(b - a for a, b in zip(lo, hi, strict=True))
+    if box_size > 2 * sum(math.prod(t.read_shape) for t in tiles):
+        regions = [
+            (
+                np.asarray(ref_array[t.read], dtype=np.float32),
+                np.asarray(mov_array[t.read], dtype=np.float32),
+            )
+            for t in tiles
+        ]
+        return regions, sum(r.size for r, _ in regions) * itemsize
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    ref_box = np.asarray(ref_array[box], dtype=np.float32)
+    mov_box = np.asarray(mov_array[box], dtype=np.float32)
+    regions = []
+    for t in tiles:
+        local = tuple(slice(r.start - a, r.stop - a) for r, a in zip(t.read, lo, strict=True))
+        regions.append((ref_box[local], mov_box[local]))
+    return regions, box_size * itemsize
+
+
 def _register_batch(task: _Batch) -> dict:
     start = time.perf_counter()
-    ref_array, mov_array = task.reference.open(), task.moving.open()
+    tiles = [task.grid.tile(n) for n in task.numbers]
+    regions, bytes_read = _read_regions(task.reference.open(), task.moving.open(), tiles)
     rows = [
-        _register_block(
-            ref_array, mov_array, task.grid.tile(n), task.upsample_factor, task.normalization
-        )
-        for n in task.numbers
+        _register_block(ref, mov, tile, task.upsample_factor, task.normalization)
+        for tile, (ref, mov) in zip(tiles, regions, strict=True)
     ]
     out = {field: np.array([row[field] for row in rows]) for field in _FIELDS}
-    out["bytes_read"] = sum(row["bytes_read"] for row in rows)
+    out["bytes_read"] = bytes_read
     out["seconds"] = time.perf_counter() - start
     return out
 
@@ -214,8 +234,7 @@ class BlocksPlan:
                 f"blocks: {len(g)} in a grid of {g.grid_shape}, block {g.tile_shape}, "
                 f"overlap {g.depth}",
                 f"tasks: {self.n_tasks} of up to {self.batch_size} blocks",
-                f"read per block: up to {read} voxels of each volume (x2 for the moving "
-                f"volume when refined); read amplification "
+                f"read per block: up to {read} voxels of each volume; read amplification "
                 f"{g.read_amplification(self.reference.chunks):.2f}x",
                 f"upsample_factor {self.upsample_factor}, normalization {self.normalization}",
             ]
@@ -365,9 +384,9 @@ def blockwise_shifts(
     """Estimate one rigid shift per block of two volumes (piecewise-rigid registration).
 
     Each block is read with ``overlap`` extra voxels per side from both volumes (clipped at the
-    volume's edges), both are Hann-windowed and phase cross-correlated; the moving block is
-    then re-read at the integer shift and the residual measured again, which removes most of
-    the bias that the blocks' edges cause. Quality is the normalised cross-correlation (NCC)
+    volume's edges), both are Hann-windowed and phase cross-correlated; both blocks are then
+    cropped to the parts that show the same content at the integer shift and the residual is
+    measured again, which removes most of the bias that the blocks' edges cause. Quality is the normalised cross-correlation (NCC)
     between the reference block's core and the moving volume shifted by the estimate. Blocks
     that are constant (empty background), whose smaller standard deviation is at most
     ``min_std``, or whose quality is below ``min_quality``, are marked unreliable and filled
