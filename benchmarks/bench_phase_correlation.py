@@ -102,7 +102,8 @@ def _run_case(shape, upsample, repeats, masked):
     name = "x".join(map(str, shape)) + (" masked" if masked else f" up={upsample}")
     return (
         f"| {name:<20} | {t_sk:>10.1f} | {t_ours:>8.1f} | {t_sk / t_ours:>5.1f}x | "
-        f"{np.abs(sk_shift - true).max():>14.3f} | {np.abs(our_shift - true).max():>11.3f} |"
+        f"{np.abs(sk_shift - true).max():>14.3f} | {np.abs(our_shift - true).max():>11.3f} | "
+        f"{np.abs(our_shift - sk_shift).max():>13.2g} |"
     )
 
 
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
     )
     header = (
         f"| {'case':<20} | {'skimage ms':>10} | {'ours ms':>8} | {'ratio':>6} | "
-        f"{'skimage err px':>14} | {'ours err px':>11} |"
+        f"{'skimage err px':>14} | {'ours err px':>11} | {'ours-skimage':>13} |"
     )
     print(header)
     print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
