@@ -98,7 +98,7 @@ def test_matches_skimage(shape, upsample, normalization, dtype):
         assert_allclose(ours[2], theirs[2], atol=tol)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)  # reproducible in CI
 @given(
     st.tuples(st.floats(-6, 6), st.floats(-6, 6)),
     st.sampled_from([3, 20, 50, 100, 250]),
