@@ -7,6 +7,7 @@ from ._arrays import ArrayRef, array_ref, create_array, open_array
 from ._completion import CompletionRecord
 from ._ome import multiscale_dataset_paths, write_ome_multiscale_metadata
 from ._output import normalise_signature, open_output_group, require_shared_store
+from ._tiff import tiff_to_zarr, tiles_to_zarr
 
 __all__ = [
     "ArrayRef",
@@ -18,5 +19,7 @@ __all__ = [
     "open_array",
     "open_output_group",
     "require_shared_store",
+    "tiff_to_zarr",
+    "tiles_to_zarr",
     "write_ome_multiscale_metadata",
 ]

@@ -1,0 +1,103 @@
+"""Every script in workflows/ runs on its example config against generated small data."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import zarr
+from numpy.testing import assert_array_equal
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / "workflows"
+
+
+def run_script(name: str, cwd: Path, config: Path | None = None) -> subprocess.CompletedProcess:
+    config = config or WORKFLOWS / f"{name}.example.toml"
+    result = subprocess.run(
+        [sys.executable, str(WORKFLOWS / f"{name}.py"), str(config)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def test_every_script_has_an_example_config():
+    scripts = {p.stem for p in WORKFLOWS.glob("*.py")}
+    configs = {p.name.removesuffix(".example.toml") for p in WORKFLOWS.glob("*.example.toml")}
+    assert scripts <= configs, f"scripts without example config: {sorted(scripts - configs)}"
+
+
+def test_convert_tiff_stack(tmp_path):
+    stack = np.random.default_rng(0).integers(0, 60000, size=(3, 300, 280), dtype=np.uint16)
+    (tmp_path / "data").mkdir()
+    tifffile.imwrite(tmp_path / "data" / "stack.tif", stack, photometric="minisblack")
+    result = run_script("convert_tiff", tmp_path)
+    assert "shape (3, 300, 280)" in result.stdout
+    group = zarr.open_group(tmp_path / "stack.ome.zarr", mode="r")
+    assert group["0"].chunks == (1, 256, 256)
+    assert_array_equal(group["0"][:], stack)
+
+
+def test_convert_tiff_tiles(tmp_path):
+    (tmp_path / "data" / "tiles").mkdir(parents=True)
+    tiles = np.random.default_rng(1).random((3, 20, 30)).astype(np.float32)
+    for i, t in enumerate(tiles):
+        tifffile.imwrite(tmp_path / "data" / "tiles" / f"t{i}.tif", t)
+    config = (WORKFLOWS / "convert_tiff.example.toml").read_text()
+    config = config.replace('kind = "stack"', 'kind = "tiles"').replace(
+        "chunks = [1, 256, 256]", "chunks = [16, 16]"
+    )
+    (tmp_path / "c.toml").write_text(config)
+    run_script("convert_tiff", tmp_path, tmp_path / "c.toml")
+    group = zarr.open_group(tmp_path / "stack.ome.zarr", mode="r")
+    assert_array_equal(group["t2"][:], tiles[2])
+
+
+def _volume_pair(folder: Path, shape=(40, 48, 44)):
+    from chunkreg.io import create_array
+    from chunkreg.testing import apply_flow, smooth_displacement, textured_image
+
+    reference = textured_image(shape, seed=3, sigma=1.5)
+    truth = smooth_displacement(shape, amplitude=2.0, seed=4)
+    moving = apply_flow(reference, -truth)
+    for name, data in (("reference", reference), ("moving", moving)):
+        create_array(folder / f"{name}.zarr", shape=shape, dtype="float32", chunks=(16, 16, 16))[
+            :
+        ] = data
+    return reference, moving, truth
+
+
+def test_register_volumes_flow_then_warp(tmp_path):
+    (tmp_path / "data").mkdir()
+    reference, moving, truth = _volume_pair(tmp_path / "data")
+    result = run_script("register_volumes", tmp_path)
+    assert "failed" not in result.stderr
+    flow = zarr.open_group(tmp_path / "flow.zarr", mode="r")["flow"][:]
+    inner = (slice(None), *[slice(4, -4)] * 3)
+    epe = np.sqrt(((flow - truth)[inner] ** 2).sum(axis=0)).mean()
+    assert epe < 0.5 * np.sqrt((truth[inner] ** 2).sum(axis=0)).mean()
+    registered = zarr.open_group(tmp_path / "registered.zarr", mode="r")["0"][:]
+    assert np.abs(registered - reference).mean() < 0.5 * np.abs(moving - reference).mean()
+    # a second run resumes: nothing left to compute
+    again = run_script("register_volumes", tmp_path)
+    assert "0 done" in again.stdout
+
+
+def test_register_volumes_blockwise(tmp_path):
+    (tmp_path / "data").mkdir()
+    reference, moving, _ = _volume_pair(tmp_path / "data")
+    config = (
+        (WORKFLOWS / "register_volumes.example.toml")
+        .read_text()
+        .replace('method = "ilk"', 'method = "blockwise"')
+    )
+    (tmp_path / "c.toml").write_text(config)
+    result = run_script("register_volumes", tmp_path, tmp_path / "c.toml")
+    assert "reliable" in result.stdout
+    registered = zarr.open_group(tmp_path / "registered.zarr", mode="r")["0"][:]
+    assert np.abs(registered - reference).mean() < np.abs(moving - reference).mean()
