@@ -1,7 +1,8 @@
 """Volume workflows: kernels run tile by tile over zarr volumes on a Dask cluster.
 
-:func:`compute_flow` computes dense optical flow between two volumes; :func:`plan_flow`
-returns the plan it would follow (tiles, halo, memory) without writing anything.
+:func:`compute_flow` computes dense optical flow between two volumes, coarse to fine over an
+image pyramid and seam-free across tiles; :func:`plan_flow` returns the plan it would follow
+(levels, tiles, halo, memory) without writing anything.
 :func:`blockwise_shifts` registers blocks rigidly and :func:`shifts_to_flow` turns the block
 grid into a dense flow; :func:`warp_volume` applies a flow to a volume.
 """
@@ -14,6 +15,7 @@ from ._blockwise import (
     plan_blockwise_shifts,
 )
 from ._flow import FLOW_ARRAY, compute_flow, run_flow_plan
+from ._levels import LevelPlan
 from ._methods import DEFAULT_MOTION, flow_depth
 from ._planning import FlowPlan, default_tile, plan_flow
 from ._qc import combine_seam_sums, plot_qc, read_qc, seam_metric, seam_sums, summarise_qc, write_qc
@@ -26,6 +28,7 @@ __all__ = [
     "BlockShifts",
     "BlocksPlan",
     "FlowPlan",
+    "LevelPlan",
     "WarpPlan",
     "blockwise_shifts",
     "combine_seam_sums",

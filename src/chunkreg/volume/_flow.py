@@ -1,151 +1,277 @@
-"""The ``flow`` workflow: dense optical flow over zarr volumes, tile by tile, resumable.
+"""The ``flow`` workflow: dense optical flow over zarr volumes, coarse to fine, resumable.
 
-Each task reads its tile's region (core plus halo) from both inputs, runs the in-memory kernel,
-and writes the core of the flow into output chunks it alone owns; the client records the tile
-complete afterwards. A second run skips recorded tiles; any tile may run twice and writes the
-same bytes.
+Stages, each a set of write-once tasks with its own completion record:
+
+1. the image pyramid of both inputs, level by level (unless the inputs carry one);
+2. the coarsest level's flow: over the whole level in one task when it fits the memory budget,
+   else tile by tile;
+3. each finer level: tiles refine the upsampled flow of the level above (scratch blocks), then
+   blend tasks stitch them seam-free into the level's flow; at level 0 the blend tasks also
+   measure the quality control.
+
+A second run skips what is recorded complete; any task may run twice and writes the same bytes.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
-from .._validation import check_finite
 from ..errors import InputError
 from ..execution import RunReport, open_client, run_tasks
+from ..execution._report import TaskFailure
 from ..io import (
-    ArrayRef,
     CompletionRecord,
     create_array,
     open_output_group,
     require_shared_store,
     write_ome_multiscale_metadata,
 )
-from ._methods import kernel
-from ._planning import FlowPlan, plan_flow
+from ._flow_tasks import LevelJob, TileTasks, WholeTask, flow_tile, whole_level
+from ._planning import TASK_MEMORY_BUDGET, FlowPlan, plan_flow
+from ._pyramid import PyramidTasks, create_pyramid_level, downsample_tile
+from ._qc import combine_seam_sums, write_qc
+from ._sink import ResultSink
+from ._stitch import BlendJob, BlendTask, blend_tile, create_scratch, group_ref
 
-__all__ = ["FLOW_ARRAY", "compute_flow"]
+__all__ = ["FLOW_ARRAY", "compute_flow", "run_flow_plan"]
 
 #: Name of the flow array inside the output group.
 FLOW_ARRAY = "flow"
 _RECORD = "tiles"
 _AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
+_SCRATCH = "_scratch"
 
 
-@dataclass(frozen=True)
-class _Job:
-    """What every tile task of one run shares (small and picklable)."""
-
-    output: ArrayRef
-    plan: FlowPlan
+def flow_path(level: int) -> str:
+    """Path of a level's flow inside the output group."""
+    return FLOW_ARRAY if level == 0 else f"coarse/{level}"
 
 
-@dataclass(frozen=True)
-class _TileTask:
-    job: _Job
-    number: int
-
-    def __str__(self) -> str:
-        tile = self.job.plan.grid.tile(self.number)
-        region = ", ".join(f"{s.start}:{s.stop}" for s in tile.core)
-        return f"tile {tile.index} core [{region}]"
-
-
-class _TileTasks(Sequence):
-    """The tasks of a run, made on demand (a run may have millions of tiles)."""
-
-    def __init__(self, job: _Job) -> None:
-        self.job = job
-
-    def __len__(self) -> int:
-        return len(self.job.plan.grid)
-
-    def __getitem__(self, number):
-        if isinstance(number, slice):
-            return [self[i] for i in range(*number.indices(len(self)))]
-        if not 0 <= number < len(self):
-            raise IndexError(number)
-        return _TileTask(self.job, number)
-
-
-def _flow_tile(task: _TileTask) -> dict:
-    """Compute and write one tile's flow (runs on a worker)."""
-    plan = task.job.plan
-    tile = plan.grid.tile(task.number)
-    t0 = time.perf_counter()
-    ref_array = plan.reference.open()
-    mov_array = plan.moving.open()
-    ref = np.asarray(ref_array[tile.read], dtype=np.float32)
-    mov = np.asarray(mov_array[tile.read], dtype=np.float32)
-    check_finite(ref, f"reference in {task}")
-    check_finite(mov, f"moving in {task}")
-    t1 = time.perf_counter()
-    flow = kernel(plan.method)(ref, mov, **plan.params)
-    expected = (plan.ndim, *tile.read_shape)
-    if np.shape(flow) != expected:
-        raise ValueError(f"the kernel returned shape {np.shape(flow)}, expected {expected}")
-    core = np.ascontiguousarray(flow[(slice(None), *tile.core_in_read)], dtype=np.float32)
-    t2 = time.perf_counter()
-    out = task.job.output.open(mode="r+")
-    out[(slice(None), *tile.core)] = core
-    t3 = time.perf_counter()
+def _flow_attributes(plan: FlowPlan, level: int) -> dict:
+    lp = plan.levels[level]
+    axes = ("c", *_AXES[plan.ndim])
+    unit = "pixel" if level == 0 else f"pixel of level {level} (2**{level} input pixels)"
     return {
-        "bytes_read": 2 * ref.size * plan.input_dtype.itemsize,
-        "bytes_written": core.nbytes,
-        "seconds": t2 - t1,
-        "read_seconds": t1 - t0,
-        "write_seconds": t3 - t2,
+        "description": (
+            "dense displacement field: flow[:, p] is the displacement (in pixels of this "
+            "level's grid, one component per spatial axis, in axis order) at which the "
+            "moving image matches the reference at p; warp(moving, flow) ~ reference"
+        ),
+        "axes": list(axes),
+        "units": {"values": unit},
+        "method": plan.method_name,
+        "params": plan.params,
+        "level": level,
+        "levels": len(plan.levels),
+        "mode": lp.mode,
+        "tile": list(lp.grid.tile_shape),
+        "depth": list(lp.grid.depth),
+        "band": list(lp.band),
+        "depth_rule": lp.depth_rule,
+        "reference": str(plan.reference),
+        "moving": str(plan.moving),
+        "chunkreg_version": __version__,
     }
-
-
-def _output_ref(group, path: str) -> ArrayRef:
-    store = group.store
-    root = getattr(store, "root", None)
-    if root is not None:
-        return ArrayRef(os.path.abspath(root), f"{group.path}/{path}".strip("/"))
-    return ArrayRef(store, f"{group.path}/{path}".strip("/"))
 
 
 def _prepare_output(plan: FlowPlan, output, overwrite: bool):
     group = open_output_group(output, signature=plan.signature(), overwrite=overwrite, kind="flow")
     axes = ("c", *_AXES[plan.ndim])
-    if FLOW_ARRAY not in group:
-        create_array(
-            group,
-            name=FLOW_ARRAY,
-            shape=(plan.ndim, *plan.shape),
-            dtype=np.float32,
-            chunks=plan.chunks,
-            fill_value=np.nan,
-            dimension_names=axes,
-            attributes={
-                "description": (
-                    "dense displacement field: flow[:, p] is the displacement (in pixels of the "
-                    "input grid, one component per spatial axis, in axis order) at which the "
-                    "moving image matches the reference at p; warp(moving, flow) ~ reference"
-                ),
-                "axes": list(axes),
-                "units": {"values": "pixel"},
-                "method": plan.method_name,
-                "params": plan.params,
-                "tile": list(plan.grid.tile_shape),
-                "depth": list(plan.grid.depth),
-                "depth_rule": plan.depth_rule,
-                "reference": str(plan.reference),
-                "moving": str(plan.moving),
-                "chunkreg_version": __version__,
-            },
-        )
+    for lp in plan.levels:
+        path = flow_path(lp.level)
+        if path not in group:
+            create_array(
+                group,
+                name=path,
+                shape=(plan.ndim, *lp.shape),
+                dtype=np.float32,
+                chunks=(1, *lp.chunks) if lp.level else plan.chunks,
+                fill_value=np.nan,
+                dimension_names=axes,
+                attributes=_flow_attributes(plan, lp.level),
+            )
     if "ome" not in group.attrs:  # also when a run died between creating the array and this
         write_ome_multiscale_metadata(group, paths=[FLOW_ARRAY], axes=axes, name="flow")
     return group
+
+
+class _Run:
+    """Runs the stages of one plan in order, collecting one report."""
+
+    def __init__(self, plan: FlowPlan, group, client, progress: bool) -> None:
+        self.plan, self.group, self.client, self.progress = plan, group, client, progress
+        self.report = RunReport(label="tasks", n_tasks=0)
+        self.stages: list[str] = []
+        self.sink: ResultSink | None = None
+
+    def stage(self, name: str, func, tasks, *, record=None, on_result=None, label="tiles"):
+        """Run one stage; fold its report in. Returns True if every task succeeded."""
+        part = run_tasks(
+            func, tasks, client=self.client, label=label, record=record,
+            progress=self.progress, describe=str, on_result=on_result,
+        )  # fmt: skip
+        r = self.report
+        r.n_tasks += part.n_tasks
+        r.n_done += part.n_done
+        r.n_skipped += part.n_skipped
+        r.n_failed += part.n_failed
+        r.failures += [
+            TaskFailure(f.index, f"{name}: {f.description}", f.error, f.traceback)
+            for f in part.failures
+        ]
+        r.wall_time += part.wall_time
+        r.bytes_read += part.bytes_read
+        r.bytes_written += part.bytes_written
+        r.task_seconds += part.task_seconds
+        self.stages.append(
+            f"{name}: {part.n_done} done, {part.n_skipped} skipped, {part.n_failed} failed, "
+            f"of {part.n_tasks} ({part.wall_time:.1f} s)"
+        )
+        return part.ok
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def sources(self, level: int):
+        lp = self.plan.levels[level]
+        if lp.reference is not None:
+            return lp.reference, lp.moving
+        from ._pyramid import pyramid_path
+
+        return (
+            group_ref(self.group, pyramid_path("reference", level)),
+            group_ref(self.group, pyramid_path("moving", level)),
+        )
+
+    def pyramid(self, level: int) -> bool:
+        lp = self.plan.levels[level]
+        targets, grid = create_pyramid_level(self.group, level, lp.shape, lp.chunks)
+        ref, mov = self.sources(level - 1)
+        tasks = PyramidTasks({"reference": ref, "moving": mov}, targets, grid)
+        record = CompletionRecord(self.group, f"pyramid_{level}", len(tasks))
+        return self.stage(f"pyramid level {level}", downsample_tile, tasks, record=record,
+                          label=f"pyramid {level}")  # fmt: skip
+
+    def whole(self, level: int) -> bool:
+        plan = self.plan
+        ref, mov = self.sources(level)
+        task = WholeTask(ref, mov, group_ref(self.group, flow_path(level)), plan.method,
+                         plan.params, level)  # fmt: skip
+        record = CompletionRecord(self.group, f"level_{level}", 1)
+        return self.stage(f"level {level} (whole)", whole_level, [task], record=record,
+                          label=f"level {level}")  # fmt: skip
+
+    def tiles(self, level: int) -> bool:
+        plan, group = self.plan, self.group
+        lp = plan.levels[level]
+        if self.blend_record(level).complete:  # nothing left to do at this level
+            self.report.n_tasks += 2 * len(lp.grid)
+            self.report.n_skipped += 2 * len(lp.grid)
+            return True
+        scratch_group = group.require_group(f"{_SCRATCH}/{level}")
+        scratch = create_scratch(scratch_group, "tiles", lp.grid, lp.band)
+        ref, mov = self.sources(level)
+        coarse = group_ref(group, flow_path(level + 1)) if lp.mode == "refine" else None
+        job = LevelJob(ref, mov, coarse, scratch, plan.method, plan.params, level)
+        record = CompletionRecord(scratch_group, "tiles", len(lp.grid))
+        where = f"level {level} " if len(plan.levels) > 1 else ""
+        if not self.stage(f"{where}tiles", flow_tile, TileTasks(job), record=record,
+                          label=f"{where}tiles".strip()):  # fmt: skip
+            return False
+        return self.blend(level, scratch)
+
+    def blend_record(self, level: int):
+        if level == 0:
+            if self.sink is None:
+                n = len(self.plan.grid)
+                self.sink = ResultSink(
+                    self.group, _RECORD, n_tasks=n, n_items=n,
+                    fields={"ncc_before": ((), "float64"), "ncc_after": ((), "float64"),
+                            "seam": ((3, self.plan.ndim), "float64")},
+                )  # fmt: skip
+            return self.sink.record
+        return CompletionRecord(self.group, f"blend_{level}", len(self.plan.levels[level].grid))
+
+    def blend(self, level: int, scratch) -> bool:
+        group = self.group
+        out = group_ref(group, flow_path(level))
+        if level == 0:
+            ref, mov = self.plan.reference, self.plan.moving
+            job = BlendJob(scratch, out, ref, mov)
+            sink = self.sink
+            todo = sink.todo()
+            tasks = [BlendTask(job, i) for i in todo]
+            try:
+                ok = self.stage("blend", blend_tile, tasks, label="blend",
+                                on_result=lambda j, r: sink.add(todo[j], [todo[j]], r))  # fmt: skip
+            finally:
+                sink.flush()
+            self.report.n_tasks += len(self.plan.grid) - len(todo)
+            self.report.n_skipped += len(self.plan.grid) - len(todo)
+            complete = sink.record.complete
+        else:
+            record = self.blend_record(level)
+            tasks = [BlendTask(BlendJob(scratch, out), i) for i in range(len(scratch.grid))]
+            ok = self.stage(f"level {level} blend", blend_tile, tasks, record=record,
+                            label=f"level {level} blend")  # fmt: skip
+            complete = record.complete
+        if complete:  # the scratch blocks are no longer needed
+            del group[f"{_SCRATCH}/{level}"]
+        return ok
+
+    def run(self) -> RunReport:
+        plan = self.plan
+        steps = [("pyramid", lp.level) for lp in plan.levels if lp.level and lp.reference is None]
+        steps += [
+            ("whole" if lp.mode == "whole" else "tiles", lp.level) for lp in reversed(plan.levels)
+        ]
+        for i, (kind, lvl) in enumerate(steps):
+            if not getattr(self, kind)(lvl):
+                rest = ", ".join(f"{k} {v}" for k, v in steps[i + 1 :])
+                if rest:
+                    self.stages.append(f"not run because of the failures: {rest}")
+                break
+        self.finish()
+        return self.report
+
+    def finish(self) -> None:
+        plan, report = self.plan, self.report
+        self.blend_record(0)
+        sink = self.sink
+        values = sink.values
+        grid_shape = plan.grid.grid_shape
+        seam = None
+        if sink.record.complete:
+            seam = combine_seam_sums(values["seam"].sum(axis=0))
+        if np.isfinite(values["ncc_after"]).any() or seam is not None:
+            write_qc(
+                self.group,
+                label="tiles",
+                tile_shape=plan.grid.tile_shape,
+                ncc_before=values["ncc_before"].reshape(grid_shape),
+                ncc_after=values["ncc_after"].reshape(grid_shape),
+                seam=seam,
+            )
+        report.notes.update(
+            {
+                "tiles": f"{len(plan.grid)} of {plan.grid.tile_shape}",
+                "halo (depth)": f"{plan.grid.depth} ({plan.depth_rule})",
+                "levels": str(len(plan.levels)),
+            }
+        )
+        for i, line in enumerate(self.stages):
+            report.notes[f"stage {i + 1}"] = line
+        after = values["ncc_after"]
+        if np.isfinite(after).any():
+            report.notes["NCC per tile"] = (
+                f"median {np.nanmedian(values['ncc_before']):.3f} before, "
+                f"{np.nanmedian(after):.3f} after"
+            )
+        if seam is not None:
+            report.notes["seam metric"] = f"{seam:.3f} (1 = no seams)"
 
 
 def compute_flow(
@@ -155,9 +281,11 @@ def compute_flow(
     *,
     method="ilk",
     level: int | None = None,
+    levels="auto",
     tile=None,
     overlap="auto",
     chunks=None,
+    coarse_memory=TASK_MEMORY_BUDGET,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -165,37 +293,54 @@ def compute_flow(
     progress: bool = True,
     **kernel_params,
 ) -> RunReport:
-    """Dense optical flow between two zarr volumes, computed tile by tile on a Dask cluster.
+    """Dense optical flow between two zarr volumes, coarse to fine, tile by tile on a cluster.
 
-    The volume is cut into tiles aligned to the output chunks; each task reads its tile plus a
-    halo (``overlap``) from both inputs, runs :func:`chunkreg.optical_flow_ilk` or
-    :func:`chunkreg.optical_flow_tvl1` on it, and writes the flow of the tile's core (the halo is
-    cropped). Completed tiles are recorded in the output, so running the same call again resumes
-    an interrupted run; the result is the same as an uninterrupted run's.
+    With several ``levels`` (the default for volumes larger than one tile), both volumes are
+    first reduced into an image pyramid in zarr (each level half the size of the one below).
+    The flow of the coarsest level is computed over the whole level at once — in one task when
+    it fits ``coarse_memory``, else tile by tile — so motion of any size that is visible at
+    that scale is found. Each finer level is then computed tile by tile: a task reads its tile
+    plus a halo (``overlap``), upsamples the coarser flow over it, resamples the moving image
+    along that flow (reading it wherever the flow points), and runs the kernel for one pyramid
+    level to find the small residual motion; so the halo only needs to cover the residual and
+    the kernel's window, not the displacement. Neighbouring tiles are blended with smooth
+    weights across half the halo on either side of each tile border, which leaves no seams.
+    ``levels=1`` computes the flow at full resolution only, each tile running the kernel with
+    its own image pyramid (good for motion well inside the halo).
+
+    Completed tasks are recorded in the output, so running the same call again resumes an
+    interrupted run; the result is the same as an uninterrupted run's.
 
     Parameters
     ----------
     reference, moving : zarr.Array, str or os.PathLike
         2-D or 3-D arrays of the same shape and a real numeric dtype: zarr arrays, paths/URLs of
-        zarr arrays, or paths of OME-Zarr multiscale groups. Opened read-only.
+        zarr arrays, or paths of OME-Zarr multiscale groups (whose coarser levels are used as
+        the pyramid when each halves the one before). Opened read-only.
     output : str, os.PathLike or zarr store
         Where to write the output group (see Notes). Must be reachable from every worker.
     method : {"ilk", "tvl1"} or callable
         The flow kernel. A callable ``f(reference, moving, **kernel_params)`` returning a flow of
         shape ``(ndim, *shape)`` may be given with an explicit ``overlap``.
     level : int, optional
-        Multiscale level to read when the inputs are OME-Zarr groups (default 0).
+        Multiscale level to register when the inputs are OME-Zarr groups (default 0).
+    levels : "auto" or int
+        Pyramid levels, the input resolution included. ``"auto"``: 1 when the volume is one
+        tile; otherwise enough levels for the coarsest to fit ``coarse_memory`` (at least 2).
     tile : int or tuple of int, optional
-        Tile (core) shape, a multiple of the output chunks along every axis it divides.
-        Default: see :func:`chunkreg.volume.default_tile` (about 128-256 per axis in 3-D,
-        1024 in 2-D, within 1 GiB per task).
+        Tile (core) shape, a multiple of the output chunks along every axis it divides; the
+        same shape (in each level's voxels) tiles the coarser levels. Default: see
+        :func:`chunkreg.volume.default_tile` (about 128-256 per axis in 3-D, 1024 in 2-D).
     overlap : "auto", int or tuple of int
         Halo (``depth``) read around each tile, per axis. ``"auto"`` derives it from the
-        kernel's parameters (:func:`chunkreg.volume.flow_depth`) for motions up to 4 px; give
-        more for larger motion.
+        kernel's parameters (:func:`chunkreg.volume.flow_depth`): for 2 voxels of residual
+        motion on the refined levels, 4 voxels of motion on a single or tiled coarsest level.
     chunks : int or tuple of int, optional
         Spatial chunk shape of the output (default: the reference's chunks). The flow array is
         chunked ``(1, *chunks)``.
+    coarse_memory : int or str
+        Bytes (or a string such as ``"4GiB"``) the in-memory flow of the coarsest level may
+        use; a coarsest level larger than that is computed tile by tile.
     client : distributed.Client, optional
         Run on this client (left open).
     scheduler : str, optional
@@ -207,7 +352,7 @@ def compute_flow(
         Delete an existing output and start afresh. Without it, an existing output of the same
         run is resumed and one of a different run is refused.
     progress : bool
-        Draw a progress line on stderr.
+        Draw a progress line per stage on stderr.
     **kernel_params
         Parameters of the kernel: ``radius``, ``num_warp``, ``gaussian``, ``prefilter`` (iLK);
         ``attachment``, ``tightness``, ``num_warp``, ``num_iter``, ``tol``, ``prefilter``
@@ -216,9 +361,10 @@ def compute_flow(
     Returns
     -------
     RunReport
-        Tiles done / skipped (complete from an earlier run) / failed, bytes, wall time; the
-        halo and tiles chosen are in ``report.notes``. Failed tiles are listed, not raised:
-        call ``report.raise_if_failed()``.
+        Tasks of every stage done / skipped (complete from an earlier run) / failed, bytes,
+        wall time; ``report.notes`` lists the levels, tiles, halo, each stage, the median NCC
+        before and after, and the seam metric. Failed tasks are listed, not raised: call
+        ``report.raise_if_failed()``.
 
     Raises
     ------
@@ -230,13 +376,12 @@ def compute_flow(
     Notes
     -----
     The output is a zarr group holding the array ``"flow"`` of shape ``(ndim, *shape)``,
-    float32, whose attributes hold the method, parameters, tile, halo and axes; OME-Zarr
-    multiscale metadata (axes ``c, [z,] y, x``) so viewers open it; the run signature; and the
-    completion record ``_completion/tiles``. Tiles never computed read as NaN.
-
-    The tiled flow equals the whole-volume flow where the motion is well inside the halo; per
-    tile, the kernel's image pyramid sees only the tile, so motion larger than the halo is not
-    recovered near tile borders (issue 5's coarse-to-fine mode addresses that).
+    float32, whose attributes hold the method, parameters, levels, tile, halo and axes;
+    OME-Zarr multiscale metadata (axes ``c, [z,] y, x``) so viewers open it; the flows of the
+    coarser levels (``coarse/<level>``, in that level's voxels); the pyramid levels it built
+    (``pyramid/reference/<level>``, ``pyramid/moving/<level>``); the quality control ``qc``
+    (per tile NCC before and after registration, the seam metric; see ``chunkreg qc``); the run
+    signature; and the completion records. Tiles never computed read as NaN.
 
     References
     ----------
@@ -255,9 +400,11 @@ def compute_flow(
         moving,
         method=method,
         level=level,
+        levels=levels,
         tile=tile,
         overlap=overlap,
         chunks=chunks,
+        coarse_memory=coarse_memory,
         **kernel_params,
     )
     return run_flow_plan(
@@ -289,24 +436,8 @@ def run_flow_plan(
     if n_workers is not None and (isinstance(n_workers, bool) or int(n_workers) < 1):
         raise InputError(f"n_workers must be >= 1, got {n_workers!r}.")
     group = _prepare_output(plan, output, overwrite)  # before a cluster starts: fail fast
-    record = CompletionRecord(group, _RECORD, len(plan.grid))
-    job = _Job(_output_ref(group, FLOW_ARRAY), plan)
     with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         require_shared_store(group, c)
-        report = run_tasks(
-            _flow_tile,
-            _TileTasks(job),
-            client=c,
-            label="tiles",
-            record=record,
-            progress=progress,
-            describe=str,
-        )
-    report.notes.update(
-        {
-            "output": f"{output}/{FLOW_ARRAY}" if isinstance(output, str) else FLOW_ARRAY,
-            "tiles": f"{len(plan.grid)} of {plan.grid.tile_shape}",
-            "halo (depth)": f"{plan.grid.depth} ({plan.depth_rule})",
-        }
-    )
+        report = _Run(plan, group, c, progress).run()
+    report.notes["output"] = f"{output}/{FLOW_ARRAY}" if isinstance(output, str) else FLOW_ARRAY
     return report

@@ -1,8 +1,9 @@
-"""Planning a tiled flow run: validated inputs, tile grid, halo and cost estimates (no writes)."""
+"""Planning a flow run: validated inputs, levels, tile grids, halos and cost estimates (no writes)."""
 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,9 +15,20 @@ from .._validation import per_axis
 from ..errors import InputError
 from ..io import ArrayRef, open_array
 from ..tiling import TileGrid
+from ._levels import (
+    MIN_LEVEL_EDGE,
+    REFINE_MOTION,
+    LevelPlan,
+    halve,
+    input_levels,
+    parse_levels,
+    refine_memory,
+    tiled_memory,
+    whole_memory,
+)
 from ._methods import depth_rule, kernel_memory_factor, method_name, resolve_method
 
-__all__ = ["FlowPlan", "default_tile", "plan_flow"]
+__all__ = ["FlowPlan", "default_tile", "plan_flow", "pyramid_tile"]
 
 #: Memory one kernel call may use when the tile is chosen automatically.
 TASK_MEMORY_BUDGET = 2**30
@@ -24,6 +36,10 @@ TASK_MEMORY_BUDGET = 2**30
 WORKER_BASELINE = 300 * 2**20
 #: Tile edge the automatic choice aims at, by number of axes.
 _TARGET_EDGE = {2: 1024, 3: 256}
+#: Edge of the region one pyramid task computes, by number of axes.
+_PYRAMID_EDGE = {2: 1024, 3: 128}
+#: Shape of the blending ramps across tile borders.
+BLEND_KIND = "cosine"
 
 
 def _absolute_ref(array: zarr.Array) -> ArrayRef:
@@ -81,9 +97,18 @@ def default_tile(
     return tuple(tile)
 
 
+def pyramid_tile(shape, chunks) -> tuple[int, ...]:
+    """Region of a pyramid level one downsampling task computes (a multiple of its chunks)."""
+    target = _PYRAMID_EDGE.get(len(shape), 128)
+    return tuple(
+        n if n <= max(c, target) else max(c, target // c * c)
+        for n, c in zip(shape, chunks, strict=True)
+    )
+
+
 @dataclass(frozen=True)
 class FlowPlan:
-    """Everything a tiled flow run will do, decided before anything is written.
+    """Everything a flow run will do, decided before anything is written.
 
     Attributes
     ----------
@@ -100,13 +125,17 @@ class FlowPlan:
     chunks : tuple of int
         Output chunk shape, ``(1, *spatial)``.
     grid : TileGrid
-        Tiles (cores aligned to the output chunks) and the halo (``grid.depth``).
+        Tiles of level 0 (cores aligned to the output chunks) and their halo (``grid.depth``).
     method : str or callable
         The flow kernel.
     params : dict
         Its parameters, defaults filled in.
     depth_rule : str
-        How the halo was chosen.
+        How the halo of level 0 was chosen.
+    levels : tuple of LevelPlan
+        The levels, finest (0) first; one for a single-level run.
+    coarse_memory : int
+        Bytes the in-memory computation of the coarsest level may use.
     """
 
     reference: ArrayRef
@@ -120,6 +149,8 @@ class FlowPlan:
     method: Any
     params: dict = field(hash=False)
     depth_rule: str = ""
+    levels: tuple[LevelPlan, ...] = ()
+    coarse_memory: int = TASK_MEMORY_BUDGET
 
     @property
     def ndim(self) -> int:
@@ -131,13 +162,19 @@ class FlowPlan:
         """Name of the kernel."""
         return method_name(self.method)
 
+    def level_memory(self, lp: LevelPlan) -> int:
+        """Estimated peak bytes of one flow task of level ``lp``."""
+        if lp.mode == "whole":
+            return whole_memory(self.method, lp.shape)
+        itemsize = self.input_dtype.itemsize if lp.level == 0 else 4
+        if lp.mode == "refine":
+            return refine_memory(self.method, lp.grid)
+        return tiled_memory(self.method, lp.grid, itemsize)
+
     @property
     def task_memory(self) -> int:
-        """Estimated peak bytes of one tile task (largest tile: inputs, kernel, output)."""
-        read = math.prod(self.grid.max_read_shape)
-        core = math.prod(min(t, n) for t, n in zip(self.grid.tile_shape, self.shape, strict=True))
-        inputs = 2 * read * self.input_dtype.itemsize
-        return inputs + kernel_memory_factor(self.method, self.ndim) * read + 4 * self.ndim * core
+        """Estimated peak bytes of the largest task (any level, any stage)."""
+        return max(self.level_memory(lp) for lp in self.levels)
 
     @property
     def worker_memory(self) -> int:
@@ -146,7 +183,7 @@ class FlowPlan:
 
     @property
     def read_amplification(self) -> float:
-        """Elements decoded from both inputs' chunks per element of the inputs."""
+        """Elements decoded from both inputs' chunks per element of the inputs (level 0)."""
         return (
             self.grid.read_amplification(self.input_chunks)
             + self.grid.read_amplification(self.moving_chunks)
@@ -165,12 +202,15 @@ class FlowPlan:
             "chunks": list(self.chunks),
             "tile": list(self.grid.tile_shape),
             "depth": list(self.grid.depth),
+            "stitch": f"{BLEND_KIND} blend across half the halo",
+            "levels": [lp.signature() for lp in self.levels],
         }
 
     def describe(self) -> str:
         """Human-readable plan (what ``chunkreg flow --dry-run`` prints)."""
         g = self.grid
         mib = 2**20
+        n = len(self.levels)
         lines = [
             f"flow: method {self.method_name}, parameters "
             + ", ".join(f"{k}={v}" for k, v in self.params.items()),
@@ -181,8 +221,20 @@ class FlowPlan:
                 else ""
             ),
             f"output: shape {(self.ndim, *self.shape)}, float32, chunks {self.chunks}",
+            f"levels: {n}"
+            + (
+                " (coarse-to-fine: the coarsest level over the whole volume, then each finer "
+                "level refines the upsampled flow tile by tile)"
+                if n > 1
+                else " (single level: each tile runs the kernel with its own image pyramid)"
+            ),
+        ]
+        lines += [f"  {lp.describe()}" for lp in reversed(self.levels)]
+        lines += [
             f"tiles: {len(g)} = {' x '.join(map(str, g.grid_shape))} of {g.tile_shape}",
             f"halo (depth): {g.depth} ({self.depth_rule})",
+            f"stitching: {BLEND_KIND} blend of neighbouring tiles across "
+            f"{tuple(2 * b for b in self.levels[0].band)} voxels at each border",
             f"computed per input voxel (halo cost): {g.halo_factor:.2f}x",
             f"read amplification vs the input chunk grid: {self.read_amplification:.2f}x",
             f"estimated memory: {self.task_memory / mib:.1f} MiB per task, "
@@ -205,18 +257,61 @@ def _open_input(source, level, name) -> zarr.Array:
     return array
 
 
+def _bytes(value, name: str) -> int:
+    if isinstance(value, str):
+        from dask.utils import parse_bytes
+
+        try:
+            value = parse_bytes(value)
+        except ValueError:
+            raise InputError(
+                f"{name} must be bytes such as 2**30 or '1GiB', got {value!r}."
+            ) from None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise InputError(f"{name} must be a positive number of bytes, got {value!r}.")
+    return int(value)
+
+
+def _depths(method, params, overlap, ndim):
+    """(single-level depth, rule), (refinement depth, rule) per axis."""
+    if isinstance(overlap, str):
+        if overlap != "auto":
+            raise InputError(f"overlap must be 'auto' or pixels per axis, got {overlap!r}.")
+        single, single_rule = depth_rule(method, **params)
+        refine, refine_rule = depth_rule(method, motion=REFINE_MOTION, **params)
+        return ((single,) * ndim, single_rule), ((refine,) * ndim, refine_rule + " (residual)")
+    depth = per_axis(overlap, ndim, "overlap", minimum=0)
+    return (depth, "given"), (depth, "given")
+
+
+def _count_levels(levels, shape, grid: TileGrid, method, coarse_memory: int) -> int:
+    if levels != "auto":
+        return levels
+    if len(grid) == 1:
+        return 1
+    count, coarsest = 2, halve(shape)
+    while (
+        whole_memory(method, coarsest) > coarse_memory
+        and min(halve(coarsest)) >= 2 * MIN_LEVEL_EDGE
+    ):
+        count, coarsest = count + 1, halve(coarsest)
+    return count
+
+
 def plan_flow(
     reference,
     moving,
     *,
     method="ilk",
     level: int | None = None,
+    levels="auto",
     tile=None,
     overlap="auto",
     chunks=None,
+    coarse_memory=TASK_MEMORY_BUDGET,
     **kernel_params,
 ) -> FlowPlan:
-    """Open the inputs read-only, validate everything and plan a tiled flow run.
+    """Open the inputs read-only, validate everything and plan a flow run.
 
     Parameters are those of :func:`chunkreg.compute_flow`; nothing is written. See
     :meth:`FlowPlan.describe` for a readable account.
@@ -238,31 +333,64 @@ def plan_flow(
             "crop or pad them to a common shape first."
         )
     ndim = ref.ndim
+    shape = tuple(ref.shape)
     params = resolve_method(method, kernel_params)
+    levels = parse_levels(levels)
+    coarse_memory = _bytes(coarse_memory, "coarse_memory")
     out_chunks = ref.chunks if chunks is None else per_axis(chunks, ndim, "chunks", minimum=1)
-    if isinstance(overlap, str):
-        if overlap != "auto":
-            raise InputError(f"overlap must be 'auto' or pixels per axis, got {overlap!r}.")
-        depth, rule = depth_rule(method, **params)
-        depth = (depth,) * ndim
-    else:
-        depth = per_axis(overlap, ndim, "overlap", minimum=0)
-        rule = "given"
-    if tile is None:
-        tile_shape = default_tile(ref.shape, out_chunks, depth, method=method)
-    else:
-        tile_shape = per_axis(tile, ndim, "tile", minimum=1)
-    grid = TileGrid(shape=ref.shape, tile_shape=tile_shape, depth=depth, chunks=out_chunks)
+    (single, single_rule), (refine, refine_rule) = _depths(method, params, overlap, ndim)
+
+    def grid_for(depth):
+        if tile is None:
+            tile_shape = default_tile(shape, out_chunks, depth, method=method)
+        else:
+            tile_shape = per_axis(tile, ndim, "tile", minimum=1)
+        return TileGrid(shape=shape, tile_shape=tile_shape, depth=depth, chunks=out_chunks)
+
+    count = _count_levels(levels, shape, grid_for(refine), method, coarse_memory)
+    grid0 = grid_for(single if count == 1 else refine)
+    ref_levels = input_levels(reference, level or 0) if count > 1 else []
+    mov_levels = input_levels(moving, level or 0) if count > 1 else []
+    shapes, sources = [shape], [(_absolute_ref(ref), _absolute_ref(mov))]
+    for lvl in range(1, count):
+        pair = (None, None)
+        if sources[-1][0] is not None and lvl <= min(len(ref_levels), len(mov_levels)):
+            pair = (ref_levels[lvl - 1], mov_levels[lvl - 1])
+            if pair[0].open().shape != pair[1].open().shape:
+                pair = (None, None)
+        shapes.append(tuple(pair[0].open().shape) if pair[0] is not None else halve(shapes[-1]))
+        sources.append(pair)
+    if min(shapes[-1]) < MIN_LEVEL_EDGE:
+        raise InputError(
+            f"levels={count} makes the coarsest level {shapes[-1]}, smaller than "
+            f"{MIN_LEVEL_EDGE} voxels along an axis; use fewer levels (or levels='auto')."
+        )
+    plans = []
+    for lvl, (lshape, (ref_src, mov_src)) in enumerate(zip(shapes, sources, strict=True)):
+        lchunks = tuple(min(c, n) for c, n in zip(out_chunks, lshape, strict=True))
+        coarsest = lvl == count - 1
+        if coarsest and count > 1 and whole_memory(method, lshape) <= coarse_memory:
+            mode, grid, rule = "whole", TileGrid(lshape, lshape, (0,) * ndim), "whole level"
+        elif coarsest:
+            mode, rule = "tiled", single_rule
+            grid = TileGrid(lshape, grid0.tile_shape, single, lchunks)
+        else:
+            mode, rule = "refine", refine_rule
+            grid = TileGrid(lshape, grid0.tile_shape, refine, lchunks)
+        band = tuple(d // 2 for d in grid.depth)
+        plans.append(LevelPlan(lvl, lshape, lchunks, mode, grid, band, rule, ref_src, mov_src))
     return FlowPlan(
         reference=_absolute_ref(ref),
         moving=_absolute_ref(mov),
-        shape=tuple(ref.shape),
+        shape=shape,
         input_dtype=np.dtype(ref.dtype),
         input_chunks=tuple(ref.chunks),
         moving_chunks=tuple(mov.chunks),
         chunks=(1, *out_chunks),
-        grid=grid,
+        grid=plans[0].grid,
         method=method,
         params=params,
-        depth_rule=rule,
+        depth_rule=plans[0].depth_rule,
+        levels=tuple(plans),
+        coarse_memory=coarse_memory,
     )

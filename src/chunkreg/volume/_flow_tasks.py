@@ -1,0 +1,191 @@
+"""The flow tasks of one level: a whole level in memory, or one tile (with or without a coarser
+flow to refine). Each runs on a worker, reads its own inputs and writes outputs it alone owns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._validation import check_finite
+from ..errors import InputError
+from ..io import ArrayRef
+from ._methods import kernel
+from ._multiscale import initial_flow, refine_region
+from ._stitch import Scratch
+
+__all__ = ["LevelJob", "Residual", "TileTask", "TileTasks", "WholeTask", "flow_tile", "whole_level"]
+
+
+def _starts(region) -> list[int]:
+    return [s.start for s in region]
+
+
+def _check_shape(flow, expected) -> np.ndarray:
+    if np.shape(flow) != expected:
+        raise ValueError(f"the kernel returned shape {np.shape(flow)}, expected {expected}")
+    return np.asarray(flow)
+
+
+@dataclass(frozen=True)
+class Residual:
+    """``solve(reference, moving) -> flow`` for the refinement of a pre-warped tile.
+
+    The built-in kernels run one pyramid level (no image pyramid: the motion left is small);
+    a custom kernel is called as it is.
+    """
+
+    method: Any
+    params: dict = field(hash=False)
+
+    def __call__(self, reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
+        if callable(self.method):
+            return self.method(reference, moving, **self.params)
+        from ..registration import coarse_to_fine, ilk_solver, tvl1_solver
+
+        solver = (ilk_solver if self.method == "ilk" else tvl1_solver)(**self.params)
+        return coarse_to_fine(reference, moving, solver, num_levels=1)
+
+
+@dataclass(frozen=True)
+class WholeTask:
+    """The flow of a whole (coarse) level in one task."""
+
+    reference: ArrayRef
+    moving: ArrayRef
+    output: ArrayRef
+    method: Any
+    params: dict = field(hash=False)
+    level: int = 0
+
+    def __str__(self) -> str:
+        return f"whole level {self.level}"
+
+
+def whole_level(task: WholeTask) -> dict:
+    """Run the kernel (with its own image pyramid) over a whole level and write the flow."""
+    t0 = time.perf_counter()
+    ref = np.asarray(task.reference.open()[...], dtype=np.float32)
+    mov = np.asarray(task.moving.open()[...], dtype=np.float32)
+    check_finite(ref, f"reference in {task}")
+    check_finite(mov, f"moving in {task}")
+    t1 = time.perf_counter()
+    flow = _check_shape(kernel(task.method)(ref, mov, **task.params), (ref.ndim, *ref.shape))
+    flow = np.ascontiguousarray(flow, dtype=np.float32)
+    t2 = time.perf_counter()
+    task.output.open(mode="r+")[...] = flow
+    return {
+        "bytes_read": ref.nbytes + mov.nbytes,
+        "bytes_written": flow.nbytes,
+        "seconds": t2 - t1,
+        "read_seconds": t1 - t0,
+    }
+
+
+@dataclass(frozen=True)
+class LevelJob:
+    """What the tile tasks of one level share (small and picklable)."""
+
+    reference: ArrayRef
+    moving: ArrayRef
+    coarse: ArrayRef | None  # the level above's flow, to refine; None: the kernel's pyramid
+    scratch: Scratch
+    method: Any
+    params: dict = field(hash=False)
+    level: int = 0
+
+
+@dataclass(frozen=True)
+class TileTask:
+    job: LevelJob
+    number: int
+
+    def __str__(self) -> str:
+        tile = self.job.scratch.grid.tile(self.number)
+        region = ", ".join(f"{s.start}:{s.stop}" for s in tile.core)
+        where = f"level {self.job.level} " if self.job.level else ""
+        return f"{where}tile {tile.index} core [{region}]"
+
+
+class TileTasks(Sequence):
+    """The tile tasks of a level, made on demand (a run may have millions of tiles)."""
+
+    def __init__(self, job: LevelJob) -> None:
+        self.job = job
+
+    def __len__(self) -> int:
+        return len(self.job.scratch.grid)
+
+    def __getitem__(self, number):
+        if isinstance(number, slice):
+            return [self[i] for i in range(*number.indices(len(self)))]
+        if not 0 <= number < len(self):
+            raise IndexError(number)
+        return TileTask(self.job, number)
+
+
+def flow_tile(task: TileTask) -> dict:
+    """Compute one tile's flow over its blend region and write it to the scratch array."""
+    job = task.job
+    scratch = job.scratch
+    tile = scratch.grid.tile(task.number)
+    blend = scratch.band_grid.tile(task.number)
+    keep = tuple(
+        slice(b.start - r.start, b.stop - r.start)
+        for b, r in zip(blend.read, tile.read, strict=True)
+    )
+    t0 = time.perf_counter()
+    ref_array = job.reference.open()
+    ref_shape = ref_array.shape
+    raw = ref_array[tile.read]
+    ref = np.asarray(raw, dtype=np.float32)
+    check_finite(ref, f"reference in {task}")
+    if job.coarse is None:
+        mov_raw = job.moving.open()[tile.read]
+        mov = np.asarray(mov_raw, dtype=np.float32)
+        check_finite(mov, f"moving in {task}")
+        read = raw.nbytes + mov_raw.nbytes
+        t1 = time.perf_counter()
+        flow = _check_shape(kernel(job.method)(ref, mov, **job.params), (ref.ndim, *ref.shape))
+        values = np.asarray(flow[(slice(None), *keep)], dtype=np.float32)
+    else:
+        from ._warp_volume import sample_bounds  # it imports this package's flow
+
+        coarse = job.coarse.open()
+        read_bytes = [0]
+
+        def read_coarse(region):
+            values = coarse[(slice(None), *region)]
+            if not np.all(np.isfinite(values)):
+                raise InputError(
+                    f"the flow of level {job.level + 1} is incomplete (NaN) where {task} needs "
+                    "it; run the same command again to finish it."
+                )
+            read_bytes[0] += values.nbytes
+            return values
+
+        initial = initial_flow(read_coarse, tile.read, ref_shape, coarse.shape[1:])
+        moving = job.moving.open()
+        bounds = sample_bounds(initial, tile.read, moving.shape, 3)
+        mov_raw = moving[bounds]
+        region = np.asarray(mov_raw, dtype=np.float32)
+        check_finite(region, f"moving in {task}")
+        read = raw.nbytes + mov_raw.nbytes + read_bytes[0]
+        t1 = time.perf_counter()
+        values = refine_region(
+            ref, region, _starts(bounds), initial, _starts(tile.read),
+            Residual(job.method, job.params), keep,
+        )  # fmt: skip
+    t2 = time.perf_counter()
+    written = scratch.write(tile.index, values)
+    return {
+        "bytes_read": read,
+        "bytes_written": written,
+        "seconds": t2 - t1,
+        "read_seconds": t1 - t0,
+        "write_seconds": time.perf_counter() - t2,
+    }

@@ -1,0 +1,193 @@
+"""The levels of a coarse-to-fine flow run: shapes, where each level's images come from, and
+how each level's flow is computed (no writes).
+
+Level 0 is the input resolution; level ``L + 1`` halves level ``L`` along every axis. The
+coarsest level's flow is computed over the whole level in one task when it fits the memory
+budget (``"whole"``), else tile by tile with a per-tile image pyramid (``"tiled"``); every finer
+level refines the upsampled flow of the level above, tile by tile (``"refine"``). A single-level
+run (``levels=1``) is one ``"tiled"`` level: the tiled flow of issue 4.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from dataclasses import dataclass
+
+import zarr
+
+from ..errors import InputError
+from ..io import ArrayRef, multiscale_dataset_paths
+from ..tiling import TileGrid
+from ._methods import kernel_memory_factor
+from ._multiscale import FACTOR
+
+__all__ = ["MIN_LEVEL_EDGE", "REFINE_MOTION", "LevelPlan", "input_levels", "parse_levels"]
+
+#: Smallest edge (voxels) any level may have.
+MIN_LEVEL_EDGE = 8
+#: Residual motion (voxels) the halo of a refinement level allows for with ``overlap="auto"``.
+REFINE_MOTION = 2
+
+
+@dataclass(frozen=True)
+class LevelPlan:
+    """How one level of a coarse-to-fine run is computed.
+
+    Attributes
+    ----------
+    level : int
+        0 for the input resolution; level ``L`` is ``2**L`` times coarser.
+    shape : tuple of int
+        Spatial shape of the level.
+    chunks : tuple of int
+        Spatial chunks of this level's flow (and of its pyramid images when built).
+    mode : {"whole", "tiled", "refine"}
+        One in-memory task over the whole level; tiles each running the kernel with its own
+        image pyramid; tiles refining the upsampled flow of the level above.
+    grid : TileGrid
+        Tiles and halo (one tile without halo for ``"whole"``).
+    band : tuple of int
+        Half-width of the band across each tile border where neighbouring tiles' results are
+        blended (``depth // 2``); 0 for ``"whole"``.
+    depth_rule : str
+        How the halo was chosen.
+    reference, moving : ArrayRef or None
+        Where this level's images are read; None for a pyramid level this run builds.
+    """
+
+    level: int
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    mode: str
+    grid: TileGrid
+    band: tuple[int, ...]
+    depth_rule: str
+    reference: ArrayRef | None
+    moving: ArrayRef | None
+
+    @property
+    def n_tasks(self) -> int:
+        """Tasks of the flow stage(s) of this level."""
+        return len(self.grid)
+
+    def signature(self) -> dict:
+        """What of this level determines the output."""
+        return {
+            "level": self.level,
+            "shape": list(self.shape),
+            "mode": self.mode,
+            "tile": list(self.grid.tile_shape),
+            "depth": list(self.grid.depth),
+            "band": list(self.band),
+            "reference": "built" if self.reference is None else str(self.reference),
+            "moving": "built" if self.moving is None else str(self.moving),
+        }
+
+    def describe(self) -> str:
+        """One line for the dry run."""
+        shape = " x ".join(map(str, self.shape))
+        src = "input" if self.level == 0 else "pyramid"
+        if self.level and self.reference is not None:
+            src = "input's multiscale level"
+        if self.mode == "whole":
+            how = "whole level in memory, kernel with its own image pyramid"
+        else:
+            g = self.grid
+            how = (
+                f"{len(g)} tile{'s' if len(g) != 1 else ''} = {' x '.join(map(str, g.grid_shape))} of {g.tile_shape}, "
+                f"halo {g.depth}, blend band {self.band}"
+            )
+            how += (
+                ", refining the upsampled flow of the level above"
+                if self.mode == "refine"
+                else ", kernel with a per-tile image pyramid"
+            )
+        return f"level {self.level} ({shape}, images from {src}): {how}"
+
+
+def parse_levels(levels) -> int | str:
+    """Validate ``levels``: ``"auto"`` or an integer >= 1."""
+    if isinstance(levels, str):
+        if levels == "auto":
+            return levels
+        try:
+            levels = int(levels)
+        except ValueError:
+            raise InputError(f"levels must be 'auto' or an integer >= 1, got {levels!r}.") from None
+    if isinstance(levels, bool) or not isinstance(levels, numbers.Integral) or levels < 1:
+        raise InputError(f"levels must be 'auto' or an integer >= 1, got {levels!r}.")
+    return int(levels)
+
+
+def halve(shape) -> tuple[int, ...]:
+    """Shape of the next coarser level (ceil of half)."""
+    return tuple(math.ceil(n / FACTOR) for n in shape)
+
+
+def _array_ref(array: zarr.Array) -> ArrayRef:
+    store = array.store
+    if isinstance(store, zarr.storage.LocalStore):
+        return ArrayRef(os.path.abspath(store.root), array.path)
+    return ArrayRef(store, array.path)
+
+
+def input_levels(source, level: int) -> list[ArrayRef]:
+    """The input's own coarser levels usable as pyramid levels ``1, 2, ...`` (maybe none).
+
+    ``source`` is what the caller gave; only an OME-Zarr multiscale group (a path) has levels.
+    Its level ``level + k`` is used as pyramid level ``k`` while each level halves the one
+    before it (ceil or floor of half along every axis).
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return []
+    try:
+        node = zarr.open(os.fspath(source), mode="r")
+    except Exception:
+        return []
+    if not isinstance(node, zarr.Group):
+        return []
+    paths = multiscale_dataset_paths(node.attrs.asdict())
+    out: list[ArrayRef] = []
+    try:
+        previous = node[paths[level]].shape
+        for path in paths[level + 1 :]:
+            array = node[path]
+            ok = len(array.shape) == len(previous) and all(
+                m in (n // FACTOR, math.ceil(n / FACTOR))
+                for m, n in zip(array.shape, previous, strict=True)
+            )
+            if not ok or array.dtype.kind not in "biuf" or min(array.shape) < 1:
+                break
+            out.append(_array_ref(array))
+            previous = array.shape
+    except (KeyError, IndexError):
+        return out
+    return out
+
+
+def whole_memory(method, shape, input_itemsize: int = 4) -> int:
+    """Peak bytes of one in-memory kernel call over a whole level of ``shape``."""
+    voxels = math.prod(shape)
+    ndim = len(shape)
+    return (2 * input_itemsize + kernel_memory_factor(method, ndim) + 4 * ndim) * voxels
+
+
+def refine_memory(method, grid: TileGrid) -> int:
+    """Peak bytes of one refinement task (largest tile).
+
+    Reference and pre-warped moving image, the moving region (assumed half as large again as
+    the read region), the initial flow, the pre-warp's float64 coordinates, the kernel, and the
+    composed result over the core plus its blend band.
+    """
+    read = math.prod(grid.max_read_shape)
+    ndim = grid.ndim
+    per_voxel = 4 + 4 + 6 + 4 * ndim + 8 * ndim + kernel_memory_factor(method, grid.ndim)
+    return per_voxel * read + 12 * ndim * read
+
+
+def tiled_memory(method, grid: TileGrid, input_itemsize: int) -> int:
+    """Peak bytes of one single-level tile task (largest tile)."""
+    read = math.prod(grid.max_read_shape)
+    return (2 * input_itemsize + kernel_memory_factor(method, grid.ndim) + 4 * grid.ndim) * read
