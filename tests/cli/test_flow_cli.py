@@ -133,10 +133,26 @@ def test_dry_run_prints_the_plan_and_writes_nothing(small_pair, tmp_path, capsys
     text = capsys.readouterr().out
     assert code == 0
     assert "tiles: 4 = 2 x 2 of (64, 40)" in text
-    assert "halo (depth): (12, 12) (auto: 2*radius+2+motion with motion 4 px)" in text
+    assert "halo (depth): (10, 10) (auto: 2*radius+2+motion with motion 2 px (residual))" in text
+    assert "levels: 2 (coarse-to-fine" in text
+    assert "  level 1 (48 x 40, images from pyramid): whole level in memory" in text
+    assert (
+        "  level 0 (96 x 80, images from input): 4 tiles = 2 x 2 of (64, 40), halo (10, 10)" in text
+    )
     assert re.search(r"read amplification vs the input chunk grid: \d+\.\d\dx", text)
     assert re.search(r"estimated memory: \d+\.\d MiB per task, \d+ MiB per one-thread worker", text)
     assert "dry run: nothing written." in text
+    assert not out.exists()
+    # --levels 1: the single-level plan
+    code = main(["flow", *small_pair, str(out), "--tile", "64,40", "--radius", "3", "--dry-run",
+                 "--levels", "1"])  # fmt: skip
+    text = capsys.readouterr().out
+    assert code == 0 and "levels: 1 (single level" in text
+    assert "halo (depth): (12, 12) (auto: 2*radius+2+motion with motion 4 px)" in text
+    # a small in-memory budget for the coarsest level: more levels
+    code = main(["flow", *small_pair, str(out), "--tile", "64,40", "--dry-run",
+                 "--coarse-memory", "100KiB"])  # fmt: skip
+    assert code == 0 and "levels: 3 (coarse-to-fine" in capsys.readouterr().out
     assert not out.exists()
 
 
@@ -147,6 +163,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(small_pair, tmp_path, capsys
         (["--attachment", "3"], "--attachment does not apply to --method ilk"),
         (["--method", "tvl1", "--radius", "3", "--gaussian"], "--radius, --gaussian do not apply"),
         (["--overlap", "-2"], "overlap must be >= 0 along axis 0"),
+        (["--levels", "9"], "levels=9 makes the coarsest level"),
+        (["--coarse-memory", "much"], "coarse_memory must be bytes such as"),
     ],
 )
 def test_bad_options_exit_2_and_write_nothing(small_pair, tmp_path, capsys, extra, message):
@@ -168,10 +186,11 @@ def test_failed_tiles_exit_1_with_the_failures_listed(tmp_path, capsys):
     data = zarr.open_array(mov, mode="r+")
     data[40, 50] = np.inf
     args = ["flow", ref, mov, str(tmp_path / "o.zarr"), "--tile", "32,40", "--radius", "2"]
-    code = main([*args, "--scheduler", "synchronous", "--no-progress"])
+    code = main([*args, "--levels", "1", "--scheduler", "synchronous", "--no-progress"])
     captured = capsys.readouterr()
     assert code == 1
-    assert "tiles: 2 done, 0 skipped (already complete), 2 failed, of 4" in captured.out
+    assert "tasks: 2 done, 0 skipped (already complete), 2 failed, of 8" in captured.out
+    assert "blend: not run because of the failures above" in captured.out
     assert "contains NaN or infinite values" in captured.out
     assert "run the same command again to retry them" in captured.err
 
@@ -179,13 +198,14 @@ def test_failed_tiles_exit_1_with_the_failures_listed(tmp_path, capsys):
 def test_tvl1_parameters_reach_the_kernel(small_pair, tmp_path, capsys):
     out = tmp_path / "o.zarr"
     args = ["--method", "tvl1", "--num-iter", "3", "--num-warp", "2", "--tightness", "0.5"]
+    args += ["--levels", "1"]
     args += ["--tile", "64,40", "--scheduler", "synchronous", "--no-progress"]
     code = main(["flow", *small_pair, str(out), *args])
     captured = capsys.readouterr()
     assert code == 0, captured
     params = zarr.open_array(str(out), path="flow", mode="r").attrs["params"]
     assert params["num_iter"] == 3 and params["num_warp"] == 2 and params["tightness"] == 0.5
-    assert "tiles: 4 done" in captured.out
+    assert "tasks: 8 done" in captured.out and "stage 1: tiles: 4 done" in captured.out
 
 
 @pytest.mark.cluster
@@ -194,7 +214,8 @@ def test_flow_on_a_separately_started_scheduler(small_pair, tmp_path, dask_sched
     args = [*small_pair, str(out), "--tile", "64,40", "--radius", "3"]
     result = _run_cli([*args, "--scheduler", dask_scheduler, "--no-progress"], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "tiles: 4 done, 0 skipped (already complete), 0 failed, of 4" in result.stdout
+    assert "tasks: 11 done, 0 skipped (already complete), 0 failed, of 11" in result.stdout
+    assert "seam metric: " in result.stdout
     expected = tmp_path / "expected.zarr"
     compute_flow(*small_pair, expected, tile=(64, 40), radius=3, scheduler="synchronous",
                  progress=False)  # fmt: skip
@@ -207,6 +228,7 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path):
     out = tmp_path / "out.zarr"
     args = [ref, mov, str(out), "--tile", "32", "--radius", "2", "--workers", "1", "--no-progress"]
     n_tiles = 8 * 7
+    record = out / "_scratch" / "0"  # the level-0 tiles (pyramid and level 1 come first)
     proc = _spawn(
         [sys.executable, "-m", "chunkreg", "flow", *args], tmp_path / "first.log", tmp_path
     )
@@ -216,24 +238,24 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path):
         while done == 0:
             assert proc.poll() is None, (tmp_path / "first.log").read_text()
             assert time.monotonic() < deadline, "no tile completed in time"
-            done = _recorded(out)
+            done = _recorded(record)
             time.sleep(0.02)
         os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its local cluster and its workers
         proc.wait(timeout=TIMEOUT)
     finally:
         _stop_group(proc)
     assert proc.returncode == -signal.SIGKILL
-    recorded = _recorded(out)
+    recorded = _recorded(record)
     assert 0 < recorded < n_tiles, "the run was not interrupted part-way"
 
     result = _run_cli(args, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (
-        f"tiles: {n_tiles - recorded} done, {recorded} skipped (already complete), 0 failed"
-        in result.stdout
-    )
+    # pyramid (2 tasks) and level 1 (1) were complete; so were `recorded` tiles of level 0
+    assert f"level 0 tiles: {n_tiles - recorded} done, {recorded} skipped" in result.stdout
+    assert f"level 0 blend: {n_tiles} done, 0 skipped" in result.stdout
     expected = tmp_path / "expected.zarr"
     compute_flow(ref, mov, expected, tile=32, radius=2, scheduler="synchronous", progress=False)
     assert _flow_files(out) == _flow_files(expected)
     flow = zarr.open_array(str(out), path="flow", mode="r")[:]
     assert_array_equal(flow, zarr.open_array(str(expected), path="flow", mode="r")[:])
+    assert not record.exists()  # scratch deleted once blended

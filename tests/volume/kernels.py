@@ -8,6 +8,7 @@ that cannot import the tests still run these.
 
 import sys
 import time
+from pathlib import Path
 
 import cloudpickle
 import numpy as np
@@ -32,6 +33,15 @@ def failing_box_flow(reference, moving, *, radius=3, bad_shape=None):
     """``box_flow`` that raises on inputs of shape ``bad_shape`` (one tile's read region)."""
     if bad_shape is not None and tuple(reference.shape) == tuple(bad_shape):
         raise RuntimeError(f"cursed tile of shape {reference.shape}")
+    return box_flow(reference, moving, radius=radius)
+
+
+def flaky_box_flow(reference, moving, *, radius=3, bad_shape=None, marker=""):
+    """``box_flow`` that raises on inputs of shape ``bad_shape`` while the file ``marker`` exists
+    (an outage that a later run, after it is gone, no longer meets)."""
+    hit = bad_shape is not None and tuple(reference.shape) == tuple(bad_shape)
+    if hit and marker and Path(marker).exists():
+        raise RuntimeError(f"outage on tile of shape {reference.shape}")
     return box_flow(reference, moving, radius=radius)
 
 

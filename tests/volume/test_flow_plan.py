@@ -76,7 +76,7 @@ def test_default_tile_covers_small_axes_whole():
 
 
 def test_plan_describes_geometry_and_costs(pair3d):
-    plan = plan_flow(pair3d.reference, pair3d.moving, tile=(32, 32, 16), radius=2)
+    plan = plan_flow(pair3d.reference, pair3d.moving, tile=(32, 32, 16), radius=2, levels=1)
     assert plan.shape == (48, 40, 36) and plan.ndim == 3
     assert plan.chunks == (1, 16, 16, 16)
     assert plan.grid.depth == (2 * 2 + 2 + 4,) * 3
@@ -87,6 +87,8 @@ def test_plan_describes_geometry_and_costs(pair3d):
         "method ilk",
         "tiles: 12 = 2 x 2 x 3 of (32, 32, 16)",
         "halo (depth): (10, 10, 10) (auto: 2*radius+2+motion with motion 4 px)",
+        "levels: 1 (single level",
+        "stitching: cosine blend of neighbouring tiles across (10, 10, 10) voxels",
         f"read amplification vs the input chunk grid: {plan.read_amplification:.2f}x",
         "MiB per task",
     ):
@@ -97,6 +99,7 @@ def test_plan_describes_geometry_and_costs(pair3d):
     assert plan.task_memory >= kernel_memory_factor("ilk", 3) * read
     sig = plan.signature()
     assert sig["tile"] == [32, 32, 16] and sig["depth"] == [10, 10, 10]
+    assert [lv["mode"] for lv in sig["levels"]] == ["tiled"]
     assert sig["reference"].endswith("reference.zarr") and sig["reference"].startswith("/")
 
 
@@ -177,3 +180,73 @@ def test_bad_input_is_refused(tmp_path, pair2d, case, match):
         kwargs = {"method": box_flow}
     with pytest.raises(InputError, match=match):
         plan_flow(ref, mov, **kwargs)
+
+
+def test_plan_levels_auto(pair2d):
+    """auto: one level for a one-tile volume, else the fewest whose coarsest fits the budget."""
+    ref, mov = pair2d.reference, pair2d.moving
+    one = plan_flow(ref, mov, tile=(192, 160))
+    assert len(one.levels) == 1 and one.levels[0].mode == "tiled"
+    two = plan_flow(ref, mov, tile=(80, 96), radius=3)
+    assert [(lp.level, lp.mode, lp.shape) for lp in two.levels] == [
+        (0, "refine", (192, 160)),
+        (1, "whole", (96, 80)),
+    ]
+    assert two.grid.depth == (2 * 3 + 2 + 2,) * 2  # auto: for 2 voxels of residual motion
+    assert two.levels[0].band == (5, 5)
+    assert "motion 2 px (residual)" in two.depth_rule
+    # a budget too small for level 1 (iLK 2-D: 80 bytes per voxel) adds levels
+    small = plan_flow(ref, mov, tile=(80, 96), radius=3, coarse_memory="400kB")
+    assert [lp.shape for lp in small.levels] == [(192, 160), (96, 80), (48, 40)]
+    assert [lp.mode for lp in small.levels] == ["refine", "refine", "whole"]
+    assert small.levels[1].grid.grid_shape == (2, 1)  # the same tile, in level-1 voxels
+    assert small.levels[1].chunks == (40, 48)
+    text = small.describe()
+    for line in (
+        "levels: 3 (coarse-to-fine",
+        "level 2 (48 x 40, images from pyramid): whole level in memory",
+        "level 1 (96 x 80, images from pyramid): 2 tiles = 2 x 1 of (80, 96), halo (10, 10), "
+        "blend band (5, 5), refining the upsampled flow of the level above",
+        "level 0 (192 x 160, images from input): 6 tiles",
+    ):
+        assert line in text
+    # an explicit number of levels whose coarsest does not fit is tiled there
+    tiled = plan_flow(ref, mov, tile=(80, 96), radius=3, levels=2, coarse_memory=1000)
+    assert [lp.mode for lp in tiled.levels] == ["refine", "tiled"]
+    assert tiled.levels[1].grid.depth == (2 * 3 + 2 + 4,) * 2
+    assert tiled.signature()["levels"] != two.signature()["levels"]
+
+
+def test_plan_reuses_the_inputs_multiscale_levels(tmp_path, pair2d):
+    """OME-Zarr inputs whose levels halve each other provide the pyramid."""
+    from chunkreg.io import write_ome_multiscale_metadata
+
+    paths = []
+    for name, data in (("ref", pair2d.ref), ("mov", pair2d.mov)):
+        group = zarr.open_group(str(tmp_path / f"{name}.zarr"), mode="w")
+        group.create_array("0", data=data, chunks=(40, 48))
+        group.create_array("1", data=data[::2, ::2], chunks=(40, 48))
+        group.create_array("2", data=data[::5, ::5], chunks=(40, 48))  # not a halving
+        write_ome_multiscale_metadata(group, paths=["0", "1", "2"])
+        paths.append(str(tmp_path / f"{name}.zarr"))
+    plan = plan_flow(*paths, tile=(80, 96), radius=3, levels=3)
+    assert plan.levels[1].reference.path == "1" and plan.levels[1].moving.path == "1"
+    assert plan.levels[2].reference is None  # built from level 1
+    assert "level 1 (96 x 80, images from input's multiscale level)" in plan.describe()
+    assert plan.signature()["levels"][1]["reference"].endswith("ref.zarr/1")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"levels": 0}, "levels must be 'auto' or an integer >= 1, got 0"),
+        ({"levels": "many"}, "levels must be 'auto' or an integer >= 1, got 'many'"),
+        ({"levels": 2.5}, "levels must be 'auto' or an integer >= 1"),
+        ({"levels": 6}, r"levels=6 makes the coarsest level \(6, 5\), smaller than 8 voxels"),
+        ({"coarse_memory": "lots"}, "coarse_memory must be bytes such as"),
+        ({"coarse_memory": 0}, "coarse_memory must be a positive number of bytes"),
+    ],
+)
+def test_bad_levels_are_refused(pair2d, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        plan_flow(pair2d.reference, pair2d.moving, tile=(80, 96), **kwargs)

@@ -1,4 +1,8 @@
-"""The flow workflow: tiled == untiled, resume, refusal of incompatible outputs, failures."""
+"""The flow workflow: tiled == untiled, resume, refusal of incompatible outputs, failures.
+
+Most tests run one level (``levels=1``: each tile with the kernel's own pyramid) with a stand-in
+kernel whose reach is known; the coarse-to-fine mode is tested in test_coarse_to_fine_tiled.py.
+"""
 
 import os
 from pathlib import Path
@@ -13,9 +17,10 @@ from chunkreg.errors import IncompatibleOutputError, InputError
 from chunkreg.io import CompletionRecord
 from chunkreg.volume import compute_flow
 
-from .kernels import box_flow, failing_box_flow, wrong_shape_flow
+from .kernels import box_flow, failing_box_flow, flaky_box_flow, wrong_shape_flow
 
 SYNC = {"scheduler": "synchronous", "progress": False}
+ONE = {"levels": 1}
 
 
 def read_flow(path) -> np.ndarray:
@@ -38,7 +43,8 @@ def assert_close_to_untiled(tiled, untiled, *, median=0.01, p99=0.1):
 
 @pytest.mark.parametrize("dims", ["2d", "3d"])
 def test_tiled_equals_untiled_for_a_local_kernel(tmp_path, dims, request):
-    """With a halo >= the kernel's reach, tiling + cropping reproduces the whole-image result."""
+    """Tiles blend across half their halo: with the other half >= the kernel's reach, the
+    stitched result is the whole-image result (blending equal values changes nothing)."""
     pair = request.getfixturevalue(f"pair{dims}")
     report = compute_flow(
         pair.reference,
@@ -46,17 +52,18 @@ def test_tiled_equals_untiled_for_a_local_kernel(tmp_path, dims, request):
         tmp_path / "out.zarr",
         method=box_flow,
         tile=pair.tile,
-        overlap=3,
+        overlap=6,
         radius=3,
+        **ONE,
         **SYNC,
     )
-    assert report.ok and report.n_done == report.n_tasks > 4
+    assert report.ok and report.n_done == report.n_tasks > 8  # tiles, then their blend
     expected = box_flow(pair.ref, pair.mov, radius=3)
     assert_allclose(read_flow(tmp_path / "out.zarr"), expected, rtol=1e-5, atol=1e-6)
-    # A halo smaller than the reach shows up at tile borders: the test can fail.
+    # A halo smaller than twice the reach shows up at tile borders: the test can fail.
     compute_flow(
         pair.reference, pair.moving, tmp_path / "short.zarr", method=box_flow,
-        tile=pair.tile, overlap=1, radius=3, **SYNC,
+        tile=pair.tile, overlap=4, radius=3, **ONE, **SYNC,
     )  # fmt: skip
     assert np.abs(read_flow(tmp_path / "short.zarr") - expected).max() > 1e-3
 
@@ -80,13 +87,14 @@ def test_tiled_flow_matches_untiled_kernel_on_cluster(
         tile=pair.tile,
         client=cluster_client,
         progress=False,
+        **ONE,
         **params,
     )
     report.raise_if_failed()
     depth = chunkreg.volume.flow_depth(method, **params)
     assert report.notes["halo (depth)"].startswith(str((depth,) * pair.ref.ndim))
     assert report.n_done == report.n_tasks
-    assert report.bytes_written == 4 * pair.ref.ndim * pair.ref.size
+    assert report.bytes_written > 4 * pair.ref.ndim * pair.ref.size  # scratch, then the flow
     tiled = read_flow(tmp_path / "out.zarr")
     assert tiled.shape == (pair.ref.ndim, *pair.ref.shape) and tiled.dtype == np.float32
     kernel = {"ilk": chunkreg.optical_flow_ilk, "tvl1": chunkreg.optical_flow_tvl1}[method]
@@ -120,32 +128,60 @@ def test_output_layout_and_metadata(tmp_path, pair2d):
 
 
 def test_resume_recomputes_only_missing_tiles(tmp_path, pair2d):
+    """A run interrupted after some tiles resumes with the others; the result is the same."""
+    marker = tmp_path / "outage"
+    kwargs = {"method": flaky_box_flow, "tile": (80, 96), "overlap": 4, **ONE, **SYNC}
+    kwargs.update(bad_shape=(88, 68), marker=str(marker))  # tile (1, 1)
+    clean = tmp_path / "clean.zarr"
+    compute_flow(pair2d.reference, pair2d.moving, clean, **kwargs)
     out = tmp_path / "out.zarr"
-    kwargs = {"method": box_flow, "tile": (80, 96), "overlap": 4}
-    compute_flow(pair2d.reference, pair2d.moving, out, **kwargs, **SYNC)
+    marker.touch()
+    report = compute_flow(pair2d.reference, pair2d.moving, out, **kwargs)
+    assert (report.n_done, report.n_skipped, report.n_failed, report.n_tasks) == (5, 0, 1, 12)
+    assert "blend: not run because of the failures above" in report.summary()
+    assert np.isnan(read_flow(out)).all()  # nothing blended yet
+    marker.unlink()
+    report = compute_flow(pair2d.reference, pair2d.moving, out, **kwargs)
+    assert (report.n_done, report.n_skipped, report.n_failed) == (7, 5, 0)  # 1 tile + 6 blends
+    assert snapshot(out) == snapshot(clean)  # byte-identical, records included
+    # Everything recorded: nothing to do.
+    report = compute_flow(pair2d.reference, pair2d.moving, out, **kwargs)
+    assert (report.n_done, report.n_skipped) == (0, 12)
+    # overwrite starts afresh.
+    report = compute_flow(pair2d.reference, pair2d.moving, out, **kwargs, overwrite=True)
+    assert (report.n_done, report.n_skipped) == (12, 0)
+    assert snapshot(out) == snapshot(clean)
+
+
+def test_lost_records_and_damaged_chunks_are_recomputed(tmp_path, pair2d):
+    """Forgetting finished tiles (and damaging their data) recomputes them byte-identically."""
+    out = tmp_path / "out.zarr"
+    kwargs = {"method": box_flow, "tile": (80, 96), "overlap": 4, **SYNC}
+    compute_flow(pair2d.reference, pair2d.moving, out, **kwargs)
     complete = read_flow(out)
     before = snapshot(out)
-    # Simulate a run killed after tiles 0-3 were recorded: forget 4 and 5, damage their data.
     group = zarr.open_group(str(out), mode="a")
-    record = group["_completion/tiles"]
-    record[4:] = 0
+    group["_completion/tiles"][4:] = 0
     group["flow"][:, 160:, 96:] = -1.0
-    report = compute_flow(pair2d.reference, pair2d.moving, out, **kwargs, **SYNC)
-    assert (report.n_done, report.n_skipped, report.n_failed) == (2, 4, 0)
+    report = compute_flow(pair2d.reference, pair2d.moving, out, **kwargs)
+    # The level-0 scratch blocks were deleted when the run completed: the six tiles of level 0
+    # are computed again, then the two forgotten blends; the coarse levels are skipped.
+    assert (report.n_done, report.n_failed) == (8, 0)
     assert_array_equal(read_flow(out), complete)
-    assert snapshot(out) == before  # byte-identical, record included
-    # Everything recorded: nothing to do.
-    report = compute_flow(pair2d.reference, pair2d.moving, out, **kwargs, **SYNC)
-    assert (report.n_done, report.n_skipped) == (0, 6)
-    # overwrite starts afresh.
-    report = compute_flow(pair2d.reference, pair2d.moving, out, **kwargs, overwrite=True, **SYNC)
-    assert (report.n_done, report.n_skipped) == (6, 0)
     assert snapshot(out) == before
 
 
 @pytest.mark.parametrize(
     "change",
-    [{"overlap": 5}, {"tile": (40, 96)}, {"chunks": (40, 96)}, {"radius": 2}, {"method": "other"}],
+    [
+        {"overlap": 5},
+        {"tile": (40, 96)},
+        {"chunks": (40, 96)},
+        {"radius": 2},
+        {"method": "other"},
+        {"levels": 1},
+        {"coarse_memory": 1000},
+    ],
 )
 def test_incompatible_output_is_refused_untouched(tmp_path, pair2d, change):
     out = tmp_path / "out.zarr"
@@ -153,6 +189,8 @@ def test_incompatible_output_is_refused_untouched(tmp_path, pair2d, change):
     compute_flow(pair2d.reference, pair2d.moving, out, **kwargs, **SYNC)
     before = snapshot(out)
     kwargs.update(change)
+    if "levels" in change:
+        kwargs["overlap"] = 4
     if kwargs["method"] == "other":
         kwargs["method"] = failing_box_flow
     with pytest.raises(IncompatibleOutputError, match="different run"):
@@ -212,27 +250,33 @@ def test_inputs_are_opened_read_only(tmp_path, pair2d):
     assert snapshot(Path(pair2d.reference)) == before
 
 
-def test_failed_tile_is_reported_and_retried_on_rerun(tmp_path, pair2d):
+def test_failed_tile_is_reported_and_stops_the_later_stages(tmp_path, pair2d):
     out = tmp_path / "out.zarr"
     # tile (1, 1) reads rows 76:164 and columns 92:160
-    kwargs = {"tile": (80, 96), "overlap": 4, "radius": 3, **SYNC}
+    kwargs = {"tile": (80, 96), "overlap": 4, "radius": 3, **ONE, **SYNC}
     report = compute_flow(
         pair2d.reference, pair2d.moving, out, method=failing_box_flow, bad_shape=(88, 68), **kwargs
     )
-    assert (report.n_done, report.n_failed) == (5, 1)
+    assert (report.n_done, report.n_failed, report.n_tasks) == (5, 1, 12)
     (failure,) = report.failures
-    assert failure.index == 3 and "tile (1, 1) core [80:160, 96:160]" in failure.description
+    assert failure.index == 3 and "tiles: tile (1, 1) core [80:160, 96:160]" in failure.description
     assert "RuntimeError: cursed tile of shape (88, 68)" in failure.error
-    assert np.isnan(read_flow(out)[:, 80:160, 96:160]).all()  # never written
+    assert np.isnan(read_flow(out)).all()  # no tile is blended before all are computed
     assert not report.ok
-    with pytest.raises(chunkreg.errors.TaskFailedError, match="1 of 6 tiles failed"):
+    with pytest.raises(chunkreg.errors.TaskFailedError, match="1 of 12 tasks failed"):
         report.raise_if_failed()
+    # Coarse to fine, the same tile fails at level 0, after the pyramid and the coarse level.
+    report = compute_flow(
+        pair2d.reference, pair2d.moving, tmp_path / "c2f.zarr", method=failing_box_flow,
+        bad_shape=(88, 68), levels=2, **{k: v for k, v in kwargs.items() if k != "levels"},
+    )  # fmt: skip
+    assert report.n_failed == 1 and "level 0 tiles: tile (1, 1)" in report.failures[0].description
 
 
 def test_kernel_with_wrong_output_shape_fails_clearly(tmp_path, pair2d):
     report = compute_flow(
         pair2d.reference, pair2d.moving, tmp_path / "o.zarr", method=wrong_shape_flow,
-        overlap=0, tile=(80, 96), **SYNC,
+        overlap=0, tile=(80, 96), **ONE, **SYNC,
     )  # fmt: skip
     assert report.n_failed == 6
     assert "the kernel returned shape (80, 96), expected (2, 80, 96)" in report.failures[0].error
@@ -244,9 +288,16 @@ def test_nan_input_fails_the_tile_with_a_clear_message(tmp_path, pair2d):
     zarr.create_array(str(tmp_path / "nan.zarr"), data=data, chunks=(40, 48))
     report = compute_flow(
         pair2d.reference, str(tmp_path / "nan.zarr"), tmp_path / "o.zarr", method=box_flow,
-        overlap=4, tile=(80, 96), **SYNC,
+        overlap=4, tile=(80, 96), **ONE, **SYNC,
     )  # fmt: skip
     assert report.n_failed == 1 and report.failures[0].index == 0
+    assert "contains NaN or infinite values" in report.failures[0].error
+    # coarse to fine, the pyramid task reading it fails first
+    report = compute_flow(
+        pair2d.reference, str(tmp_path / "nan.zarr"), tmp_path / "c.zarr", method=box_flow,
+        overlap=4, tile=(80, 96), levels=2, **SYNC,
+    )  # fmt: skip
+    assert report.n_failed == 1 and "moving pyramid region [0:96, 0:80]" in str(report.failures[0])
     assert "contains NaN or infinite values" in report.failures[0].error
 
 
@@ -257,7 +308,7 @@ def test_integer_inputs(tmp_path, pair2d):
         zarr.create_array(str(tmp_path / f"{name}.zarr"), data=data, chunks=(40, 48))
     compute_flow(
         str(tmp_path / "r.zarr"), str(tmp_path / "m.zarr"), tmp_path / "o.zarr",
-        method=box_flow, overlap=3, tile=(80, 96), **SYNC,
+        method=box_flow, overlap=6, tile=(80, 96), **ONE, **SYNC,
     )  # fmt: skip
     expected = box_flow(ref16.astype(np.float32), mov16.astype(np.float32))
     assert_allclose(read_flow(tmp_path / "o.zarr"), expected, rtol=1e-5, atol=1e-3)

@@ -20,7 +20,8 @@ def _kill_one_worker_when_progressing(client, out, n_tasks, pids, killed, timeou
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            done = int(zarr.open_array(str(out), path="_completion/tiles", mode="r")[:].sum())
+            record = "_scratch/0/_completion/tiles"  # the tile stage (before the blend)
+            done = int(zarr.open_array(str(out), path=record, mode="r")[:].sum())
         except (FileNotFoundError, KeyError, ValueError):
             done = 0
         if 0 < done < n_tasks:
@@ -50,8 +51,9 @@ def test_run_survives_a_killed_worker(tmp_path, pair2d, cluster_client):
         out,
         method=slow_box_flow,
         tile=(40, 48),
-        overlap=3,
+        overlap=6,  # blended across 3 voxels: the other 3 cover the kernel's reach
         radius=3,
+        levels=1,
         delay=0.25,
         client=cluster_client,
         progress=False,
@@ -61,7 +63,7 @@ def test_run_survives_a_killed_worker(tmp_path, pair2d, cluster_client):
     victim, done_before = killed[0]
     assert 0 < done_before < n_tasks
     report.raise_if_failed()
-    assert (report.n_done, report.n_skipped) == (n_tasks, 0)
+    assert (report.n_done, report.n_skipped) == (2 * n_tasks, 0)  # tiles, then their blend
     flow = zarr.open_array(str(out), path="flow", mode="r")[:]
     assert_allclose(flow, box_flow(pair2d.ref, pair2d.mov, radius=3), rtol=1e-5, atol=1e-6)
     assert not np.isnan(flow).any()

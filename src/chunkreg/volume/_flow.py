@@ -14,6 +14,7 @@ A second run skips what is recorded complete; any task may run twice and writes 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -99,23 +100,38 @@ def _prepare_output(plan: FlowPlan, output, overwrite: bool):
     return group
 
 
+def plan_tasks(plan: FlowPlan) -> int:
+    """Number of tasks of every stage of a plan."""
+    from ._planning import pyramid_tile
+
+    total = 0
+    for lp in plan.levels:
+        if lp.level and lp.reference is None:
+            tile = pyramid_tile(lp.shape, lp.chunks)
+            total += 2 * math.prod(math.ceil(n / t) for n, t in zip(lp.shape, tile, strict=True))
+        total += 1 if lp.mode == "whole" else 2 * len(lp.grid)
+    return total
+
+
 class _Run:
     """Runs the stages of one plan in order, collecting one report."""
 
     def __init__(self, plan: FlowPlan, group, client, progress: bool) -> None:
         self.plan, self.group, self.client, self.progress = plan, group, client, progress
-        self.report = RunReport(label="tasks", n_tasks=0)
+        self.report = RunReport(label="tasks", n_tasks=plan_tasks(plan))
         self.stages: list[str] = []
         self.sink: ResultSink | None = None
 
-    def stage(self, name: str, func, tasks, *, record=None, on_result=None, label="tiles"):
+    def stage(self, name: str, func, tasks, *, record=None, on_result=None, label="tiles",
+              skipped=0):  # fmt: skip
         """Run one stage; fold its report in. Returns True if every task succeeded."""
         part = run_tasks(
             func, tasks, client=self.client, label=label, record=record,
             progress=self.progress, describe=str, on_result=on_result,
         )  # fmt: skip
+        part.n_tasks += skipped
+        part.n_skipped += skipped
         r = self.report
-        r.n_tasks += part.n_tasks
         r.n_done += part.n_done
         r.n_skipped += part.n_skipped
         r.n_failed += part.n_failed
@@ -168,7 +184,6 @@ class _Run:
         plan, group = self.plan, self.group
         lp = plan.levels[level]
         if self.blend_record(level).complete:  # nothing left to do at this level
-            self.report.n_tasks += 2 * len(lp.grid)
             self.report.n_skipped += 2 * len(lp.grid)
             return True
         scratch_group = group.require_group(f"{_SCRATCH}/{level}")
@@ -180,6 +195,7 @@ class _Run:
         where = f"level {level} " if len(plan.levels) > 1 else ""
         if not self.stage(f"{where}tiles", flow_tile, TileTasks(job), record=record,
                           label=f"{where}tiles".strip()):  # fmt: skip
+            self.stages.append(f"{where}blend: not run because of the failures above")
             return False
         return self.blend(level, scratch)
 
@@ -204,13 +220,13 @@ class _Run:
             sink = self.sink
             todo = sink.todo()
             tasks = [BlendTask(job, i) for i in todo]
+            where = "level 0 " if len(self.plan.levels) > 1 else ""
             try:
-                ok = self.stage("blend", blend_tile, tasks, label="blend",
-                                on_result=lambda j, r: sink.add(todo[j], [todo[j]], r))  # fmt: skip
+                ok = self.stage(f"{where}blend", blend_tile, tasks, label=f"{where}blend".strip(),
+                                on_result=lambda j, r: sink.add(todo[j], [todo[j]], r),
+                                skipped=len(self.plan.grid) - len(todo))  # fmt: skip
             finally:
                 sink.flush()
-            self.report.n_tasks += len(self.plan.grid) - len(todo)
-            self.report.n_skipped += len(self.plan.grid) - len(todo)
             complete = sink.record.complete
         else:
             record = self.blend_record(level)
@@ -232,7 +248,7 @@ class _Run:
             if not getattr(self, kind)(lvl):
                 rest = ", ".join(f"{k} {v}" for k, v in steps[i + 1 :])
                 if rest:
-                    self.stages.append(f"not run because of the failures: {rest}")
+                    self.stages.append(f"not run because of the failures above: {rest}")
                 break
         self.finish()
         return self.report
