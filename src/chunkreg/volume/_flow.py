@@ -206,6 +206,7 @@ class _Run:
                 self.sink = ResultSink(
                     self.group, _RECORD, n_tasks=n, n_items=n,
                     fields={"ncc_before": ((), "float64"), "ncc_after": ((), "float64"),
+                            "disagreement": ((), "float64"),
                             "seam": ((3, self.plan.ndim), "float64")},
                 )  # fmt: skip
             return self.sink.record
@@ -270,6 +271,7 @@ class _Run:
                 ncc_before=values["ncc_before"].reshape(grid_shape),
                 ncc_after=values["ncc_after"].reshape(grid_shape),
                 seam=seam,
+                extra={"disagreement": values["disagreement"].reshape(grid_shape)},
             )
         report.notes.update(
             {
@@ -288,6 +290,12 @@ class _Run:
             )
         if seam is not None:
             report.notes["seam metric"] = f"{seam:.3f} (1 = no seams)"
+        spread = values["disagreement"]
+        if np.isfinite(spread).any():
+            report.notes["tile disagreement"] = (
+                f"median {np.nanmedian(spread):.3f}, max {np.nanmax(spread):.3f} voxels "
+                "(overlapping tiles' flows in the blend bands)"
+            )
 
 
 def compute_flow(

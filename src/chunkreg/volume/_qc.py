@@ -5,7 +5,9 @@ Each registration output holds a small ``qc`` group:
 - ``qc/ncc_before``, ``qc/ncc_after`` (``grid_shape``, float32): normalised cross-correlation
   between reference and moving per tile or block, before and after registration (NaN where not
   measured);
-- optional extra per-tile arrays (e.g. ``qc/reliable`` for blockwise shifts);
+- optional extra per-tile arrays (e.g. ``qc/reliable`` for blockwise shifts,
+  ``qc/disagreement`` for the flow: how much overlapping tiles' flows differ where they are
+  blended, in voxels);
 - attributes: ``label`` ("blocks", "tiles"), ``tile_shape``, ``seam_metric``.
 
 The **seam metric** compares the flow's change across tile borders with its change just
@@ -328,6 +330,12 @@ def summarise_qc(output, *, worst: int = 10) -> str:
                 f"reliable {label}: {int(reliable.sum())} of {reliable.size} "
                 "(the others were filled from their neighbours)"
             )
+        spread = qc.get("disagreement")
+        if spread is not None and np.isfinite(spread).any():
+            lines.append(
+                f"disagreement of overlapping {label} (flow in the blend bands): median "
+                f"{np.nanmedian(spread):.3f}, max {np.nanmax(spread):.3f} voxels"
+            )
         order = np.argsort(np.where(measured, after, np.inf), axis=None, kind="stable")
         if worst > 0 and order.size:
             lines.append(f"worst {label} (lowest NCC after):")
@@ -338,6 +346,8 @@ def summarise_qc(output, *, worst: int = 10) -> str:
                     row += f", before {before[index]:.3f}"
                 if "reliable" in qc:
                     row += ", reliable" if qc["reliable"][index] else ", unreliable (filled)"
+                if spread is not None and np.isfinite(spread[index]):
+                    row += f", disagreement {spread[index]:.3f} voxels"
                 lines.append(row)
     seam = attrs.get("seam_metric")
     if seam is not None:

@@ -131,12 +131,25 @@ def _overlapping(band_grid: TileGrid, region) -> list[tuple[int, ...]]:
     return list(itertools.product(*ranges))
 
 
-def blend_region(scratch: Scratch, region, array: zarr.Array | None = None) -> np.ndarray:
-    """The blended flow over ``region`` (slices of the level), from the scratch blocks."""
-    array = scratch.array.open() if array is None else array
+def blend_region(
+    scratch: Scratch, region, *, spread: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The blended flow over ``region`` (slices of the level), from the scratch blocks.
+
+    With ``spread``, also return how much the tiles that overlap there disagree: per voxel the
+    norm of the per-component range (max - min) of their values, NaN where only one tile has a
+    value. Blending hides disagreement from the seam metric (a step becomes a ramp), so this is
+    what shows tiles that found different motion.
+    """
+    array = scratch.array.open()
     bgrid = scratch.band_grid
     ndim = bgrid.ndim
-    out = np.zeros((ndim, *(s.stop - s.start for s in region)), dtype=np.float32)
+    shape = tuple(s.stop - s.start for s in region)
+    out = np.zeros((ndim, *shape), dtype=np.float32)
+    if spread:
+        lo = np.full((ndim, *shape), np.inf, dtype=np.float32)
+        hi = np.full((ndim, *shape), -np.inf, dtype=np.float32)
+        count = np.zeros(shape, dtype=np.int8)
     for index in _overlapping(bgrid, region):
         tile = bgrid.tile(index)
         inter = [
@@ -170,7 +183,14 @@ def blend_region(scratch: Scratch, region, array: zarr.Array | None = None) -> n
             ),
         )
         out[dst] += values * weights
-    return out
+        if spread:
+            np.minimum(lo[dst], values, out=lo[dst])
+            np.maximum(hi[dst], values, out=hi[dst])
+            count[dst[1:]] += 1
+    if not spread:
+        return out
+    diff = np.sqrt(((hi - lo) ** 2).sum(axis=0)) if ndim else np.zeros(shape)
+    return out, np.where(count > 1, diff, np.nan).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -198,9 +218,10 @@ def blend_tile(task: BlendTask) -> dict:
     """Blend one tile's core from the scratch blocks and write it (runs on a worker).
 
     With quality control (level 0) it also returns the NCC between reference and moving over
-    the core before and after warping the moving image by the flow, and the tile's partial
-    seam sums (:func:`chunkreg.volume.seam_sums` over its core plus one voxel below and two
-    above, which it blends too).
+    the core before and after warping the moving image by the flow; the tile's partial seam
+    sums (:func:`chunkreg.volume.seam_sums` over its core plus one voxel below and two above,
+    which it blends too); and the mean disagreement (voxels) between the overlapping tiles'
+    flows in the blend bands of its core.
     """
     job = task.job
     grid = job.scratch.grid
@@ -213,7 +234,10 @@ def blend_tile(task: BlendTask) -> dict:
         )
     else:
         region = tile.core
-    flow = blend_region(job.scratch, region)
+    if qc:
+        flow, spread = blend_region(job.scratch, region, spread=True)
+    else:
+        flow = blend_region(job.scratch, region)
     core_local = tuple(
         slice(c.start - r.start, c.stop - r.start) for c, r in zip(tile.core, region, strict=True)
     )
@@ -240,5 +264,8 @@ def blend_tile(task: BlendTask) -> dict:
             core=tile.core,
             shape=grid.shape,
         )
+        band = spread[core_local]
+        overlapped = np.isfinite(band)
+        result["disagreement"] = float(band[overlapped].mean()) if overlapped.any() else np.nan
         result["bytes_read"] += ref.nbytes + before.nbytes + moved.nbytes
     return result

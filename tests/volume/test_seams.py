@@ -1,0 +1,115 @@
+"""Seam-free stitching and the quality control ``compute_flow`` writes beside the flow."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import zarr
+from numpy.testing import assert_allclose
+
+import chunkreg
+from chunkreg.cli import main
+from chunkreg.registration import normalized_cross_correlation
+from chunkreg.testing import apply_flow, smooth_displacement, textured_image
+from chunkreg.volume import plan_flow, read_qc, run_flow_plan, seam_metric
+
+SYNC = {"scheduler": "synchronous", "progress": False}
+SHAPE, TILE, HALO = (256, 256), 64, 8
+
+
+@pytest.fixture(scope="module")
+def deformed(tmp_path_factory):
+    """A pair moved by a smooth 8-voxel displacement, and its coarse-to-fine flow."""
+    directory = tmp_path_factory.mktemp("seams")
+    ref = textured_image(SHAPE, seed=0)
+    mov = apply_flow(ref, -smooth_displacement(SHAPE, amplitude=8, seed=1))
+    paths = []
+    for name, data in (("reference", ref), ("moving", mov)):
+        zarr.create_array(str(directory / f"{name}.zarr"), data=data, chunks=(32, 32))
+        paths.append(str(directory / f"{name}.zarr"))
+    plan = plan_flow(*paths, tile=TILE, overlap=HALO, radius=3)
+    out = directory / "flow.zarr"
+    report = run_flow_plan(plan, str(out), **SYNC)
+    report.raise_if_failed()
+    flow = zarr.open_array(str(out), path="flow", mode="r")[:]
+    return {"dir": directory, "paths": paths, "ref": ref, "mov": mov, "plan": plan, "out": out,
+            "flow": flow, "report": report}  # fmt: skip
+
+
+def _cropped(plan):
+    """The same plan with no blend band: each tile's core is cropped from its read region."""
+    levels = tuple(dataclasses.replace(lp, band=(0,) * plan.ndim) for lp in plan.levels)
+    return dataclasses.replace(plan, levels=levels)
+
+
+def test_blended_tiles_leave_no_seams_and_cropped_tiles_do(deformed):
+    """At the same halo (the same computation), cropping leaves steps; blending does not."""
+    flow, plan = deformed["flow"], deformed["plan"]
+    assert plan.levels[0].band == (HALO // 2,) * 2 and len(plan.levels) == 2
+    blended = seam_metric(flow, (TILE, TILE))
+    assert blended < 1.1
+    # the QC's seam metric, combined from per-tile sums, is the metric of the whole field
+    qc = read_qc(str(deformed["out"]))
+    assert_allclose(qc["attrs"]["seam_metric"], blended, rtol=1e-6)
+    assert deformed["report"].notes["seam metric"] == f"{blended:.3f} (1 = no seams)"
+
+    out = deformed["dir"] / "cropped.zarr"
+    run_flow_plan(_cropped(plan), str(out), **SYNC).raise_if_failed()
+    cropped = zarr.open_array(str(out), path="flow", mode="r")[:]
+    assert seam_metric(cropped, (TILE, TILE)) > 1.3  # the metric sees steps: the test can fail
+    assert read_qc(str(out))["attrs"]["seam_metric"] > 1.3
+    # away from the tile borders both stitchings hold the same flow
+    inside = np.ones(SHAPE, dtype=bool)
+    for border in range(TILE, SHAPE[0], TILE):
+        inside[border - HALO : border + HALO, :] = False
+        inside[:, border - HALO : border + HALO] = False
+    assert np.median(np.abs(flow - cropped).sum(axis=0)[inside]) < 1e-3
+
+
+def test_qc_ncc_per_tile_is_the_ncc_of_the_tile(deformed):
+    """NCC before: reference vs moving over the core; after: vs the moving warped by the flow."""
+    ref, mov, flow = deformed["ref"], deformed["mov"], deformed["flow"]
+    qc = read_qc(str(deformed["out"]))
+    assert qc["attrs"]["label"] == "tiles" and qc["attrs"]["tile_shape"] == [TILE, TILE]
+    assert qc["ncc_before"].shape == qc["ncc_after"].shape == (4, 4)
+    warped = chunkreg.warp(mov, flow, order=1, mode="edge")
+    for index in np.ndindex(4, 4):
+        core = tuple(slice(i * TILE, (i + 1) * TILE) for i in index)
+        before = normalized_cross_correlation(ref[core], mov[core])
+        after = normalized_cross_correlation(ref[core], warped[core])
+        assert_allclose(qc["ncc_before"][index], before, rtol=1e-5, atol=1e-6)
+        assert_allclose(qc["ncc_after"][index], after, rtol=1e-5, atol=1e-6)
+    assert (qc["ncc_after"] > qc["ncc_before"] + 0.3).all()
+    assert np.median(qc["ncc_after"]) > 0.95
+    # overlapping tiles agree closely in the blend bands
+    assert np.nanmedian(qc["disagreement"]) < 0.1
+
+
+def test_qc_command_lists_the_worst_tiles_first(deformed, capsys):
+    assert main(["qc", str(deformed["out"]), "--worst", "3"]) == 0
+    text = capsys.readouterr().out
+    qc = read_qc(str(deformed["out"]))
+    after = qc["ncc_after"]
+    worst = np.unravel_index(np.argsort(after, axis=None)[:3], after.shape)
+    rows = [line for line in text.splitlines() if line.startswith("  (")]
+    assert [row.split(":")[0].strip() for row in rows] == [
+        str((int(i), int(j))) for i, j in zip(*worst, strict=True)
+    ]
+    assert "tiles: 16 in a grid of (4, 4) of (64, 64) voxels, 16 measured" in text
+    assert "improved in 16 of 16 tiles" in text
+    assert "disagreement of overlapping tiles" in text
+    assert "seam metric: " in text and "(no seams;" in text
+
+
+def test_disagreement_exposes_tiles_that_found_different_motion(deformed):
+    """Single-level tiles miss motion larger than their halo near their borders; blended, the
+    field has no steps, but the tiles' disagreement in the bands gives them away."""
+    out = deformed["dir"] / "single.zarr"
+    report = chunkreg.compute_flow(*deformed["paths"], out, tile=TILE, overlap=HALO, radius=3,
+                                   levels=1, **SYNC)  # fmt: skip
+    report.raise_if_failed()
+    qc = read_qc(str(out))
+    baseline = read_qc(str(deformed["out"]))
+    assert np.nanmedian(qc["disagreement"]) > 10 * np.nanmedian(baseline["disagreement"])
+    assert np.nanmedian(qc["disagreement"]) > 0.5
+    assert "tile disagreement" in report.notes
