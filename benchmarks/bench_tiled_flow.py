@@ -10,12 +10,19 @@ measure
   (I/O + scheduling + stitching + idle, relative to kernel time), and peak RSS per worker.
 
 Targets (issue 4): overhead <= 15 % of kernel time; 2 workers >= 1.7x one; peak RSS per worker
-independent of the volume size. Generated data are deleted afterwards.
+independent of the volume size. Generated data are deleted afterwards. These runs use one level
+(``--levels 1``, the tiled engine alone); the coarse-to-fine pipeline has its own benchmark
+(bench_volume_pipeline.py).
+
+``--stitching`` instead compares, at the same tiles and halo (the same computation), cropping
+each tile's core with blending neighbouring tiles across half the halo or across all of it:
+the seam metric and the difference to the same pipeline run untiled (docs/tiling.md).
 
 Usage::
 
     python benchmarks/bench_tiled_flow.py                       # 1 GiB and 4 GiB (slow)
     python benchmarks/bench_tiled_flow.py --sizes 32MiB,128MiB  # what docs/performance.md shows
+    python benchmarks/bench_tiled_flow.py --stitching           # the table in docs/tiling.md
 """
 
 from __future__ import annotations
@@ -109,8 +116,80 @@ def tiled_run(paths, out, plan_kwargs, n_workers) -> dict:
         "wall": report.wall_time,
         "kernel": report.task_seconds,
         "rss": max(rss.values()),
-        "tiles": report.n_done,
+        "tiles": int(report.notes["tiles"].split()[0]),
     }
+
+
+# (shape, amplitude of the smooth displacement, tile, chunks, texture periods)
+STITCHING_CASES = [
+    ((512, 512), 24.0, 128, 64, 1.0),
+    ((256, 256), 1.5, 64, 32, 1.0),
+    ((96, 96, 96), 12.0, 48, 48, 0.5),
+]
+
+
+def _flow_of(plan, out: Path) -> tuple[np.ndarray, float]:
+    from chunkreg.volume import run_flow_plan
+
+    t0 = time.perf_counter()
+    run_flow_plan(plan, str(out), scheduler="synchronous", progress=False).raise_if_failed()
+    seconds = time.perf_counter() - t0
+    flow = zarr.open_array(str(out), path="flow", mode="r")[:]
+    shutil.rmtree(out)
+    return flow, seconds
+
+
+def stitching_study(directory=None, halos=(8, 16)) -> int:
+    """Crop vs blend at the same tiles and halo; print a markdown table."""
+    import dataclasses
+
+    from chunkreg.testing import apply_flow, smooth_displacement
+    from chunkreg.volume import seam_metric
+
+    print("| volume | motion | tile | halo | stitching | seam metric | mean / p99 abs(tiled - untiled) "
+          "| same, 16 px inside the volume | wall (s) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    root = Path(tempfile.mkdtemp(prefix="bench-stitching-", dir=directory))
+    try:
+        for shape, amplitude, tile, chunk, periods in STITCHING_CASES:
+            ndim = len(shape)
+            ref = textured_image(shape, seed=0)
+            truth = smooth_displacement(shape, amplitude=amplitude, seed=1, periods=periods)
+            mov = apply_flow(ref, -truth)
+            paths = []
+            for name, data in (("ref", ref), ("mov", mov)):
+                zarr.create_array(str(root / f"{name}.zarr"), data=data, chunks=(chunk,) * ndim,
+                                  overwrite=True)  # fmt: skip
+                paths.append(str(root / f"{name}.zarr"))
+            inner = (slice(None),) + (slice(16, -16),) * ndim
+            for halo in halos:
+                kwargs = {"overlap": halo, "radius": 3, "levels": 2}
+                untiled, _ = _flow_of(plan_flow(*paths, tile=shape, **kwargs), root / "u.zarr")
+                plan = plan_flow(*paths, tile=tile, **kwargs)
+                for name, band in (
+                    ("crop", 0),
+                    ("blend, band d/2", halo // 2),
+                    ("blend, band d", halo),
+                ):
+                    levels = tuple(
+                        dataclasses.replace(lp, band=(band,) * ndim) if lp.mode != "whole" else lp
+                        for lp in plan.levels
+                    )
+                    flow, seconds = _flow_of(
+                        dataclasses.replace(plan, levels=levels), root / "t.zarr"
+                    )
+                    diff = np.abs(flow - untiled)
+                    print(
+                        f"| {'x'.join(map(str, shape))} | {amplitude:g} px | {tile} | {halo} | {name} "
+                        f"| {seam_metric(flow, (tile,) * ndim):.3f} "
+                        f"| {diff.mean():.4f} / {np.percentile(diff, 99):.3f} "
+                        f"| {diff[inner].mean():.4f} / {np.percentile(diff[inner], 99):.3f} "
+                        f"| {seconds:.1f} |",
+                        flush=True,
+                    )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -123,14 +202,21 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", default="1,2", help="worker counts to run")
     parser.add_argument("--method", choices=("ilk", "tvl1"), default="ilk")
     parser.add_argument("--dir", default=None, help="where to generate data (default: tmp)")
+    parser.add_argument("--levels", default="1", help="pyramid levels (default 1: tiles only)")
+    parser.add_argument(
+        "--stitching", action="store_true", help="compare cropping and blending instead"
+    )
     args = parser.parse_args(argv)
+    if args.stitching:
+        return stitching_study(args.dir)
     if args.shapes:
         shapes = [tuple(int(n) for n in s.split("x")) for s in args.shapes.split(",")]
     else:
         shapes = [volume_shape(parse_size(s)) for s in args.sizes.split(",")]
     workers = [int(w) for w in args.workers.split(",")]
     params: dict = {}
-    plan_kwargs = {"method": args.method, "tile": args.tile, **params}
+    levels = args.levels if args.levels == "auto" else int(args.levels)
+    plan_kwargs = {"method": args.method, "tile": args.tile, "levels": levels, **params}
 
     rows = []
     for shape in shapes:
