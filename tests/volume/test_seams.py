@@ -113,3 +113,36 @@ def test_disagreement_exposes_tiles_that_found_different_motion(deformed):
     assert np.nanmedian(qc["disagreement"]) > 10 * np.nanmedian(baseline["disagreement"])
     assert np.nanmedian(qc["disagreement"]) > 0.5
     assert "tile disagreement" in report.notes
+
+
+@pytest.mark.parametrize(
+    ("shape", "tile", "depth", "band"),
+    [((50, 37), (16, 16), (8, 6), (4, 3)), ((20, 18, 13), (8, 8, 8), (10, 4, 6), (10, 2, 3))],
+    ids=["2d-ragged", "3d-band-wider-than-tile"],
+)
+def test_blending_equal_tile_results_changes_nothing(tmp_path, shape, tile, depth, band):
+    """The two-pass stitching is a partition of unity: equal values come back unchanged, and a
+    tile's indicator comes back as its blend weights (also when the band is wider than a tile)."""
+    from chunkreg.tiling import TileGrid, blend_weights
+    from chunkreg.volume._stitch import blend_region, create_scratch
+
+    grid = TileGrid(shape, tile, depth, chunks=tile)
+    scratch = create_scratch(zarr.open_group(str(tmp_path / "s.zarr"), mode="w"), "t", grid, band)
+    field = np.random.default_rng(0).standard_normal((len(shape), *shape)).astype(np.float32)
+    for t in grid:
+        region = scratch.band_grid.tile(t.number).read
+        scratch.write(t.index, field[(slice(None), *region)])
+    everything = tuple(slice(0, n) for n in shape)
+    assert_allclose(blend_region(scratch, everything), field, rtol=0, atol=1e-5)
+    part = tuple(slice(n // 3, n - 1) for n in shape)
+    assert_allclose(blend_region(scratch, part), field[(slice(None), *part)], rtol=0, atol=1e-5)
+    # one tile's indicator comes back as its blend weights (1 inside, ramps across the bands)
+    for t in grid:
+        region = scratch.band_grid.tile(t.number).read
+        shape_t = tuple(s.stop - s.start for s in region)
+        scratch.write(t.index, np.full((len(shape), *shape_t), float(t.number == 0), np.float32))
+    ramp, spread = blend_region(scratch, everything, spread=True)
+    expected = np.zeros(shape, np.float32)
+    expected[scratch.band_grid.tile(0).read] = blend_weights(scratch.band_grid, 0)
+    assert_allclose(ramp, np.broadcast_to(expected, ramp.shape), rtol=0, atol=1e-6)
+    assert np.nanmax(spread) == pytest.approx(np.sqrt(len(shape)))  # 0 vs 1 per component

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 
 import zarr
+import zarr.errors
 
 from ..errors import InputError
 from ..io import ArrayRef, multiscale_dataset_paths
@@ -144,8 +145,8 @@ def input_levels(source, level: int) -> list[ArrayRef]:
         return []
     try:
         node = zarr.open(os.fspath(source), mode="r")
-    except Exception:
-        return []
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.NodeTypeValidationError):
+        return []  # open_array accepted it before; anything else has no levels to offer
     if not isinstance(node, zarr.Group):
         return []
     paths = multiscale_dataset_paths(node.attrs.asdict())

@@ -93,12 +93,6 @@ def _geometry(grid: TileGrid, band) -> tuple[tuple[int, ...], tuple[int, ...]]:
 def create_scratch(group: zarr.Group, name: str, grid: TileGrid, band) -> Scratch:
     """Create (or reopen) the scratch array of one level inside ``group``."""
     band = tuple(int(b) for b in band)
-    for axis, (b, t) in enumerate(zip(band, grid.tile_shape, strict=True)):
-        if b > t:
-            raise InputError(
-                f"the blend band ({b}) must not exceed the tile ({t}) along axis {axis}; "
-                "use a smaller overlap or a larger tile."
-            )
     block, inner = _geometry(grid, band)
     shape = (grid.ndim, *tuple(g * p for g, p in zip(grid.grid_shape, block, strict=True)))
     if name in group:
