@@ -85,6 +85,18 @@ def generate(directory: Path, shape) -> tuple[str, str]:
 
 
 def peak_rss_mib() -> float:
+    """Peak resident memory of this process (MiB).
+
+    ``VmHWM`` of the process's own memory map: ``ru_maxrss`` would also count the memory of
+    the process that started it (a spawned worker inherits its parent's peak at fork time).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
