@@ -105,6 +105,7 @@ def create_scratch(group: zarr.Group, name: str, grid: TileGrid, band) -> Scratc
             chunks=(grid.ndim, *inner),
             shards=(grid.ndim, *block),
             fill_value=np.nan,
+            compressors=None,  # temporary, and flows compress poorly: save the time
         )
     return Scratch(group_ref(group, name), grid, band, block)
 
