@@ -237,3 +237,29 @@ def test_coarse_to_fine_on_a_cluster_matches_synchronous(tmp_path, cluster_clien
         for n in ("sync.zarr", "dist.zarr")
     ]
     assert_array_equal(*read)
+
+
+def test_multiscale_inputs_provide_the_pyramid(tmp_path):
+    """OME-Zarr inputs whose level 1 halves level 0: no pyramid is built, the flow is right."""
+    from chunkreg.io import write_ome_multiscale_metadata
+
+    shape = (192, 160)
+    ref = textured_image(shape, seed=0)
+    truth = smooth_displacement(shape, amplitude=6, seed=1)
+    mov = apply_flow(ref, -truth)
+    paths = []
+    for name, data in (("ref", ref), ("mov", mov)):
+        group = zarr.open_group(str(tmp_path / f"{name}.zarr"), mode="w")
+        group.create_array("0", data=data, chunks=(32, 32))
+        full = tuple(slice(0, n // 2) for n in shape)
+        group.create_array("1", data=downsample_region(data, (0, 0), full, shape), chunks=(32, 32))
+        write_ome_multiscale_metadata(group, paths=["0", "1"])
+        paths.append(str(tmp_path / f"{name}.zarr"))
+    out = tmp_path / "out.zarr"
+    report = compute_flow(*paths, out, tile=64, radius=3, levels=2, **SYNC)
+    report.raise_if_failed()
+    assert "pyramid" not in zarr.open_group(str(out), mode="r")
+    assert not any("pyramid" in line for key, line in report.notes.items() if "stage" in key)
+    flow = zarr.open_array(str(out), path="flow", mode="r")[:]
+    inner = (slice(None), slice(16, -16), slice(16, -16))
+    assert np.median(np.abs(flow - inverse_displacement(truth))[inner]) < 0.1
