@@ -9,4 +9,6 @@ from .errors import ChunkregError
 
 __version__ = "0.1.0"
 
-__all__ = ["ChunkregError", "__version__", "errors"]
+from .timeseries import register_timeseries  # after __version__: io imports it
+
+__all__ = ["ChunkregError", "__version__", "errors", "register_timeseries"]

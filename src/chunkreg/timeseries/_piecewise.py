@@ -1,0 +1,323 @@
+"""Piecewise-rigid motion (NoRMCorre-style): patch grid, outliers, dense field, warp.
+
+A frame is split into overlapping patches; each patch is registered to the same patch of the
+reference after the frame's rigid shift, patches whose shift disagrees with their neighbours
+(or whose match is poor) are replaced from their neighbours, and the grid of patch shifts is
+smoothed and interpolated into a dense displacement field that warps the frame. Pure
+numpy/scipy; the registration itself comes from a caller-supplied correlator.
+
+References
+----------
+.. [1] E. A. Pnevmatikakis and A. Giovannucci, "NoRMCorre: An online algorithm for piecewise
+       rigid motion correction of calcium imaging data", Journal of Neuroscience Methods 291,
+       83-94 (2017). :doi:`10.1016/j.jneumeth.2017.07.031`
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import interpolate, ndimage
+
+from ..errors import InputError
+from ._frames import overlap_ncc
+
+__all__ = [
+    "PatchGrid",
+    "PiecewiseOptions",
+    "dense_shift_field",
+    "replace_outliers",
+    "warp_frame",
+]
+
+
+@dataclass(frozen=True)
+class PiecewiseOptions:
+    """Parameters of piecewise-rigid correction.
+
+    Parameters
+    ----------
+    patch : int
+        Edge length of a patch, in pixels (clipped to the frame size).
+    overlap : int
+        Overlap of neighbouring patches, in pixels (< ``patch``).
+    max_deviation : float
+        A patch shift that differs from the median of its neighbours by more than this many
+        pixels (along any axis) is an outlier and replaced.
+    min_relative_quality : float
+        A patch whose match quality (NCC after its whole-pixel shift) is below this fraction of
+        the frame's median patch quality is an outlier and replaced.
+    smooth : float
+        Standard deviation, in patch-grid units, of the Gaussian that smooths the grid of
+        patch shifts before interpolation; 0 disables smoothing.
+    upsample_factor : int, optional
+        Subpixel precision of the patch shifts; defaults to the rigid ``upsample_factor``.
+    refine : bool
+        Refine each patch shift on the overlap of the patches (twice the work per patch).
+    """
+
+    patch: int = 128
+    overlap: int = 32
+    max_deviation: float = 3.0
+    min_relative_quality: float = 0.5
+    smooth: float = 0.0
+    upsample_factor: int | None = None
+    refine: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("patch", "overlap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise InputError(f"piecewise {name} must be an integer, got {value!r}.")
+        if self.patch < 8:
+            raise InputError(f"piecewise patch must be >= 8 pixels, got {self.patch}.")
+        if not 0 <= self.overlap < self.patch:
+            raise InputError(
+                f"piecewise overlap must be >= 0 and < patch ({self.patch}), got {self.overlap}."
+            )
+        if not self.max_deviation > 0:
+            raise InputError(f"max_deviation must be > 0 pixels, got {self.max_deviation!r}.")
+        if not 0 <= self.min_relative_quality <= 1:
+            raise InputError(
+                f"min_relative_quality must be in [0, 1], got {self.min_relative_quality!r}."
+            )
+        if not self.smooth >= 0:
+            raise InputError(f"smooth must be >= 0, got {self.smooth!r}.")
+        if self.upsample_factor is not None and (
+            not isinstance(self.upsample_factor, numbers.Integral) or self.upsample_factor < 1
+        ):
+            raise InputError(
+                f"upsample_factor must be an integer >= 1, got {self.upsample_factor!r}."
+            )
+
+    @classmethod
+    def coerce(cls, value) -> PiecewiseOptions | None:
+        """Accept ``None``/``False`` (off), ``True`` (defaults), a mapping or an instance."""
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            try:
+                return cls(**value)
+            except TypeError as exc:
+                raise InputError(f"piecewise options: {exc}") from None
+        raise InputError(
+            f"piecewise must be None, True, a dict or PiecewiseOptions, got {type(value).__name__}."
+        )
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """Overlapping patches covering a frame.
+
+    Patches along an axis of length ``n`` start at evenly spaced offsets from 0 to
+    ``n - patch`` with a spacing of at most ``patch - overlap``.
+    """
+
+    shape: tuple[int, ...]
+    patch: int
+    overlap: int
+
+    def __post_init__(self) -> None:
+        if self.overlap >= self.patch:
+            raise InputError(f"overlap must be < patch, got {self.overlap} >= {self.patch}.")
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Patch edge per axis (the patch, clipped to the frame)."""
+        return tuple(min(self.patch, n) for n in self.shape)
+
+    @property
+    def starts(self) -> tuple[np.ndarray, ...]:
+        """Patch start offsets per axis."""
+        out = []
+        for n, p in zip(self.shape, self.sizes, strict=True):
+            count = 1 if n <= p else math.ceil((n - p) / (self.patch - self.overlap)) + 1
+            out.append(np.rint(np.linspace(0, n - p, count)).astype(np.int64))
+        return tuple(out)
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """Number of patches per axis."""
+        return tuple(s.size for s in self.starts)
+
+    @property
+    def centres(self) -> tuple[np.ndarray, ...]:
+        """Patch centres per axis, in pixel coordinates."""
+        return tuple(s + (p - 1) / 2 for s, p in zip(self.starts, self.sizes, strict=True))
+
+    def regions(self):
+        """Yield ``(grid_index, starts)`` for every patch, in C order."""
+        starts = self.starts
+        for index in itertools.product(*(range(c) for c in self.counts)):
+            yield index, tuple(int(starts[ax][i]) for ax, i in enumerate(index))
+
+
+def patch_shifts(grid: PatchGrid, correlators, frame: np.ndarray, rigid_shift, reference):
+    """Register each patch of ``frame`` after its rigid shift.
+
+    Parameters
+    ----------
+    grid : PatchGrid
+    correlators : dict
+        ``grid_index -> correlator`` whose ``register(moving)`` returns ``(shift, error,
+        phasediff)`` against that patch of the reference.
+    frame : ndarray
+        The moving frame (float32).
+    rigid_shift : sequence of float
+        Rigid shift of the frame; patch windows are taken at its whole-pixel part.
+    reference : ndarray
+        The reference frame (to score each patch match).
+
+    Returns
+    -------
+    shifts : ndarray, shape (*grid.counts, ndim)
+        Total shift of each patch (rigid + residual).
+    quality : ndarray, shape grid.counts
+        NCC of each reference patch with its moving patch after the whole-pixel shift.
+    """
+    ndim = frame.ndim
+    sizes = grid.sizes
+    whole = [round(float(s)) if math.isfinite(float(s)) else 0 for s in rigid_shift]
+    shifts = np.empty((*grid.counts, ndim), np.float64)
+    quality = np.empty(grid.counts, np.float64)
+    for index, start in grid.regions():
+        window = [
+            min(max(st - w, 0), n - p)
+            for st, w, n, p in zip(start, whole, frame.shape, sizes, strict=True)
+        ]
+        moving = frame[tuple(slice(w, w + p) for w, p in zip(window, sizes, strict=True))]
+        residual, _, _ = correlators[index].register(moving)
+        residual = np.asarray(residual, dtype=np.float64)
+        ref_patch = reference[tuple(slice(s, s + p) for s, p in zip(start, sizes, strict=True))]
+        shifts[index] = np.subtract(start, window) + residual
+        quality[index] = overlap_ncc(ref_patch, moving, residual)
+    return shifts, quality
+
+
+def _neighbour_median(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Median of the valid 3^ndim neighbours (self excluded) of each grid cell, per component.
+
+    ``values`` has shape (*grid, k); cells without a valid neighbour get NaN.
+    """
+    grid = values.shape[:-1]
+    padded = np.full(tuple(n + 2 for n in grid) + values.shape[-1:], np.nan)
+    inner = tuple(slice(1, n + 1) for n in grid)
+    padded[inner] = np.where(valid[..., None], values, np.nan)
+    stack = []
+    for offset in itertools.product((-1, 0, 1), repeat=len(grid)):
+        if any(offset):
+            stack.append(
+                padded[tuple(slice(1 + o, n + 1 + o) for o, n in zip(offset, grid, strict=True))]
+            )
+    stack = np.sort(np.stack(stack), axis=0)  # NaN sorts last
+    count = np.sum(np.isfinite(stack), axis=0)
+    lo = np.clip((count - 1) // 2, 0, None)[None]
+    hi = np.clip(count // 2, 0, None)[None]
+    median = 0.5 * (np.take_along_axis(stack, lo, 0) + np.take_along_axis(stack, hi, 0))[0]
+    median[count == 0] = np.nan
+    return median
+
+
+def replace_outliers(
+    shifts: np.ndarray,
+    quality: np.ndarray,
+    rigid_shift,
+    *,
+    max_deviation: float,
+    min_relative_quality: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replace outlier patch shifts by the median of their good neighbours.
+
+    A patch is an outlier when its shift is not finite, its quality is below
+    ``min_relative_quality`` times the median quality of the frame's patches, or its shift
+    differs from the median of its good neighbours by more than ``max_deviation`` along any
+    axis. Outliers take the median of their good neighbours, or ``rigid_shift`` when none.
+
+    Parameters
+    ----------
+    shifts : ndarray, shape (*grid, ndim)
+    quality : ndarray, shape grid
+    rigid_shift : sequence of float, length ndim
+
+    Returns
+    -------
+    shifts : ndarray, shape (*grid, ndim)
+        Shifts with outliers replaced.
+    outliers : ndarray of bool, shape grid
+    """
+    shifts = np.asarray(shifts, dtype=np.float64)
+    quality = np.asarray(quality, dtype=np.float64)
+    finite = np.isfinite(shifts).all(axis=-1) & np.isfinite(quality)
+    median_quality = float(np.median(quality[finite])) if finite.any() else 0.0
+    bad = ~finite | (quality < min_relative_quality * median_quality) | (quality <= 0)
+    deviation = np.abs(shifts - _neighbour_median(shifts, ~bad))
+    bad |= np.nan_to_num(deviation, nan=0.0).max(axis=-1) > max_deviation
+    fill = _neighbour_median(shifts, ~bad)
+    fill = np.where(np.isfinite(fill), fill, np.asarray(rigid_shift, dtype=np.float64))
+    return np.where(bad[..., None], fill, shifts), bad
+
+
+def _axis_matrix(n: int, centres: np.ndarray) -> np.ndarray:
+    """Return the (n, len(centres)) matrix that interpolates grid values to pixels 0..n-1."""
+    g = centres.size
+    if g == 1:
+        return np.ones((n, 1), np.float32)
+    spline = interpolate.make_interp_spline(centres, np.eye(g), k=3 if g >= 4 else 1)
+    x = np.clip(np.arange(n, dtype=np.float64), centres[0], centres[-1])
+    return spline(x).astype(np.float32)
+
+
+def dense_shift_field(grid: PatchGrid, shifts: np.ndarray, *, smooth: float = 0.0) -> np.ndarray:
+    """Interpolate patch shifts into a dense shift field.
+
+    The grid of patch shifts is smoothed with a Gaussian of ``smooth`` grid units, then
+    interpolated through the patch centres with a separable cubic spline (linear with fewer
+    than four patches along an axis), constant beyond the outermost centres.
+
+    Parameters
+    ----------
+    grid : PatchGrid
+    shifts : ndarray, shape (*grid.counts, ndim)
+    smooth : float
+
+    Returns
+    -------
+    ndarray, shape (ndim, *grid.shape), float32
+        Shift at every pixel (``ndimage.shift`` convention).
+    """
+    shifts = np.asarray(shifts, dtype=np.float32)
+    ndim = len(grid.shape)
+    matrices = [_axis_matrix(n, c) for n, c in zip(grid.shape, grid.centres, strict=True)]
+    out = np.empty((ndim, *grid.shape), np.float32)
+    for c in range(ndim):
+        values = shifts[..., c]
+        if smooth > 0:
+            values = ndimage.gaussian_filter(values, smooth, mode="nearest")
+        for axis, matrix in enumerate(matrices):
+            values = np.moveaxis(np.tensordot(matrix, values, axes=(1, axis)), 0, axis)
+        out[c] = values
+    return out
+
+
+def warp_frame(frame: np.ndarray, field: np.ndarray, *, fill_value: float = 0.0) -> np.ndarray:
+    """Resample ``frame`` at ``x - field(x)`` with linear interpolation.
+
+    Parameters
+    ----------
+    frame : ndarray, shape S
+    field : ndarray, shape (ndim, *S)
+        Dense shift (``ndimage.shift`` convention), as from :func:`dense_shift_field`.
+    fill_value : float
+        Value where the sample falls outside the frame.
+    """
+    coords = np.indices(frame.shape, dtype=np.float32)
+    coords -= field
+    return ndimage.map_coordinates(frame, coords, order=1, mode="constant", cval=fill_value)
