@@ -38,6 +38,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.signal import windows
 
+from ..registration import PhaseCorrelator
 from ._frames import fourier_shift_frame
 
 __all__ = ["FrameRegistrar", "taper"]
@@ -63,8 +64,6 @@ def taper(frame: np.ndarray) -> np.ndarray:
 
 
 def _correlator(reference, upsample_factor, normalization, mask=None):
-    from ..registration import PhaseCorrelator
-
     return PhaseCorrelator(
         reference,
         upsample_factor=upsample_factor,

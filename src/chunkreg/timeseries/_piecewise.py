@@ -24,6 +24,7 @@ import numpy as np
 from scipy import interpolate, ndimage
 
 from ..errors import InputError
+from ..registration import warp
 from ._frames import overlap_ncc
 
 __all__ = [
@@ -66,7 +67,7 @@ class PiecewiseOptions:
     min_relative_quality: float = 0.5
     smooth: float = 0.0
     upsample_factor: int | None = None
-    refine: bool = False
+    refine: bool = True
 
     def __post_init__(self) -> None:
         for name in ("patch", "overlap"):
@@ -310,6 +311,8 @@ def dense_shift_field(grid: PatchGrid, shifts: np.ndarray, *, smooth: float = 0.
 def warp_frame(frame: np.ndarray, field: np.ndarray, *, fill_value: float = 0.0) -> np.ndarray:
     """Resample ``frame`` at ``x - field(x)`` with linear interpolation.
 
+    Uses :func:`chunkreg.warp`; samples that fall outside the frame get ``fill_value``.
+
     Parameters
     ----------
     frame : ndarray, shape S
@@ -317,7 +320,17 @@ def warp_frame(frame: np.ndarray, field: np.ndarray, *, fill_value: float = 0.0)
         Dense shift (``ndimage.shift`` convention), as from :func:`dense_shift_field`.
     fill_value : float
         Value where the sample falls outside the frame.
+
+    Returns
+    -------
+    ndarray, shape S
     """
-    coords = np.indices(frame.shape, dtype=np.float32)
-    coords -= field
-    return ndimage.map_coordinates(frame, coords, order=1, mode="constant", cval=fill_value)
+    out = warp(frame, np.negative(field), order=1, mode="edge")
+    outside = np.zeros(frame.shape, bool)
+    for axis, n in enumerate(frame.shape):
+        view = [1] * frame.ndim
+        view[axis] = n
+        position = np.arange(n, dtype=np.float32).reshape(view) - field[axis]
+        outside |= (position < 0) | (position > n - 1)
+    out[outside] = fill_value
+    return out
