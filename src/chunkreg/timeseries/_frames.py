@@ -129,7 +129,8 @@ def overlap_ncc(
     """NCC of ``reference`` and ``moving`` after moving by the whole-pixel part of ``shift``.
 
     Compares ``reference[x]`` with ``moving[x - round(shift)]`` on the overlap of the two
-    frames, without resampling; ``mask`` (reference coordinates) restricts the comparison.
+    frames, without resampling; ``mask`` (the valid pixels of either frame, in its own
+    coordinates) restricts the comparison to pixels valid in both.
     An overlap smaller than ``min_fraction`` of the frame scores 0.0.
     """
     ref_index, mov_index = [], []
@@ -142,7 +143,7 @@ def overlap_ncc(
     a, b = reference[ref_index], moving[mov_index]
     if a.size < max(2, min_fraction * reference.size):
         return 0.0
-    return ncc(a, b, None if mask is None else mask[ref_index])
+    return ncc(a, b, None if mask is None else mask[ref_index] & mask[mov_index])
 
 
 def cast_frame(frame: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -268,9 +268,9 @@ def register_timeseries(
         raise InputError(f"stack must be numeric, got dtype {array.dtype}.")
     spec = parse_reference(reference, n_time, frame_shape, n_reference_frames)
     previous = spec.kind == "previous"
-    strides = parse_strides(strides, n_time) if previous else (1,)
-    if strides != (1,) and not previous:
+    if strides is not None and not previous:
         raise InputError("strides apply to reference='previous' only.")
+    strides = parse_strides(strides, n_time) if previous else (1,)
     upsample_factor = _check_int(upsample_factor, "upsample_factor", 1)
     options = PiecewiseOptions.coerce(piecewise)
     if options is not None and previous:

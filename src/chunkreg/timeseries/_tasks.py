@@ -244,33 +244,34 @@ def apply_batch(batch: Batch) -> dict:
     before, after = np.full(n, np.nan), np.full(n, np.nan)
     out = group["corrected"] if job.apply else None
     corrected = np.empty((n, *job.frame_shape), out.dtype) if job.apply else None
-    prev_raw = prev_cor = None
+    weights = None if mask is None else mask.astype(np.float32)
+    prev_raw = prev_cor = prev_valid = None
     for i in range(len(frames)):
         frame = frames[i]
         if job.piecewise is not None and not low[i]:
             field = dense_shift_field(grid, grid_shifts[i], smooth=job.piecewise.smooth)
             moved = warp_frame(frame, field, fill_value=np.nan)
+            moved_mask = None if mask is None else warp_frame(weights, field) > 0.5
         else:
             moved = shift_frame(frame, shifts[i], job, np.nan)
+            moved_mask = None if mask is None else linear_shift_frame(weights, shifts[i]) > 0.5
+        raw_e, cor_e = frame[roi], moved[roi]
+        # pixels of the corrected frame that hold (unmasked) data
+        valid = np.isfinite(cor_e) if mask is None else np.isfinite(cor_e) & moved_mask[roi]
         t = lo + i
         if t >= batch.start:
             j = t - batch.start
-            raw_e, cor_e = frame[roi], moved[roi]
-            if previous:
-                if prev_raw is not None:
-                    before[j] = ncc(prev_raw, raw_e, mask_e)
-                    valid = np.isfinite(cor_e) & np.isfinite(prev_cor)
-                    after[j] = ncc(prev_cor, cor_e, valid if mask_e is None else valid & mask_e)
-            else:
-                ref_e = reference[roi]
-                before[j] = ncc(ref_e, raw_e, mask_e)
-                valid = np.isfinite(cor_e)
-                after[j] = ncc(ref_e, cor_e, valid if mask_e is None else valid & mask_e)
+            if not previous:
+                before[j] = ncc(reference[roi], raw_e, mask_e)
+                after[j] = ncc(reference[roi], cor_e, valid if mask_e is None else valid & mask_e)
+            elif prev_raw is not None:
+                before[j] = ncc(prev_raw, raw_e, mask_e)
+                after[j] = ncc(prev_cor, cor_e, valid & prev_valid)
             if corrected is not None:
                 corrected[j] = cast_frame(
                     np.where(np.isnan(moved), job.fill_value, moved), out.dtype
                 )
-        prev_raw, prev_cor = frame[roi], moved[roi]
+        prev_raw, prev_cor, prev_valid = raw_e, cor_e, valid
     rows = slice(batch.start, batch.stop)
     written = 0
     if corrected is not None:
