@@ -10,10 +10,11 @@ from scipy import ndimage
 from chunkreg.errors import InputError
 from chunkreg.testing import apply_flow, smooth_displacement, textured_image
 from chunkreg.timeseries import PatchGrid, PiecewiseOptions
-from chunkreg.timeseries._estimate import FrameRegistrar
+from chunkreg.timeseries._patches import PatchCorrelator
 from chunkreg.timeseries._piecewise import (
     dense_shift_field,
     patch_shifts,
+    reference_patches,
     replace_outliers,
     warp_frame,
 )
@@ -81,11 +82,8 @@ def test_patch_shifts_follow_a_smooth_field():
     moving = apply_flow(scene, field)[inner]
     moving = moving + np.random.default_rng(0).normal(0, 0.005, moving.shape).astype(np.float32)
     grid = PatchGrid(reference.shape, 48, 16)
-    registrars = {
-        index: FrameRegistrar(reference[s0 : s0 + 48, s1 : s1 + 48], upsample_factor=20)
-        for index, (s0, s1) in grid.regions()
-    }
-    shifts, quality = patch_shifts(grid, registrars, moving, (2.6, -3.3), reference)
+    correlator = PatchCorrelator(reference_patches(grid, reference), upsample_factor=20)
+    shifts, quality = patch_shifts(grid, correlator, moving, (2.6, -3.3))
     assert shifts.shape == (4, 4, 2) and quality.shape == (4, 4)
     for index, (s0, s1) in grid.regions():
         truth = field[(slice(None), slice(16 + s0, 64 + s0), slice(16 + s1, 64 + s1))]

@@ -18,11 +18,13 @@ import zarr
 from ._estimate import FrameRegistrar
 from ._frames import cast_frame, fourier_shift_frame, linear_shift_frame, ncc, overlap_ncc
 from ._links import link_targets
+from ._patches import PatchCorrelator
 from ._piecewise import (
     PatchGrid,
     PiecewiseOptions,
     dense_shift_field,
     patch_shifts,
+    reference_patches,
     replace_outliers,
     warp_frame,
 )
@@ -128,15 +130,9 @@ def estimate_batch(batch: Batch) -> dict:
     if job.piecewise is not None:
         grid = job.grid()
         up = job.piecewise.upsample_factor or job.upsample_factor
-        patch_corr = {
-            index: registrar(
-                job,
-                reference[tuple(slice(s, s + p) for s, p in zip(start, grid.sizes, strict=True))],
-                upsample_factor=up,
-                refine=job.piecewise.refine,
-            )
-            for index, start in grid.regions()
-        }
+        patch_corr = PatchCorrelator(
+            reference_patches(grid, reference), upsample_factor=up, normalization=job.normalization
+        )
         grid_shifts = np.zeros((n, *grid.counts, ndim), np.float32)
         outliers = np.zeros((n, *grid.counts), bool)
     for i, frame in enumerate(frames):
@@ -144,7 +140,9 @@ def estimate_batch(batch: Batch) -> dict:
         shifts[i], error[i], phasediff[i] = correlator.register(moving)
         quality[i] = overlap_ncc(ref_e, moving, shifts[i], mask_e)
         if job.piecewise is not None:
-            ps, pq = patch_shifts(grid, patch_corr, frame, shifts[i], reference)
+            ps, pq = patch_shifts(
+                grid, patch_corr, frame, shifts[i], refine=job.piecewise.refine_for(grid)
+            )
             ps, bad = replace_outliers(
                 ps,
                 pq,
