@@ -263,31 +263,30 @@ def test_different_parameters_refuse_to_resume(tmp_path, to_zarr):
     result = register_timeseries(
         stack, tmp_path / "o.zarr", upsample_factor=20, overwrite=True, **SYNC
     )
-    assert result.reports["estimate"].n_done == 1
+    assert result.reports["register"].n_done == 1
 
 
 def test_interrupted_run_resumes_only_missing_batches(tmp_path, to_zarr, monkeypatch):
     frames, _ = make_series(2, seed=7)
     stack = to_zarr(as_uint16(frames[:16]))
     clean = register_timeseries(stack, tmp_path / "clean.zarr", batch_size=4, **SYNC)
-    real_apply = register_module.apply_batch
+    real_register = register_module.register_batch
 
     def flaky(batch):
         if batch.index == 2:
             raise OSError("disk went away")
-        return real_apply(batch)
+        return real_register(batch)
 
-    monkeypatch.setattr(register_module, "apply_batch", flaky)
+    monkeypatch.setattr(register_module, "register_batch", flaky)
     out = tmp_path / "o.zarr"
     with pytest.raises(TaskFailedError, match="1 of 4"):
         register_timeseries(stack, out, batch_size=4, **SYNC)
     # mark a finished batch so we can tell whether it is redone
     group = zarr.open_group(str(out), mode="r+")
     group["corrected"][0:4] = 7
-    monkeypatch.setattr(register_module, "apply_batch", real_apply)
+    monkeypatch.setattr(register_module, "register_batch", real_register)
     resumed = register_timeseries(stack, out, batch_size=4, **SYNC)
-    assert resumed.reports["estimate"].n_skipped == 4 and resumed.reports["estimate"].n_done == 0
-    assert resumed.reports["apply"].n_skipped == 3 and resumed.reports["apply"].n_done == 1
+    assert resumed.reports["register"].n_skipped == 3 and resumed.reports["register"].n_done == 1
     corrected = zarr.open_group(str(out), mode="r")["corrected"][...]
     expected = zarr.open_group(str(tmp_path / "clean.zarr"), mode="r")["corrected"][...]
     assert_array_equal(corrected[0:4], 7)  # not redone
@@ -329,7 +328,7 @@ def test_local_cluster_matches_synchronous(tmp_path, to_zarr):
     there = register_timeseries(
         stack, tmp_path / "b.zarr", batch_size=3, upsample_factor=20, n_workers=2, progress=False
     )
-    assert there.reports["apply"].n_done == 4
+    assert there.reports["register"].n_done == 4
     assert_array_equal(there.shifts, here.shifts)
     assert_array_equal(
         zarr.open_group(str(tmp_path / "a.zarr"))["corrected"][...],

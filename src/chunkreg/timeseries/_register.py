@@ -24,7 +24,17 @@ from ._links import interpolate_missing, solve_drift
 from ._piecewise import PatchGrid, PiecewiseOptions
 from ._reference import ReferenceSpec, build_reference, parse_reference, parse_strides
 from ._report import TimeseriesResult, write_csv
-from ._tasks import Batch, Job, apply_batch, estimate_batch, measure_pairs, read_frames, registrar
+from ._tasks import (
+    Batch,
+    Job,
+    apply_batch,
+    estimate_batch,
+    fixup_batch,
+    measure_pairs,
+    read_frames,
+    register_batch,
+    registrar,
+)
 
 __all__ = ["register_timeseries"]
 
@@ -337,34 +347,28 @@ def register_timeseries(
         require_shared_store(group, cl)
         if not previous:
             _write_reference(group, job, spec, array)
-        reports = {}
-        record = CompletionRecord(group, "estimate", len(batches))
-        reports["estimate"] = run_tasks(
-            estimate_batch,
-            batches,
-            client=cl,
-            label="frame batches (estimate)",
-            record=record,
-            progress=progress,
-            describe=str,
-        )
-        reports["estimate"].raise_if_failed()
         notes: dict = {}
         if previous:
-            threshold = _finish_links(group, job, cl, min_quality, notes, progress)
+            stages = [("estimate", estimate_batch), ("apply", apply_batch)]
         else:
-            threshold = _finish_fixed(group, min_quality)
-        record = CompletionRecord(group, "apply", len(batches))
-        reports["apply"] = run_tasks(
-            apply_batch,
-            batches,
-            client=cl,
-            label="frame batches (apply)",
-            record=record,
-            progress=progress,
-            describe=str,
-        )
-        reports["apply"].raise_if_failed()
+            stages = [("register", register_batch), ("fixup", fixup_batch)]
+        reports = {}
+        for number, (name, func) in enumerate(stages):
+            if number == 1:  # between the passes: shifts from the first pass's tables
+                if previous:
+                    threshold = _finish_links(group, job, cl, min_quality, notes, progress)
+                else:
+                    threshold = _finish_fixed(group, min_quality)
+            reports[name] = run_tasks(
+                func,
+                batches,
+                client=cl,
+                label=f"frame batches ({name})",
+                record=CompletionRecord(group, name, len(batches)),
+                progress=progress,
+                describe=str,
+            )
+            reports[name].raise_if_failed()
     result = TimeseriesResult(
         shifts=np.asarray(group["shifts"][...]),
         error=np.asarray(group["error"][...]),
@@ -418,7 +422,6 @@ def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask) -> None
         group.attrs["strides"] = list(job.strides)
     else:
         table("measured_shifts", (ndim,))
-        table("match_quality", ())
     if job.piecewise is not None:
         grid = PatchGrid(job.frame_shape, job.piecewise.patch, job.piecewise.overlap)
         table("patch_shifts", (*grid.counts, ndim), "float32")
@@ -465,13 +468,22 @@ def _write_reference(group, job: Job, spec: ReferenceSpec, array) -> None:
 
 
 def _finish_fixed(group, min_quality) -> float:
-    """Flag low-quality frames and interpolate their shifts; write ``shifts``."""
+    """Flag low-quality frames and interpolate their shifts; write ``shifts``.
+
+    Done once and recorded: the fix-up pass then changes ``quality_after`` of the flagged
+    frames, so a resumed run must not derive the flags again.
+    """
+    record = CompletionRecord(group, "flags", 1)
+    if record.complete:
+        return float(group.attrs["min_quality_used"])
     measured = np.asarray(group["measured_shifts"][...])
-    quality = np.asarray(group["match_quality"][...])
+    quality = np.asarray(group["quality_after"][...])
     threshold = _resolve_min_quality(min_quality, quality)
     low = ~(quality >= threshold) | ~np.isfinite(measured).all(axis=1)
     group["low_quality"][...] = low
     group["shifts"][...] = interpolate_missing(measured, ~low)
+    group.attrs["min_quality_used"] = threshold
+    record.mark_done(0)
     return threshold
 
 

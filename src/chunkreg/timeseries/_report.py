@@ -44,7 +44,8 @@ class TimeseriesResult:
     csv_path : str or None
         The CSV of shifts, if written.
     reports : dict
-        :class:`chunkreg.execution.RunReport` of each stage (``"estimate"``, ``"apply"``).
+        :class:`chunkreg.execution.RunReport` of each pass: ``"register"`` and ``"fixup"``
+        (fixed reference), ``"estimate"`` and ``"apply"`` (``"previous"``).
     notes : dict
         Extra facts (e.g. link residuals and unbridged gaps for ``"previous"``).
     """

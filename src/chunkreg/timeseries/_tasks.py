@@ -4,6 +4,12 @@ Each task handles a contiguous batch of frames: it opens the input and the outpu
 itself, reads its frames once, and writes whole chunks of the output tables and of the
 corrected stack (batches are multiples of the output's time chunk), so tasks never share a
 chunk. The reference (and its spectrum) is prepared once per batch.
+
+* Fixed reference: :func:`register_batch` measures, corrects and scores every frame in one
+  pass; :func:`fixup_batch` later redoes the few frames whose shifts were replaced (low
+  quality), rewriting only their chunks.
+* ``"previous"``: :func:`estimate_batch` measures the links, the client solves the drift, then
+  :func:`apply_batch` corrects and scores.
 """
 
 from __future__ import annotations
@@ -29,7 +35,15 @@ from ._piecewise import (
     warp_frame,
 )
 
-__all__ = ["Batch", "Job", "apply_batch", "estimate_batch", "measure_pairs"]
+__all__ = [
+    "Batch",
+    "Job",
+    "apply_batch",
+    "estimate_batch",
+    "fixup_batch",
+    "measure_pairs",
+    "register_batch",
+]
 
 
 @dataclass(frozen=True)
@@ -108,64 +122,199 @@ def _mask(group: zarr.Group, job: Job):
     return np.asarray(group["mask"][...], dtype=bool) if job.has_mask else None
 
 
-def estimate_batch(batch: Batch) -> dict:
-    """Phase 1: measure the shifts of one batch (against the reference, or pairwise links)."""
+class _Corrector:
+    """Corrects frames of one job and scores them (shared by every pass)."""
+
+    def __init__(self, job: Job, group: zarr.Group) -> None:
+        self.job = job
+        self.roi = job.roi_slices
+        self.mask = _mask(group, job)
+        self.mask_e = None if self.mask is None else self.mask[self.roi]
+        self.weights = None if self.mask is None else self.mask.astype(np.float32)
+        self.grid = job.grid() if job.piecewise is not None else None
+        self.reference = None
+        if job.mode == "fixed":
+            self.reference = np.asarray(group["reference"][...], dtype=np.float32)
+
+    def correct(self, frame, shift, patch_shifts=None):
+        """Return the corrected frame (NaN where it has no data) and its valid ROI pixels.
+
+        A corrected ROI pixel is valid when it was moved there from inside the ROI (and the
+        mask) of the raw frame, so the quality compares only what the estimate looked at.
+        """
+        field = None
+        if patch_shifts is not None:
+            field = dense_shift_field(self.grid, patch_shifts, smooth=self.job.piecewise.smooth)
+            moved = warp_frame(frame, field, fill_value=np.nan)
+        else:
+            moved = shift_frame(frame, shift, self.job, np.nan)
+        valid = np.isfinite(moved[self.roi])
+        if self.roi != tuple(slice(0, n) for n in self.job.frame_shape):
+            valid &= self._from_roi(shift, field)
+        if self.mask is not None:
+            if field is not None:
+                moved_mask = warp_frame(self.weights, field) > 0.5
+            else:
+                moved_mask = linear_shift_frame(self.weights, shift) > 0.5
+            valid &= moved_mask[self.roi]
+        return moved, valid
+
+    def _from_roi(self, shift, field):
+        """ROI pixels of the corrected frame whose source ``x - shift`` lies in the ROI."""
+        inside = np.ones(tuple(s.stop - s.start for s in self.roi), bool)
+        for axis, sl in enumerate(self.roi):
+            view = [1] * len(self.roi)
+            view[axis] = sl.stop - sl.start
+            x = np.arange(sl.start, sl.stop, dtype=np.float32).reshape(view)
+            source = x - (field[axis][self.roi] if field is not None else np.float32(shift[axis]))
+            inside &= (source >= sl.start) & (source <= sl.stop - 1)
+        return inside
+
+    def score(self, raw, moved, valid, previous=None):
+        """Quality before/after: NCC with the reference (or with ``previous``'s pair)."""
+        raw_e, cor_e = raw[self.roi], moved[self.roi]
+        if previous is None:
+            ref_e = self.reference[self.roi]
+            before = ncc(ref_e, raw_e, self.mask_e)
+            after = ncc(ref_e, cor_e, valid if self.mask_e is None else valid & self.mask_e)
+            return before, after
+        prev_raw, prev_moved, prev_valid = previous
+        before = ncc(prev_raw[self.roi], raw_e, self.mask_e)
+        after = ncc(prev_moved[self.roi], cor_e, valid & prev_valid)
+        return before, after
+
+    def output(self, moved, dtype):
+        """The corrected frame in the output dtype (``fill_value`` where it has no data)."""
+        return cast_frame(np.where(np.isnan(moved), self.job.fill_value, moved), dtype)
+
+
+def _nbytes(job: Job, n_frames: int, stack) -> int:
+    return n_frames * int(np.prod(job.frame_shape)) * stack.dtype.itemsize
+
+
+def register_batch(batch: Batch) -> dict:
+    """Fixed reference: measure, correct and score the frames of one batch in one pass."""
     t0 = time.perf_counter()
     job = batch.job
     group = _open_group(job)
     stack = job.stack.open()
-    roi = job.roi_slices
-    mask = _mask(group, job)
-    mask_e = None if mask is None else mask[roi]
-    if job.mode == "previous":
-        nbytes = _estimate_links(batch, group, stack, roi, mask_e)
-        return {"bytes_read": nbytes, "seconds": time.perf_counter() - t0}
+    fix = _Corrector(job, group)
+    reference, roi = fix.reference, fix.roi
+    correlator = registrar(job, np.ascontiguousarray(reference[roi]), fix.mask_e)
     frames = read_frames(stack, job.time_axis, batch.start, batch.stop)
-    reference = np.asarray(group["reference"][...], dtype=np.float32)
-    ref_e = np.ascontiguousarray(reference[roi])
-    correlator = registrar(job, ref_e, mask_e)
     n, ndim = len(frames), len(job.frame_shape)
     shifts = np.zeros((n, ndim))
-    error, phasediff, quality = np.zeros(n), np.zeros(n), np.zeros(n)
+    error, phasediff, before, after = (np.zeros(n) for _ in range(4))
     if job.piecewise is not None:
-        grid = job.grid()
         up = job.piecewise.upsample_factor or job.upsample_factor
         patch_corr = PatchCorrelator(
-            reference_patches(grid, reference), upsample_factor=up, normalization=job.normalization
+            reference_patches(fix.grid, reference),
+            upsample_factor=up,
+            normalization=job.normalization,
         )
-        grid_shifts = np.zeros((n, *grid.counts, ndim), np.float32)
-        outliers = np.zeros((n, *grid.counts), bool)
+        refine = job.piecewise.refine_for(fix.grid)
+        grid_shifts = np.zeros((n, *fix.grid.counts, ndim), np.float32)
+        outliers = np.zeros((n, *fix.grid.counts), bool)
+    out = group["corrected"] if job.apply else None
+    corrected = np.empty((n, *job.frame_shape), out.dtype) if job.apply else None
     for i, frame in enumerate(frames):
-        moving = np.ascontiguousarray(frame[roi])
-        shifts[i], error[i], phasediff[i] = correlator.register(moving)
-        quality[i] = overlap_ncc(ref_e, moving, shifts[i], mask_e)
+        shifts[i], error[i], phasediff[i] = correlator.register(np.ascontiguousarray(frame[roi]))
+        patches = None
         if job.piecewise is not None:
-            ps, pq = patch_shifts(
-                grid, patch_corr, frame, shifts[i], refine=job.piecewise.refine_for(grid)
-            )
-            ps, bad = replace_outliers(
+            ps, pq = patch_shifts(fix.grid, patch_corr, frame, shifts[i], refine=refine)
+            patches, outliers[i] = replace_outliers(
                 ps,
                 pq,
                 shifts[i],
                 max_deviation=job.piecewise.max_deviation,
                 min_relative_quality=job.piecewise.min_relative_quality,
             )
-            grid_shifts[i], outliers[i] = ps, bad
+            grid_shifts[i] = patches
+        moved, valid = fix.correct(frame, shifts[i], patches)
+        before[i], after[i] = fix.score(frame, moved, valid)
+        if corrected is not None:
+            corrected[i] = fix.output(moved, out.dtype)
     rows = slice(batch.start, batch.stop)
-    group["measured_shifts"][rows] = shifts
-    group["error"][rows] = error
-    group["phasediff"][rows] = phasediff
-    group["match_quality"][rows] = quality
-    written = shifts.nbytes + 3 * error.nbytes
+    written = 0
+    if corrected is not None:
+        out[rows] = corrected
+        written += corrected.nbytes
+    for name, values in (
+        ("measured_shifts", shifts),
+        ("error", error),
+        ("phasediff", phasediff),
+        ("quality_before", before),
+        ("quality_after", after),
+    ):
+        group[name][rows] = values
+        written += values.nbytes
     if job.piecewise is not None:
         group["patch_shifts"][rows] = grid_shifts
         group["patch_outliers"][rows] = outliers
         written += grid_shifts.nbytes + outliers.nbytes
     return {
-        "bytes_read": n * int(np.prod(job.frame_shape)) * stack.dtype.itemsize,
+        "bytes_read": _nbytes(job, n, stack),
         "bytes_written": written,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def fixup_batch(batch: Batch) -> dict:
+    """Fixed reference: redo the low-quality frames of a batch with their final shifts.
+
+    Their shifts were interpolated from the neighbouring frames after the first pass; the
+    output chunks holding them are recomputed (the other frames in those chunks come out
+    identical) and the batch's quality rows updated. This task is the only writer of the
+    batch's chunks at this stage.
+    """
+    t0 = time.perf_counter()
+    job = batch.job
+    group = _open_group(job)
+    rows = slice(batch.start, batch.stop)
+    low = np.asarray(group["low_quality"][rows])
+    if not low.any():
+        return {"seconds": time.perf_counter() - t0}
+    stack = job.stack.open()
+    fix = _Corrector(job, group)
+    shifts = np.asarray(group["shifts"][rows])
+    grid_shifts = np.asarray(group["patch_shifts"][rows]) if job.piecewise is not None else None
+    before = np.asarray(group["quality_before"][rows])
+    after = np.asarray(group["quality_after"][rows])
+    out = group["corrected"] if job.apply else None
+    chunk = out.chunks[0] if out is not None else 1
+    flagged = np.flatnonzero(low) + batch.start
+    n_read = 0
+    for c in np.unique(flagged // chunk):
+        lo, hi = int(c) * chunk, min((int(c) + 1) * chunk, job.n_time)
+        frames = read_frames(stack, job.time_axis, lo, hi)
+        n_read += hi - lo
+        corrected = np.empty((hi - lo, *job.frame_shape), out.dtype) if out is not None else None
+        for t in range(lo, hi):
+            j = t - batch.start
+            if out is None and not low[j]:
+                continue
+            patches = None if low[j] or grid_shifts is None else grid_shifts[j]
+            moved, valid = fix.correct(frames[t - lo], shifts[j], patches)
+            if low[j]:
+                before[j], after[j] = fix.score(frames[t - lo], moved, valid)
+            if corrected is not None:
+                corrected[t - lo] = fix.output(moved, out.dtype)
+        if corrected is not None:
+            out[lo:hi] = corrected
+    group["quality_after"][rows] = after
+    return {"bytes_read": _nbytes(job, n_read, stack), "seconds": time.perf_counter() - t0}
+
+
+def estimate_batch(batch: Batch) -> dict:
+    """``"previous"``, phase 1: measure the links ``(t - s, t)`` ending in the batch."""
+    t0 = time.perf_counter()
+    job = batch.job
+    group = _open_group(job)
+    stack = job.stack.open()
+    mask = _mask(group, job)
+    mask_e = None if mask is None else mask[job.roi_slices]
+    nbytes = _estimate_links(batch, group, stack, job.roi_slices, mask_e)
+    return {"bytes_read": nbytes, "seconds": time.perf_counter() - t0}
 
 
 def _estimate_links(batch: Batch, group, stack, roi, mask_e) -> int:
@@ -221,55 +370,30 @@ def measure_pairs(task: tuple[Job, tuple[tuple[int, int], ...]]) -> dict:
 
 
 def apply_batch(batch: Batch) -> dict:
-    """Phase 2: correct one batch with the final shifts; write frames and quality."""
+    """``"previous"``, phase 2: correct one batch with the solved drift; write frames and quality."""
     t0 = time.perf_counter()
     job = batch.job
     group = _open_group(job)
     stack = job.stack.open()
-    roi = job.roi_slices
-    mask = _mask(group, job)
-    mask_e = None if mask is None else mask[roi]
-    previous = job.mode == "previous"
-    lo = max(batch.start - 1, 0) if previous else batch.start
+    fix = _Corrector(job, group)
+    lo = max(batch.start - 1, 0)
     frames = read_frames(stack, job.time_axis, lo, batch.stop)
     shifts = np.asarray(group["shifts"][lo : batch.stop])
-    low = np.asarray(group["low_quality"][lo : batch.stop])
-    if job.piecewise is not None:
-        grid = job.grid()
-        grid_shifts = np.asarray(group["patch_shifts"][lo : batch.stop])
-    reference = None if previous else np.asarray(group["reference"][...], dtype=np.float32)
     n = batch.stop - batch.start
     before, after = np.full(n, np.nan), np.full(n, np.nan)
     out = group["corrected"] if job.apply else None
     corrected = np.empty((n, *job.frame_shape), out.dtype) if job.apply else None
-    weights = None if mask is None else mask.astype(np.float32)
-    prev_raw = prev_cor = prev_valid = None
-    for i in range(len(frames)):
-        frame = frames[i]
-        if job.piecewise is not None and not low[i]:
-            field = dense_shift_field(grid, grid_shifts[i], smooth=job.piecewise.smooth)
-            moved = warp_frame(frame, field, fill_value=np.nan)
-            moved_mask = None if mask is None else warp_frame(weights, field) > 0.5
-        else:
-            moved = shift_frame(frame, shifts[i], job, np.nan)
-            moved_mask = None if mask is None else linear_shift_frame(weights, shifts[i]) > 0.5
-        raw_e, cor_e = frame[roi], moved[roi]
-        # pixels of the corrected frame that hold (unmasked) data
-        valid = np.isfinite(cor_e) if mask is None else np.isfinite(cor_e) & moved_mask[roi]
+    previous = None
+    for i, frame in enumerate(frames):
+        moved, valid = fix.correct(frame, shifts[i])
         t = lo + i
         if t >= batch.start:
             j = t - batch.start
-            if not previous:
-                before[j] = ncc(reference[roi], raw_e, mask_e)
-                after[j] = ncc(reference[roi], cor_e, valid if mask_e is None else valid & mask_e)
-            elif prev_raw is not None:
-                before[j] = ncc(prev_raw, raw_e, mask_e)
-                after[j] = ncc(prev_cor, cor_e, valid & prev_valid)
+            if previous is not None:
+                before[j], after[j] = fix.score(frame, moved, valid, previous)
             if corrected is not None:
-                corrected[j] = cast_frame(
-                    np.where(np.isnan(moved), job.fill_value, moved), out.dtype
-                )
-        prev_raw, prev_cor, prev_valid = raw_e, cor_e, valid
+                corrected[j] = fix.output(moved, out.dtype)
+        previous = (frame, moved, valid)
     rows = slice(batch.start, batch.stop)
     written = 0
     if corrected is not None:
@@ -278,7 +402,7 @@ def apply_batch(batch: Batch) -> dict:
     group["quality_before"][rows] = before
     group["quality_after"][rows] = after
     return {
-        "bytes_read": len(frames) * int(np.prod(job.frame_shape)) * stack.dtype.itemsize,
+        "bytes_read": _nbytes(job, len(frames), stack),
         "bytes_written": written + before.nbytes + after.nbytes,
         "seconds": time.perf_counter() - t0,
     }
