@@ -20,6 +20,7 @@ _LAZY = {
     "BlockShifts": ".volume",
     "blockwise_shifts": ".volume",
     "compute_flow": ".volume",
+    "register_timeseries": ".timeseries",
     "shifts_to_flow": ".volume",
     "warp_volume": ".volume",
 }
