@@ -9,4 +9,6 @@ from .errors import ChunkregError
 
 __version__ = "0.1.0"
 
-__all__ = ["ChunkregError", "__version__", "errors"]
+from .stitching import stitch  # after __version__, which chunkreg.io reads
+
+__all__ = ["ChunkregError", "__version__", "errors", "stitch"]

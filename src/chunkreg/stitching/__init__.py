@@ -10,13 +10,16 @@ and the fusion kernel (:func:`fuse_block`).
 from ._fuse import BLEND_MODES, TilePiece, fuse_block
 from ._layout import Layout, overlapping_pairs, read_layout, regular_grid, write_layout
 from ._pairwise import PairRegions, pair_regions, register_pair
+from ._result import StitchResult
 from ._solve import GlobalSolution, solve_positions
+from ._stitch import stitch
 
 __all__ = [
     "BLEND_MODES",
     "GlobalSolution",
     "Layout",
     "PairRegions",
+    "StitchResult",
     "TilePiece",
     "fuse_block",
     "overlapping_pairs",
@@ -25,5 +28,6 @@ __all__ = [
     "register_pair",
     "regular_grid",
     "solve_positions",
+    "stitch",
     "write_layout",
 ]
