@@ -45,6 +45,8 @@ def make_mosaic(tmp_path):
         else:
             offsets = rng.integers(-int(jitter), int(jitter) + 1, layout.positions.shape)
         truth = layout.positions + margin + offsets
+        if not subpixel:
+            truth = np.round(truth)  # integer tiles are cut at whole pixels
         group = zarr.open_group(tmp_path / name, mode="w")
         tiles = []
         for tile_name, pos in zip(layout.names, truth, strict=True):

@@ -176,7 +176,7 @@ def regular_grid(
     return Layout(tuple(names), positions)
 
 
-def overlapping_pairs(positions, shapes) -> np.ndarray:
+def overlapping_pairs(positions, shapes, *, adjacent: bool = False) -> np.ndarray:
     """Pairs of tiles whose boxes overlap (by more than zero pixels along every axis).
 
     Parameters
@@ -185,6 +185,11 @@ def overlapping_pairs(positions, shapes) -> np.ndarray:
         First-pixel coordinates of each tile.
     shapes : array_like, shape (n_tiles, ndim) or (ndim,)
         Tile shapes.
+    adjacent : bool
+        Keep only side-by-side neighbours: pairs whose overlap spans at least half of the
+        smaller tile along all axes but one. Diagonal neighbours of a grid, which share only
+        a corner (or, in 3-D, an edge), are left out: their small overlaps give unreliable
+        offsets.
 
     Returns
     -------
@@ -198,8 +203,10 @@ def overlapping_pairs(positions, shapes) -> np.ndarray:
 
     Examples
     --------
-    >>> overlapping_pairs([[0, 0], [0, 90], [500, 0]], (100, 100)).tolist()
-    [[0, 1]]
+    >>> overlapping_pairs([[0, 0], [0, 90], [90, 90], [500, 0]], (100, 100)).tolist()
+    [[0, 1], [0, 2], [1, 2]]
+    >>> overlapping_pairs([[0, 0], [0, 90], [90, 90]], (100, 100), adjacent=True).tolist()
+    [[0, 1], [1, 2]]
     """
     pos = np.asarray(positions, dtype=np.float64)
     shp = np.broadcast_to(np.asarray(shapes, dtype=np.float64), pos.shape)
@@ -214,7 +221,12 @@ def overlapping_pairs(positions, shapes) -> np.ndarray:
     i, j = pairs[:, 0], pairs[:, 1]
     lo = np.maximum(pos[i], pos[j])
     hi = np.minimum(pos[i] + shp[i], pos[j] + shp[j])
-    pairs = pairs[(hi - lo > 0).all(axis=1)]
+    extent = hi - lo
+    keep = (extent > 0).all(axis=1)
+    if adjacent:
+        wide = extent >= 0.5 * np.minimum(shp[i], shp[j])
+        keep &= wide.sum(axis=1) >= pos.shape[1] - 1
+    pairs = pairs[keep]
     order = np.lexsort((pairs[:, 1], pairs[:, 0]))
     return pairs[order].astype(np.int64)
 

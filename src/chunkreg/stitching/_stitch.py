@@ -179,12 +179,12 @@ def stitch(
     nominal = np.asarray(layout.positions)
     fixed = None if fixed_tile is None else _tile_index(layout, fixed_tile)
     error = _stage_error(stage_error, shapes)
-    pairs = overlapping_pairs(nominal, shapes)
+    pairs = overlapping_pairs(nominal, shapes, adjacent=True)
     if register and len(pairs) == 0:
         raise InputError(
-            f"no two of the {len(layout)} tiles overlap at their nominal positions, so there is "
-            "nothing to register; check the layout's units (pixels) and overlap, or pass "
-            "register=False (--fuse-only) to place them as given."
+            f"no two of the {len(layout)} tiles overlap side by side at their nominal positions, "
+            "so there is nothing to register; check the layout's units (pixels) and overlap, or "
+            "pass register=False (--fuse-only) to place them as given."
         )
     out_chunks = _output_chunks(chunks, ndim)
 
