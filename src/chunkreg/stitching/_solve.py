@@ -108,10 +108,12 @@ def solve_positions(
 
     Notes
     -----
-    Each round drops, in decreasing order of residual, the offending links that share no
-    tile with a link dropped earlier in the same round (one bad link inflates the
-    residuals of its neighbours). A link that is the only connection between two parts
-    (a bridge) always has zero residual and is never dropped for its residual.
+    Each round drops, in decreasing order of residual, the offending links within a factor
+    of two of the worst that share no tile with a link dropped earlier in the same round (one
+    bad link inflates the residuals of its neighbours). When no link offends any more, links
+    dropped for their residual that agree with the final solution are taken back once. A
+    link that is the only connection between two parts (a bridge) always has zero residual
+    and is never dropped for its residual.
 
     Examples
     --------
@@ -140,6 +142,7 @@ def solve_positions(
     weights = np.clip(np.nan_to_num(qualities), 1e-3, None)
 
     iterations = 0
+    readmitted = False
     while True:
         kept = reason == ""
         iterations += 1
@@ -148,9 +151,18 @@ def solve_positions(
         if iterations >= max_iterations or not kept.any():
             break
         drop = _links_to_drop(residuals, kept, pairs, max_residual, max_relative_residual)
-        if len(drop) == 0:
+        if len(drop):
+            reason[drop] = "residual"
+            continue
+        # links dropped early only for the error a worse link spread to them are consistent
+        # with the final solution: take them back once
+        back = (reason == "residual") & ~_exceeds(
+            residuals, kept, max_residual, max_relative_residual
+        )
+        if readmitted or not back.any():
             break
-        reason[drop] = "residual"
+        reason[back] = ""
+        readmitted = True
 
     component, unlinked = _place_components(
         positions, component, pairs, nominal, fixed_tile=fixed_tile
@@ -229,12 +241,24 @@ def _residuals(positions, pairs, offsets):
     return np.sqrt((d**2).sum(axis=1))
 
 
+def _exceeds(residuals, kept, max_residual, max_relative):
+    """Links whose residual is above both thresholds (the mean is over the kept links)."""
+    mean = residuals[kept].mean() if kept.any() else 0.0
+    r = np.nan_to_num(residuals, nan=-np.inf)
+    return (r > max_residual) & (r > max_relative * mean)
+
+
 def _links_to_drop(residuals, kept, pairs, max_residual, max_relative):
+    """Worst offending links of this round.
+
+    A wrong link spreads part of its error to the links around it, so only links within a
+    factor of two of the worst residual are taken, and no two sharing a tile.
+    """
     r = np.where(kept, residuals, 0.0)
-    mean = r[kept].mean()
-    bad = np.flatnonzero(kept & (r > max_residual) & (r > max_relative * mean))
+    bad = np.flatnonzero(kept & _exceeds(residuals, kept, max_residual, max_relative))
     if len(bad) == 0:
         return bad
+    bad = bad[r[bad] >= 0.5 * r[bad].max()]
     touched: set[int] = set()
     chosen = []
     for link in bad[np.argsort(-r[bad], kind="stable")]:
