@@ -6,9 +6,19 @@ over zarr volumes on a :mod:`dask.distributed` cluster, and the workflows built 
 
 from . import errors
 from .errors import ChunkregError
+from .registration import optical_flow_ilk, optical_flow_tvl1, phase_cross_correlation, warp
 
 __version__ = "0.1.0"
 
 from .stitching import stitch  # after __version__, which chunkreg.io reads
 
-__all__ = ["ChunkregError", "__version__", "errors", "stitch"]
+__all__ = [
+    "ChunkregError",
+    "__version__",
+    "errors",
+    "optical_flow_ilk",
+    "optical_flow_tvl1",
+    "phase_cross_correlation",
+    "stitch",
+    "warp",
+]

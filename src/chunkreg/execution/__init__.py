@@ -7,6 +7,7 @@ independent tasks on it with bounded parallelism, retries, progress and resume, 
 """
 
 from ._client import SYNCHRONOUS, default_n_workers, is_synchronous, open_client
+from ._config import client_from_config
 from ._report import RunReport, TaskFailure
 from ._runner import run_tasks
 
@@ -14,6 +15,7 @@ __all__ = [
     "SYNCHRONOUS",
     "RunReport",
     "TaskFailure",
+    "client_from_config",
     "default_n_workers",
     "is_synchronous",
     "open_client",
