@@ -5,14 +5,8 @@ import pytest
 import zarr
 from stitching_helpers import Mosaic, cut_tile
 
-import chunkreg
 from chunkreg.stitching import regular_grid
 from chunkreg.testing import textured_image
-
-if not hasattr(chunkreg, "phase_cross_correlation"):  # pragma: no cover - until pcc lands
-    from skimage.registration import phase_cross_correlation as _pcc
-
-    chunkreg.phase_cross_correlation = _pcc
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..registration import normalized_cross_correlation
+from ..registration import normalized_cross_correlation, phase_cross_correlation
 
 __all__ = ["PairRegions", "pair_regions", "register_pair"]
 
@@ -147,8 +147,6 @@ def register_pair(
     >>> offset.tolist(), quality > 0.99
     ([0.0, 57.0], True)
     """
-    from .. import phase_cross_correlation
-
     a = np.asarray(region_a, dtype=np.float32)
     b = np.asarray(region_b, dtype=np.float32)
     ndim = a.ndim
