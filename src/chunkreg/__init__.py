@@ -10,7 +10,16 @@ from .registration import optical_flow_ilk, optical_flow_tvl1, phase_cross_corre
 
 __version__ = "0.1.0"
 
-from .stitching import stitch  # after __version__, which chunkreg.io reads
+
+def __getattr__(name: str):
+    # workflows import zarr and the execution layer: load them on first use only, so that
+    # ``import chunkreg`` stays light for users of the in-memory kernels
+    if name == "stitch":
+        from .stitching import stitch
+
+        return stitch
+    raise AttributeError(f"module 'chunkreg' has no attribute {name!r}")
+
 
 __all__ = [
     "ChunkregError",
