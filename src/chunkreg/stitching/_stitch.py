@@ -369,12 +369,13 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
     axes = _AXES[ndim]
     if "0" not in group:
         create_array(group, name="0", shape=shape, dtype=dtype, chunks=chunks, dimension_names=axes)
-        write_ome_multiscale_metadata(group, paths=["0"], axes=axes, translations=[origin.tolist()])
-        group.attrs["stitch"] = {
-            "tiles": list(names),
-            "positions": local.tolist(),
-            "origin": origin.tolist(),
-        }
+    # (re)written on every run: a run killed before this point left none
+    write_ome_multiscale_metadata(group, paths=["0"], axes=axes, translations=[origin.tolist()])
+    group.attrs["stitch"] = {
+        "tiles": list(names),
+        "positions": local.tolist(),
+        "origin": origin.tolist(),
+    }
     out_ref = array_ref(group["0"])
     tasks = _fuse_tasks(out_ref, shape, chunks, local, shapes, refs, blend, width, order)
     record = CompletionRecord(group, "fusion", len(tasks))
