@@ -23,7 +23,7 @@ from ..io import (
     write_ome_multiscale_metadata,
 )
 from ._fuse import BLEND_MODES
-from ._layout import Layout, overlapping_pairs, read_layout
+from ._layout import Layout, _read_spec, overlapping_pairs, read_layout
 from ._pairwise import pair_regions
 from ._result import StitchResult
 from ._solve import solve_positions, unlinked_message
@@ -242,36 +242,24 @@ def stitch(
 def _as_layout(layout, tiles) -> Layout:
     if isinstance(layout, Layout):
         return layout
-    if isinstance(layout, (str, os.PathLike)):
-        from ._layout import _read_spec
-
-        spec = _read_spec(layout)
-        if spec.get("grid") is not None and "tile_shape" not in spec["grid"]:
-            # the grid needs the tile shape: take it from the first tile
-            probe = Layout(
-                spec["names"], np.zeros((len(spec["names"]), 2)), spec["paths"], spec["base_dir"]
-            )
-            first = resolve_tiles(_first(tiles), _head(probe))[1][0]
-            return read_layout(layout, tile_shape=tuple(int(v) for v in first))
-        return read_layout(layout)
-    raise InputError(
-        f"layout must be a Layout or the path of a JSON/CSV layout file, got {type(layout).__name__}."
-    )
-
-
-def _first(tiles):
-    if isinstance(tiles, (list, tuple)):
-        return tiles[:1]
-    return tiles
-
-
-def _head(layout: Layout) -> Layout:
-    return Layout(
-        layout.names[:1],
-        layout.positions[:1],
-        None if layout.paths is None else layout.paths[:1],
-        layout.base_dir,
-    )
+    if not isinstance(layout, (str, os.PathLike)):
+        raise InputError(
+            "layout must be a Layout or the path of a JSON/CSV layout file, got "
+            f"{type(layout).__name__}."
+        )
+    spec = _read_spec(layout)
+    grid = spec.get("grid")
+    shape = grid.get("shape") if isinstance(grid, dict) else None
+    if isinstance(shape, list) and len(shape) in (2, 3) and "tile_shape" not in grid:
+        # a grid file without tile_shape: take it from the first tile
+        paths = spec["paths"]
+        probe = Layout(
+            spec["names"][:1], np.zeros((1, len(shape))), paths and paths[:1], spec["base_dir"]
+        )
+        first = tiles[:1] if isinstance(tiles, (list, tuple)) else tiles
+        tile_shape = resolve_tiles(first, probe)[1][0]
+        return read_layout(layout, tile_shape=tuple(int(v) for v in tile_shape))
+    return read_layout(layout)
 
 
 def _tile_index(layout: Layout, name) -> int:
