@@ -54,3 +54,9 @@ def make_mosaic(tmp_path):
         return Mosaic(source, truth, layout, tiles, tmp_path / name)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def one_chunk_per_fusion_task(monkeypatch):
+    """Small test mosaics would fit in one fusion task; split them per chunk instead."""
+    monkeypatch.setattr("chunkreg.stitching._stitch._FUSE_TASK_ELEMENTS", 1)

@@ -164,3 +164,16 @@ def test_fixed_tile_and_results_table(small, tmp_path):
     true = small.truth[result.pairs[:, 1]] - small.truth[result.pairs[:, 0]]
     assert_array_equal(result.offsets, true)
     assert "7 links kept" in result.summary()
+
+
+def test_fusion_blocks_of_chunks_match_single_chunks(small, tmp_path, monkeypatch):
+    single = stitch(small.group_path, small.layout, tmp_path / "a.zarr", chunks=16, **RUN)
+    monkeypatch.setattr("chunkreg.stitching._stitch._FUSE_TASK_ELEMENTS", 48 * 32)
+    blocks = stitch(small.group_path, small.layout, tmp_path / "b.zarr", chunks=16, **RUN)
+    a = zarr.open_group(tmp_path / "a.zarr", mode="r")["0"]
+    b = zarr.open_group(tmp_path / "b.zarr", mode="r")["0"]
+    assert a.chunks == b.chunks == (16, 16)
+    assert_array_equal(a[:], b[:])
+    # blocks of 6 whole chunks (96 x 16 px): fewer tasks, same bytes
+    assert single.reports["fusion"].n_tasks == int(np.prod(np.ceil(np.array(a.shape) / 16)))
+    assert blocks.reports["fusion"].n_tasks == int(np.prod(np.ceil(np.array(a.shape) / (96, 16))))

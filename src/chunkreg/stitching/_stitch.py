@@ -36,6 +36,8 @@ _AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 _DEFAULT_CHUNKS = {2: 1024, 3: 128}
 # pixels of both regions per pairwise task: enough work to amortise the task overhead
 _PAIR_TASK_PIXELS = 8 * 2**20
+# output elements per fusion task (whole chunks; each written once by one task)
+_FUSE_TASK_ELEMENTS = 4 * 2**20
 
 
 def stitch(
@@ -101,7 +103,8 @@ def stitch(
     fixed_tile : str, optional
         Name of a tile held at its nominal position; default: the nominal centroid is kept.
     chunks : int or sequence of int, optional
-        Output chunk shape; default 1024 (2-D) or 128 (3-D) per axis. One task per chunk.
+        Output chunk shape; default 1024 (2-D) or 128 (3-D) per axis. Each fusion task
+        writes a block of whole chunks (about 4 M pixels) exactly once.
     blend_width : float or sequence of float, optional
         Length of the blending ramps from each tile border; default half the tile.
     order : int
@@ -375,10 +378,19 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
     return origin, report
 
 
+def _task_block(chunks, shape) -> np.ndarray:
+    """Chunk-aligned task block: whole chunks, grown along the leading axes to ~4 M elements."""
+    block = np.asarray(chunks).copy()
+    for axis in range(len(block)):
+        while np.prod(block) < _FUSE_TASK_ELEMENTS and block[axis] < shape[axis]:
+            block[axis] += chunks[axis]
+    return block
+
+
 def _fuse_tasks(out_ref, shape, chunks, positions, shapes, refs, blend, width, order):
-    """One task per output chunk that any tile covers, with the tiles that touch it."""
+    """One task per chunk-aligned block that any tile covers, with the tiles that touch it."""
     shape = np.asarray(shape)
-    chunks = np.asarray(chunks)
+    chunks = _task_block(chunks, shape)
     grid = -(-shape // chunks)
     touching = defaultdict(list)
     for t, (pos, tshape) in enumerate(zip(positions, shapes, strict=True)):
