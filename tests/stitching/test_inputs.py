@@ -174,6 +174,6 @@ def test_fusion_blocks_of_chunks_match_single_chunks(small, tmp_path, monkeypatc
     b = zarr.open_group(tmp_path / "b.zarr", mode="r")["0"]
     assert a.chunks == b.chunks == (16, 16)
     assert_array_equal(a[:], b[:])
-    # blocks of 6 whole chunks (96 x 16 px): fewer tasks, same bytes
+    # blocks of 3 x 2 whole chunks (48 x 32 px): fewer tasks, same bytes
     assert single.reports["fusion"].n_tasks == int(np.prod(np.ceil(np.array(a.shape) / 16)))
-    assert blocks.reports["fusion"].n_tasks == int(np.prod(np.ceil(np.array(a.shape) / (96, 16))))
+    assert blocks.reports["fusion"].n_tasks == int(np.prod(np.ceil(np.array(a.shape) / (48, 32))))

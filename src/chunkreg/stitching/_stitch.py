@@ -379,11 +379,13 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
 
 
 def _task_block(chunks, shape) -> np.ndarray:
-    """Chunk-aligned task block: whole chunks, grown along the leading axes to ~4 M elements."""
-    block = np.asarray(chunks).copy()
-    for axis in range(len(block)):
-        while np.prod(block) < _FUSE_TASK_ELEMENTS and block[axis] < shape[axis]:
-            block[axis] += chunks[axis]
+    """Chunk-aligned task block: whole chunks, grown round the axes to ~4 M elements."""
+    chunks = np.asarray(chunks)
+    block = chunks.copy()
+    while np.prod(block) < _FUSE_TASK_ELEMENTS and (block < shape).any():
+        for axis in range(len(block)):
+            if block[axis] < shape[axis] and np.prod(block) < _FUSE_TASK_ELEMENTS:
+                block[axis] += chunks[axis]
     return block
 
 
