@@ -166,10 +166,10 @@ def main(argv=None) -> int:
             ),
             (f"solve ({len(layout)} tiles)", f"{solve_s:.3f}", "", "", "", ""),
             (
-                f"fusion ({fusion.n_done} chunks)",
+                f"fusion ({fusion.n_done} tasks, {out_mb:.0f} MB out)",
                 f"{fusion.wall_time:.1f}",
                 f"{cpu_fusion:.1f}",
-                f"{fusion.bytes_read / 1e6:.0f} read, {out_mb:.0f} written",
+                f"{fusion.bytes_read / 1e6:.0f} read",
                 f"{out_mb / fusion.wall_time:.1f} MB/s wall, {out_mb / cpu_fusion:.1f} MB/cpu-s",
                 f"{max(after_fusion.values()):.0f}",
             ),
