@@ -22,8 +22,10 @@ _LAZY = {
     "compute_flow": ".volume",
     "register_timeseries": ".timeseries",
     "shifts_to_flow": ".volume",
+    "stitch": ".stitching",
     "warp_volume": ".volume",
 }
+
 
 __all__ = [
     "ChunkregError",
