@@ -8,7 +8,6 @@ same bytes.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ import numpy as np
 
 from .. import __version__
 from .._validation import check_finite
-from ..errors import IncompatibleOutputError, InputError
+from ..errors import InputError
 from ..execution import RunReport, open_client, run_tasks
 from ..io import (
     ArrayRef,
@@ -114,25 +113,7 @@ def _output_ref(group, path: str) -> ArrayRef:
     return ArrayRef(store, f"{group.path}/{path}".strip("/"))
 
 
-def _refuse_array_output(output) -> None:
-    """Refuse an output path holding a zarr array (io.open_output_group lets zarr's
-    ContainsArrayError escape in that case; remove this once it raises IncompatibleOutputError)."""
-    if isinstance(output, str) and "://" not in output:
-        meta = Path(output) / "zarr.json"
-        try:
-            node_type = json.loads(meta.read_text()).get("node_type")
-        except (OSError, ValueError, AttributeError):
-            node_type = None
-        if node_type == "array":
-            raise IncompatibleOutputError(
-                f"output {output!r} exists and is a zarr array, not a chunkreg output group; "
-                "choose another path."
-            )
-
-
 def _prepare_output(plan: FlowPlan, output, overwrite: bool):
-    if not overwrite:
-        _refuse_array_output(output)
     group = open_output_group(output, signature=plan.signature(), overwrite=overwrite, kind="flow")
     axes = ("c", *_AXES[plan.ndim])
     if FLOW_ARRAY not in group:
