@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 PAGE = Path(__file__).resolve().parent / "cli.md"
@@ -32,8 +33,23 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return {}
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter at a fixed width, never breaking a line inside ``--an-option``."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=WIDTH)
+
+    def _split_lines(self, text, width):
+        text = " ".join(text.split())
+        return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
+
+    def _fill_text(self, text, width, indent):
+        lines = self._split_lines(text, width - len(indent))
+        return "\n".join(indent + line for line in lines)
+
+
 def _help_text(parser: argparse.ArgumentParser) -> str:
-    parser.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=WIDTH)
+    parser.formatter_class = _Formatter
     text = parser.format_help().rstrip()
     return re.sub(r"\x1b\[[0-9;]*m", "", text)  # no colours (Python 3.14 may add them)
 

@@ -66,7 +66,8 @@ def test_every_option_and_help_text_is_documented(name):
         if not action.option_strings:  # a positional argument
             assert (action.metavar or action.dest) in section, f"{action.dest}: {HINT}"
         if action.help and action.help != argparse.SUPPRESS:
-            assert _flat(action.help) in flat, (
+            expanded = parser._get_formatter()._expand_help(action)  # "%%" -> "%", %(default)s
+            assert _flat(expanded) in flat, (
                 f"help of {action.option_strings or action.dest} in `chunkreg {name}` "
                 f"changed; {HINT}"
             )
