@@ -28,3 +28,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache build dist
+
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site

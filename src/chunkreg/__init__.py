@@ -6,7 +6,7 @@ over zarr volumes on a :mod:`dask.distributed` cluster, and the workflows built 
 
 from . import errors
 from .errors import ChunkregError
-from .registration import optical_flow_ilk, optical_flow_tvl1, warp
+from .registration import optical_flow_ilk, optical_flow_tvl1, phase_cross_correlation, warp
 
 __version__ = "0.1.0"
 
@@ -16,5 +16,6 @@ __all__ = [
     "errors",
     "optical_flow_ilk",
     "optical_flow_tvl1",
+    "phase_cross_correlation",
     "warp",
 ]

@@ -1,0 +1,66 @@
+"""Options and output shared by every sub-command that runs on a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["add_cluster_arguments", "cluster_options", "finish", "int_tuple"]
+
+
+def int_tuple(text: str) -> tuple[int, ...] | int:
+    """Parse ``"64"`` as 64 and ``"64,128,128"`` as a tuple (argparse ``type=``)."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or N,N,...; got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--scheduler``, ``--workers``, ``--overwrite`` and ``--no-progress``."""
+    group = parser.add_argument_group("execution")
+    group.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="address of a running Dask scheduler (tcp://host:8786), or 'synchronous' to run "
+        "in this process; default: start a local cluster",
+    )
+    group.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="workers of the local cluster (default: one per core)",
+    )
+    group.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output instead of resuming it"
+    )
+    group.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="do not draw progress bars"
+    )
+
+
+def cluster_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments for the workflow functions from the parsed execution options."""
+    return {
+        "scheduler": args.scheduler,
+        "n_workers": args.workers,
+        "overwrite": args.overwrite,
+        "progress": args.progress,
+    }
+
+
+def finish(reports) -> int:
+    """Print each run report's summary; return 1 if any task failed, else 0."""
+    if not isinstance(reports, (list, tuple)):
+        reports = [reports]
+    ok = True
+    for report in reports:
+        print(report.summary())
+        ok &= report.ok
+    if not ok:
+        print(
+            "chunkreg: some tasks failed (listed above); run the same command again to retry them.",
+            file=sys.stderr,
+        )
+    return 0 if ok else 1

@@ -1,0 +1,23 @@
+"""Execution: the one place chunkreg talks to :mod:`distributed`.
+
+:func:`open_client` gives an embedded ``LocalCluster``, a connection to an existing scheduler,
+the caller's own ``Client``, or in-process synchronous execution; :func:`run_tasks` runs
+independent tasks on it with bounded parallelism, retries, progress and resume, and returns a
+:class:`RunReport`.
+"""
+
+from ._client import SYNCHRONOUS, default_n_workers, is_synchronous, open_client
+from ._config import client_from_config
+from ._report import RunReport, TaskFailure
+from ._runner import run_tasks
+
+__all__ = [
+    "SYNCHRONOUS",
+    "RunReport",
+    "TaskFailure",
+    "client_from_config",
+    "default_n_workers",
+    "is_synchronous",
+    "open_client",
+    "run_tasks",
+]

@@ -1,0 +1,108 @@
+"""Where tasks run: an embedded LocalCluster, an existing scheduler, or the caller's Client.
+
+This module and :mod:`._runner` are the only places in chunkreg that talk to
+:mod:`distributed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+from ..errors import InputError
+
+__all__ = ["SYNCHRONOUS", "default_n_workers", "is_synchronous", "open_client"]
+
+
+class _Synchronous:
+    """Marker for running tasks one after another in this process (debugging, tiny jobs)."""
+
+    def __repr__(self) -> str:
+        return "SYNCHRONOUS"
+
+
+SYNCHRONOUS = _Synchronous()
+
+
+def is_synchronous(client) -> bool:
+    """Whether ``client`` is the in-process synchronous marker."""
+    return client is SYNCHRONOUS
+
+
+def default_n_workers() -> int:
+    """One worker per CPU this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def open_client(
+    client=None,
+    *,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    memory_limit: str | float | None = "auto",
+    threads_per_worker: int = 1,
+) -> Iterator:
+    """Yield something :func:`run_tasks` can run on, and clean up what was started here.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        Used as is and left open.
+    scheduler : str, optional
+        Address of a running scheduler (``"tcp://host:8786"``), or ``"synchronous"`` to run
+        every task in this process, in order (no cluster; useful for debugging and tests).
+    n_workers : int, optional
+        Workers of the embedded LocalCluster; default one per available core.
+    memory_limit : str or float or None
+        Per-worker memory limit of the embedded cluster (``"auto"`` divides the machine's
+        memory between the workers).
+    threads_per_worker : int
+        Threads per embedded worker. One keeps kernels (which release the GIL only in parts)
+        from competing; native thread pools are pinned to one thread in workers by
+        distributed's ``nanny.pre-spawn-environ`` defaults.
+
+    Yields
+    ------
+    distributed.Client or SYNCHRONOUS
+    """
+    if client is not None:
+        if scheduler is not None:
+            raise InputError("give either client or scheduler, not both.")
+        yield client
+        return
+    if scheduler == "synchronous":
+        yield SYNCHRONOUS
+        return
+
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            c = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise InputError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from exc
+        try:
+            yield c
+        finally:
+            c.close()
+        return
+    n = n_workers or default_n_workers()
+    if n < 1:
+        raise InputError(f"n_workers must be >= 1, got {n}.")
+    with (
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            memory_limit=memory_limit,
+        ) as cluster,
+        Client(cluster) as c,
+    ):
+        yield c

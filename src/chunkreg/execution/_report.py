@@ -1,0 +1,103 @@
+"""What a run did: counts, failures, bytes and time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import TaskFailedError
+
+__all__ = ["RunReport", "TaskFailure"]
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """A task that still failed after its retries."""
+
+    index: int
+    description: str
+    error: str
+    traceback: str = ""
+
+    def __str__(self) -> str:
+        return f"#{self.index} {self.description}: {self.error}"
+
+
+@dataclass
+class RunReport:
+    """Summary of one :func:`run_tasks` call.
+
+    Attributes
+    ----------
+    label : str
+        What the tasks are ("tiles", "frames", "pairs", "chunks"...).
+    n_tasks : int
+        Tasks in the plan.
+    n_done, n_skipped, n_failed : int
+        Computed now, already complete from an earlier run, failed after retries.
+    failures : list of TaskFailure
+        One entry per failed task: index, region (description) and the exception.
+    wall_time : float
+        Seconds from start to end of the run.
+    bytes_read, bytes_written : int
+        Summed from what the tasks reported.
+    task_seconds : float
+        Summed kernel time the tasks reported (``"seconds"`` in their result).
+    notes : dict
+        Workflow-specific facts worth printing (e.g. the halo chosen).
+    """
+
+    label: str
+    n_tasks: int
+    n_done: int = 0
+    n_skipped: int = 0
+    n_failed: int = 0
+    failures: list[TaskFailure] = field(default_factory=list)
+    wall_time: float = 0.0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    task_seconds: float = 0.0
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no task failed."""
+        return self.n_failed == 0
+
+    @property
+    def throughput_mb_s(self) -> float:
+        """Bytes read plus written per second of wall time, in MB/s."""
+        if self.wall_time <= 0:
+            return 0.0
+        return (self.bytes_read + self.bytes_written) / self.wall_time / 1e6
+
+    def add_result(self, result) -> None:
+        """Fold one task's result dict into the totals."""
+        if isinstance(result, dict):
+            self.bytes_read += int(result.get("bytes_read", 0))
+            self.bytes_written += int(result.get("bytes_written", 0))
+            self.task_seconds += float(result.get("seconds", 0.0))
+
+    def summary(self, max_failures: int = 10) -> str:
+        """Multi-line human-readable summary."""
+        lines = [
+            f"{self.label}: {self.n_done} done, {self.n_skipped} skipped (already complete), "
+            f"{self.n_failed} failed, of {self.n_tasks}",
+            f"read {self.bytes_read / 1e6:.1f} MB, wrote {self.bytes_written / 1e6:.1f} MB, "
+            f"{self.throughput_mb_s:.1f} MB/s, wall time {self.wall_time:.1f} s",
+        ]
+        lines += [f"{key}: {value}" for key, value in self.notes.items()]
+        if self.failures:
+            lines.append("failed tasks:")
+            lines += [f"  {f}" for f in self.failures[:max_failures]]
+            if len(self.failures) > max_failures:
+                lines.append(f"  ... and {len(self.failures) - max_failures} more")
+        return "\n".join(lines)
+
+    def raise_if_failed(self) -> None:
+        """Raise :class:`TaskFailedError` listing the failures, if any."""
+        if self.failures:
+            raise TaskFailedError(
+                f"{self.n_failed} of {self.n_tasks} {self.label} failed; completed work is recorded, "
+                f"so running again retries only what is missing.\n{self.summary()}",
+                report=self,
+            )

@@ -1,0 +1,196 @@
+"""Run many independent tasks with bounded parallelism, retries, progress and resume."""
+
+from __future__ import annotations
+
+import time
+import traceback as tb
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..errors import InputError
+from ._client import is_synchronous
+from ._progress import Progress
+from ._report import RunReport, TaskFailure
+
+__all__ = ["run_tasks"]
+
+_FLUSH_EVERY = 1.0  # seconds between completion-record writes
+
+
+class _Marks:
+    """Buffers completion marks and writes them to the record in batches."""
+
+    def __init__(self, record) -> None:
+        self.record = record
+        self.pending: list[int] = []
+        self.last = time.perf_counter()
+
+    def add(self, index: int) -> None:
+        if self.record is None:
+            return
+        self.pending.append(index)
+        if time.perf_counter() - self.last >= _FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.record is not None and self.pending:
+            self.record.mark_done_many(self.pending)
+            self.pending = []
+        self.last = time.perf_counter()
+
+
+def _describe(describe, task) -> str:
+    try:
+        return describe(task) if describe is not None else repr(task)
+    except Exception as exc:  # a broken describe must not hide the real failure
+        return f"<undescribable task: {exc}>"
+
+
+def run_tasks(
+    func: Callable[[Any], Any],
+    tasks: Sequence,
+    *,
+    client,
+    label: str = "tiles",
+    record=None,
+    max_in_flight: int | None = None,
+    retries: int = 2,
+    progress: bool = True,
+    describe: Callable[[Any], str] | None = None,
+    on_result: Callable[[int, Any], None] | None = None,
+) -> RunReport:
+    """Run ``func(task)`` for every task not yet recorded complete.
+
+    Parameters
+    ----------
+    func : callable
+        Picklable function run on a worker; it reads its inputs, writes its outputs and returns a
+        small dict (``bytes_read``, ``bytes_written`` and ``seconds`` are summed in the report) or
+        any small value handed to ``on_result``.
+    tasks : sequence
+        Picklable task descriptions (e.g. tiles of a plan), indexable, with ``len``. Task ``i``
+        is identified by its index in the completion record.
+    client : distributed.Client or SYNCHRONOUS
+        From :func:`open_client`.
+    label : str
+        Plural noun for progress and report ("tiles", "frames"...).
+    record : CompletionRecord, optional
+        Tasks marked done are skipped; each successful task is marked done after it returns
+        (its data is written by then), so a killed run resumes where it stopped.
+    max_in_flight : int, optional
+        Most tasks submitted at once; default four per worker thread. Keeps the scheduler small
+        for runs of millions of tasks.
+    retries : int
+        Extra attempts for a task that raises.
+    progress : bool
+        Draw a progress line on stderr.
+    describe : callable, optional
+        ``describe(task) -> str`` for failure reports (e.g. the tile's region).
+    on_result : callable, optional
+        ``on_result(index, result)`` called in this process as each task succeeds.
+
+    Returns
+    -------
+    RunReport
+        Failed tasks are listed, not raised: call ``report.raise_if_failed()``.
+    """
+    if retries < 0:
+        raise InputError(f"retries must be >= 0, got {retries}.")
+    n = len(tasks)
+    report = RunReport(label=label, n_tasks=n)
+    if record is not None:
+        if record.n_tasks != n:
+            raise InputError(f"completion record has {record.n_tasks} tasks but {n} were given.")
+        done = record.done_mask()
+        todo = [i for i in range(n) if not done[i]]
+    else:
+        todo = list(range(n))
+    report.n_skipped = n - len(todo)
+    bar = Progress(len(todo), label, enabled=progress)
+    marks = _Marks(record)
+    start = time.perf_counter()
+
+    def succeeded(i: int, result) -> None:
+        report.n_done += 1
+        report.add_result(result)
+        marks.add(i)
+        if on_result is not None:
+            on_result(i, result)
+        bar.update()
+
+    def failed(i: int, exc: BaseException, trace: str) -> None:
+        report.n_failed += 1
+        report.failures.append(
+            TaskFailure(i, _describe(describe, tasks[i]), f"{type(exc).__name__}: {exc}", trace)
+        )
+        bar.update(failed=True)
+
+    try:
+        if is_synchronous(client):
+            _run_here(func, tasks, todo, retries, succeeded, failed)
+        else:
+            _run_on_cluster(
+                func, tasks, todo, client, label, retries, max_in_flight, succeeded, failed
+            )
+    finally:
+        marks.flush()
+        bar.close()
+        report.wall_time = time.perf_counter() - start
+    report.failures.sort(key=lambda f: f.index)
+    return report
+
+
+def _run_here(func, tasks, todo, retries, succeeded, failed) -> None:
+    for i in todo:
+        for attempt in range(retries + 1):
+            try:
+                result = func(tasks[i])
+            except Exception as exc:
+                if attempt == retries:
+                    failed(i, exc, tb.format_exc())
+            else:
+                succeeded(i, result)
+                break
+
+
+def _run_on_cluster(
+    func, tasks, todo, client, label, retries, max_in_flight, succeeded, failed
+) -> None:
+    from distributed import as_completed
+
+    if max_in_flight is None:
+        threads = sum(client.nthreads().values()) or 1
+        max_in_flight = 4 * threads
+    if max_in_flight < 1:
+        raise InputError(f"max_in_flight must be >= 1, got {max_in_flight}.")
+    run_id = uuid.uuid4().hex[:8]
+    queue = iter(todo)
+    index_of: dict[str, int] = {}
+    futures = as_completed()
+
+    def submit_next() -> None:
+        i = next(queue, None)
+        if i is not None:
+            future = client.submit(
+                func, tasks[i], key=f"{label}-{run_id}-{i}", retries=retries, pure=False
+            )
+            index_of[future.key] = i
+            futures.add(future)
+
+    for _ in range(max_in_flight):
+        submit_next()
+    try:
+        for future in futures:
+            i = index_of.pop(future.key)
+            if future.status == "finished":
+                succeeded(i, future.result())
+            else:
+                exc = future.exception()
+                trace = "".join(tb.format_tb(future.traceback())) if future.traceback() else ""
+                failed(i, exc, trace)
+            future.release()
+            submit_next()
+    except BaseException:
+        client.cancel(list(futures.futures))
+        raise

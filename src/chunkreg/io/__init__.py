@@ -1,0 +1,25 @@
+"""Zarr I/O: open inputs read-only, create outputs, OME-Zarr metadata, resume records.
+
+This layer knows about zarr and the filesystem, nothing about registration or dask.
+"""
+
+from ._arrays import ArrayRef, array_ref, create_array, open_array
+from ._completion import CompletionRecord
+from ._ome import multiscale_dataset_paths, write_ome_multiscale_metadata
+from ._output import normalise_signature, open_output_group, require_shared_store
+from ._tiff import tiff_to_zarr, tiles_to_zarr
+
+__all__ = [
+    "ArrayRef",
+    "CompletionRecord",
+    "array_ref",
+    "create_array",
+    "multiscale_dataset_paths",
+    "normalise_signature",
+    "open_array",
+    "open_output_group",
+    "require_shared_store",
+    "tiff_to_zarr",
+    "tiles_to_zarr",
+    "write_ome_multiscale_metadata",
+]

@@ -1,0 +1,246 @@
+"""TIFF to chunked zarr / OME-Zarr, in bounded memory.
+
+Most raw microscopy arrives as TIFF: a multi-page stack (ImageJ hyperstack, OME-TIFF), a folder
+of one-plane files, or a set of mosaic tiles. These functions copy them into zarr v3 one
+chunk-aligned slab at a time, so the whole stack is never in memory. ``tifffile`` is imported
+lazily (optional extra ``chunkreg[tiff]``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from ..errors import InputError
+from ._arrays import create_array
+from ._ome import write_ome_multiscale_metadata
+from ._output import open_output_group
+
+__all__ = ["tiff_to_zarr", "tiles_to_zarr"]
+
+
+def _tifffile():
+    try:
+        import tifffile
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise InputError(
+            "reading TIFF needs the optional dependency tifffile: pip install 'chunkreg[tiff]'"
+        ) from exc
+    return tifffile
+
+
+def _default_chunks(
+    shape: Sequence[int], itemsize: int, target_bytes: int = 8 * 2**20
+) -> tuple[int, ...]:
+    """Chunks of about ``target_bytes``: whole planes split evenly, one plane deep in 2-D series."""
+    ndim = len(shape)
+    if ndim <= 2:
+        side = max(64, int(math.sqrt(target_bytes / itemsize)))
+        return tuple(min(n, side) for n in shape)
+    # 3-D and more: near-cubic spatial chunks over the last three axes, 1 along the others.
+    side = max(32, round((target_bytes / itemsize) ** (1 / 3)))
+    lead = (1,) * (ndim - 3)
+    return lead + tuple(min(n, side) for n in shape[-3:])
+
+
+class _Source:
+    """A stack of 2-D planes from one multi-page TIFF or from one file per plane."""
+
+    def __init__(self, source) -> None:
+        tifffile = _tifffile()
+        self.files: list[str] | None = None
+        if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+            source = sorted(
+                str(p) for p in Path(source).iterdir() if p.suffix.lower() in (".tif", ".tiff")
+            )
+            if not source:
+                raise InputError(f"no .tif/.tiff files in folder {source!r}.")
+        if isinstance(source, (str, os.PathLike)):
+            path = os.fspath(source)
+            if not Path(path).exists():
+                raise InputError(f"TIFF {path!r} does not exist.")
+            self.tif = tifffile.TiffFile(path)
+            series = self.tif.series[0]
+            self.shape = tuple(series.shape)
+            self.dtype = np.dtype(series.dtype)
+            self.axes = series.axes
+        else:
+            self.files = [os.fspath(p) for p in source]
+            missing = [f for f in self.files if not Path(f).exists()]
+            if missing:
+                raise InputError(f"TIFF files do not exist: {missing[:5]}")
+            first = tifffile.imread(self.files[0])
+            if first.ndim != 2:
+                raise InputError(
+                    f"expected one 2-D plane per file, {self.files[0]!r} has shape {first.shape}."
+                )
+            self.tif = None
+            self.shape = (len(self.files), *first.shape)
+            self.dtype = first.dtype
+            self.axes = "ZYX"
+        if len(self.shape) < 2:
+            raise InputError(f"TIFF data must be at least 2-D, got shape {self.shape}.")
+
+    def read_planes(self, index: Sequence[int]) -> np.ndarray:
+        """Read the planes with flat (C-order) numbers ``index`` as an (n, Y, X) array."""
+        tifffile = _tifffile()
+        if self.files is not None:
+            return np.stack([tifffile.imread(self.files[i]) for i in index])
+        if len(self.shape) == 2:
+            return self.tif.asarray()[np.newaxis]
+        return self.tif.asarray(key=list(index)).reshape(len(index), *self.shape[-2:])
+
+    def close(self) -> None:
+        if self.tif is not None:
+            self.tif.close()
+
+
+def _copy(src: _Source, dst: zarr.Array) -> None:
+    """Copy ``src`` into ``dst`` one chunk-aligned slab of planes at a time."""
+    shape, chunks = src.shape, dst.chunks
+    if len(shape) == 2:
+        dst[...] = src.read_planes([0])[0]
+        return
+    lead_shape = shape[:-2]
+    lead_chunks = chunks[:-2]
+    ranges = [range(0, n, c) for n, c in zip(lead_shape, lead_chunks, strict=True)]
+    for starts in itertools.product(*ranges):
+        box = tuple(
+            slice(a, min(a + c, n)) for a, c, n in zip(starts, lead_chunks, lead_shape, strict=True)
+        )
+        planes = [
+            int(np.ravel_multi_index(idx, lead_shape))
+            for idx in itertools.product(*(range(s.start, s.stop) for s in box))
+        ]
+        block = src.read_planes(planes).reshape(*(s.stop - s.start for s in box), *shape[-2:])
+        dst[box] = block
+
+
+def tiff_to_zarr(
+    source,
+    output,
+    *,
+    chunks: Sequence[int] | None = None,
+    ome: bool = True,
+    axes: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> zarr.Array:
+    """Convert a TIFF stack to a chunked zarr v3 array (OME-Zarr image by default).
+
+    Parameters
+    ----------
+    source : str, os.PathLike or sequence of paths
+        A (multi-page) TIFF file, a folder of single-plane TIFFs (sorted by name), or a list of
+        single-plane TIFF paths in order.
+    output : str or os.PathLike
+        Path of the zarr output. With ``ome=True`` it is an OME-Zarr group holding the image as
+        array ``"0"``; otherwise a plain array.
+    chunks : sequence of int, optional
+        Chunk shape; default about 8 MiB per chunk (cubes of the last three axes in 3-D).
+    ome : bool
+        Write an OME-Zarr (NGFF 0.5) multiscale group rather than a bare array.
+    axes : sequence of str, optional
+        OME axis names (e.g. ``("t", "y", "x")``); default from the TIFF's axes, else z/y/x.
+    overwrite : bool
+        Replace an existing output.
+
+    Returns
+    -------
+    zarr.Array
+        The written array (level 0 of the OME-Zarr group when ``ome``).
+
+    Notes
+    -----
+    Memory use is one slab of planes as deep as the chunks along the non-plane axes.
+    """
+    src = _Source(source)
+    try:
+        shape, dtype = src.shape, src.dtype
+        chunks = tuple(chunks) if chunks is not None else _default_chunks(shape, dtype.itemsize)
+        if len(chunks) != len(shape):
+            raise InputError(
+                f"chunks {chunks} must have one entry per axis of the TIFF data {shape}."
+            )
+        if ome:
+            signature = {"source": "tiff", "shape": shape, "dtype": dtype.name, "chunks": chunks}
+            group = open_output_group(output, signature=signature, overwrite=overwrite, kind="tiff")
+            array = create_array(
+                group, name="0", shape=shape, dtype=dtype, chunks=chunks, overwrite=True
+            )
+        else:
+            array = create_array(
+                output, shape=shape, dtype=dtype, chunks=chunks, overwrite=overwrite
+            )
+        _copy(src, array)
+        if ome:
+            if axes is None:
+                tiff_axes = src.axes.lower().replace("q", "t").replace("i", "z").replace("s", "c")
+                axes = (
+                    tuple(tiff_axes)
+                    if len(tiff_axes) == len(shape) and set(tiff_axes) <= set("tczyx")
+                    else None
+                )
+            write_ome_multiscale_metadata(group, paths=["0"], axes=axes)
+        return array
+    finally:
+        src.close()
+
+
+def tiles_to_zarr(
+    paths: Sequence,
+    output,
+    *,
+    names: Sequence[str] | None = None,
+    chunks=None,
+    overwrite: bool = False,
+) -> zarr.Group:
+    """Copy a set of mosaic tiles (one TIFF each) into arrays of one zarr group.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        One TIFF per tile.
+    output : str or os.PathLike
+        Zarr group to create.
+    names : sequence of str, optional
+        Array name per tile; default the file stems.
+    chunks : sequence of int, optional
+        Chunk shape of every tile array; default whole tiles up to about 8 MiB.
+    overwrite : bool
+        Replace an existing output.
+
+    Returns
+    -------
+    zarr.Group
+    """
+    paths = [os.fspath(p) for p in paths]
+    names = list(names) if names is not None else [Path(p).stem for p in paths]
+    if len(names) != len(paths) or len(set(names)) != len(names):
+        raise InputError("names must be unique, one per tile path.")
+    sources = [_Source(p) for p in paths]
+    try:
+        if len({len(s.shape) for s in sources}) != 1 or len({s.dtype for s in sources}) != 1:
+            raise InputError("tiles must share ndim and dtype.")
+        if Path(output).exists() and not overwrite:
+            raise InputError(
+                f"output {os.fspath(output)!r} exists; pass overwrite=True to replace it."
+            )
+        group = zarr.open_group(os.fspath(output), mode="w")
+        for name, src in zip(names, sources, strict=True):
+            c = (
+                tuple(chunks)
+                if chunks is not None
+                else _default_chunks(src.shape, src.dtype.itemsize)
+            )
+            array = create_array(group, name=name, shape=src.shape, dtype=src.dtype, chunks=c)
+            _copy(src, array)
+        return group
+    finally:
+        for s in sources:
+            s.close()
