@@ -18,7 +18,7 @@ memory of each.
 
 Usage::
 
-    python benchmarks/bench_optical_flow.py [--quick]
+    python benchmarks/bench_optical_flow.py [--quick | --switches]
 """
 
 from __future__ import annotations
@@ -85,6 +85,11 @@ def _epe(flow, truth):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2-D 512² and 3-D 64³ only")
+    parser.add_argument(
+        "--switches",
+        action="store_true",
+        help="instead: gaussian=True / prefilter=True on 512² and 64³, one repeat",
+    )
     args = parser.parse_args(argv)
     where = _pin_one_cpu()
 
@@ -100,6 +105,23 @@ def main(argv=None) -> int:
         ("tvl1", chunkreg.optical_flow_tvl1, skreg.optical_flow_tvl1, {}),
         ("tvl1 tol=0", chunkreg.optical_flow_tvl1, None, {"tol": 0}),
     ]
+    if args.switches:
+        cases = [((512, 512), 1), ((64, 64, 64), 1)]
+        methods = [
+            ("ilk gaussian", chunkreg.optical_flow_ilk, skreg.optical_flow_ilk, {"gaussian": True}),
+            (
+                "ilk prefilter",
+                chunkreg.optical_flow_ilk,
+                skreg.optical_flow_ilk,
+                {"prefilter": True},
+            ),
+            (
+                "tvl1 prefilter",
+                chunkreg.optical_flow_tvl1,
+                skreg.optical_flow_tvl1,
+                {"prefilter": True},
+            ),
+        ]
     print(f"# bench_optical_flow: one thread, {where}, numpy {np.__version__}, float32 inputs")
     print("# time = CPU seconds (best of repeats); memory = tracemalloc peak / one image")
     header = (
@@ -119,7 +141,7 @@ def main(argv=None) -> int:
             our_time, our_flow = _cpu_seconds(run_ours, repeats)
             our_mem = _peak_bytes(run_ours) / image_bytes
             if theirs is not None:
-                run_theirs = functools.partial(theirs, reference, moving)
+                run_theirs = functools.partial(theirs, reference, moving, **kwargs)
                 sk_time, sk_flow = _cpu_seconds(run_theirs, repeats)
                 sk_mem = _peak_bytes(run_theirs) / image_bytes
                 sk_cells = f"{sk_time:.2f} | "

@@ -51,14 +51,12 @@ def cached_case(ndim: int):
     return make_case(ndim)
 
 
-# Every method x switch x dtype in 2-D; in 3-D every switch in float32 and the defaults in
-# float64 (the 3-D median prefilter is slow in scipy).
+# Every method x switch x dtype, in 2-D and 3-D.
 ACCURACY_CASES = [
     (ndim, method, opts, dtype)
     for ndim in (2, 3)
     for method, opts in CASES
     for dtype in (np.float32, np.float64)
-    if ndim == 2 or not opts or dtype == np.float32
 ]
 
 

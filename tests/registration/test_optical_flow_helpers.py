@@ -96,6 +96,27 @@ def test_median_filter_flow_equals_scipy():
     assert_array_equal(flow, expected)
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [(40,), (1,), (33, 47), (1, 6), (13, 9, 11), (2, 2, 2), (3, 1, 4), (5, 4, 3, 4)],
+    ids=str,
+)
+@pytest.mark.parametrize("ties", [False, True])
+def test_median3_equals_scipy(shape, ties):
+    image = RNG.integers(0, 3, shape) if ties else RNG.random(shape)
+    image = image.astype(np.float32)
+    out = np.empty_like(image)
+    _filters.median3(image, out)
+    assert_array_equal(out, ndi.median_filter(image, size=3))
+
+
+def test_median3_across_slabs():
+    image = RNG.random((300, 70), dtype=np.float32)  # several slabs of 16 Ki elements
+    out = np.empty_like(image)
+    _filters.median3(image, out)
+    assert_array_equal(out, ndi.median_filter(image, size=3))
+
+
 @pytest.mark.parametrize("ndim", [1, 2, 3, 4])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_closed_form_solve_equals_linalg(ndim, dtype):
