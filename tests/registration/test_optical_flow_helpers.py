@@ -137,3 +137,28 @@ def test_closed_form_solve_equals_linalg(ndim, dtype):
     assert_array_equal(result[:50], 0)
     tol = 1e-3 if dtype == np.float32 else 1e-9
     assert_allclose(result[50:], expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("sigma", [0.7, 3.75, 10.25])
+@pytest.mark.parametrize(
+    ("shape", "axes"),
+    [((40,), (0,)), ((31, 2, 26), (0, 2)), ((9, 14, 3, 12), (0, 1, 3)), ((3, 2, 50), (0, 1, 2))],
+    ids=["1d", "2d-stack", "3d-stack", "short-axes"],
+)
+def test_gaussian_window_equals_gaussian_filter(shape, axes, sigma):
+    data = RNG.random(shape, dtype=np.float32)
+    sigmas = [sigma if a in axes else 0 for a in range(len(shape))]
+    expected = ndi.gaussian_filter(data, sigmas, mode="mirror")
+    out = data.copy()
+    _filters.gaussian_window(out, sigma, axes, np.empty_like(out))
+    assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_correlate_symmetric_equals_correlate1d(axis):
+    data = RNG.random((70, 19, 23), dtype=np.float32)
+    weights = np.array([0.1, 0.2, 0.4, 0.2, 0.1])
+    out = np.empty_like(data)
+    _filters.correlate_symmetric(data, weights, axis, out)
+    expected = ndi.correlate1d(data, weights, axis=axis, mode="mirror")
+    assert_allclose(out, expected, rtol=1e-5, atol=1e-6)

@@ -16,6 +16,8 @@ __all__ = [
     "SLAB_ELEMENTS",
     "box_sum_mirror",
     "box_sum_slabs",
+    "correlate_symmetric",
+    "gaussian_window",
     "gradient_rows",
     "median3",
     "median_filter_flow",
@@ -375,3 +377,76 @@ def pyramid_reduce(image: np.ndarray, downscale: float) -> np.ndarray:
         out = _smooth_axis(out, weights, axis)
         out = resample_axis(out, math.ceil(image.shape[axis] / downscale), axis)
     return np.ascontiguousarray(out, dtype=image.dtype)
+
+
+def _mirror_indices(start: int, stop: int, n: int) -> np.ndarray:
+    """Indices ``start..stop-1`` folded into ``0..n-1`` by "mirror" reflection."""
+    j = np.arange(start, stop)
+    if n == 1:
+        return np.zeros_like(j)
+    period = 2 * (n - 1)
+    j = np.abs(j) % period
+    return np.where(j >= n, period - j, j)
+
+
+def correlate_symmetric(src: np.ndarray, weights: np.ndarray, axis: int, out: np.ndarray) -> None:
+    """Correlate ``src`` with symmetric odd-length ``weights`` along ``axis`` (mode "mirror").
+
+    Equals ``scipy.ndimage.correlate1d(src, weights, axis, output=out, mode="mirror")`` to
+    float rounding. Works slab by slab along axis 0: each slab's input, extended by the
+    kernel radius of mirrored samples along ``axis``, is gathered into a buffer, then the
+    taps are applied in pairs, ``out += w_k * (x[i - k] + x[i + k])``, so every operation
+    streams contiguous cache-resident memory instead of scipy's strided line copies.
+    ``out`` must not overlap ``src``.
+    """
+    r = len(weights) // 2
+    taps = [src.dtype.type(w) for w in weights[r:]]
+    n = src.shape[axis]
+    rows_target = row_slabs(src.shape)[0][1]
+    if axis == 0:
+        rows_target = max(rows_target, 2 * r)  # keep the halo's share of each slab small
+    n0 = src.shape[0]
+    slabs = [(a, min(a + rows_target, n0)) for a in range(0, n0, rows_target)]
+    padded_shape = list(src.shape)
+    padded_shape[0] = rows_target
+    padded_shape[axis] += 2 * r
+    padded = np.empty(padded_shape, dtype=src.dtype)
+    tmp = np.empty((rows_target, *src.shape[1:]), dtype=src.dtype)
+
+    def along(lo, length):
+        index = [slice(None)] * src.ndim
+        index[axis] = slice(lo, lo + length)
+        return tuple(index)
+
+    if axis != 0:
+        fold = _mirror_indices(-r, n + r, n)
+    for start, stop in slabs:
+        m = stop - start
+        if axis == 0:
+            pad = padded[: m + 2 * r]
+            np.take(src, _mirror_indices(start - r, stop + r, n0), axis=0, out=pad)
+            length = m
+        else:
+            pad = padded[:m]
+            np.take(src[start:stop], fold, axis=axis, out=pad)
+            length = n
+        target, t = out[start:stop], tmp[:m]
+        np.multiply(pad[along(r, length)], taps[0], out=target)
+        for k in range(1, r + 1):
+            np.add(pad[along(r - k, length)], pad[along(r + k, length)], out=t)
+            t *= taps[k]
+            target += t
+
+
+def gaussian_window(array: np.ndarray, sigma: float, axes: tuple[int, ...], scratch) -> None:
+    """In place, ``scipy.ndimage.gaussian_filter(..., sigma, mode="mirror")`` along ``axes``
+    (truncate 4; 0 must be among them); ``scratch`` has ``array``'s shape.
+
+    Axis 0, where scipy's line filter is slowest (strided lines), runs through
+    :func:`correlate_symmetric`; the other axes use scipy's filter in place.
+    """
+    correlate_symmetric(array, _gaussian_weights(sigma), 0, scratch)
+    for axis in axes:
+        if axis:
+            ndi.gaussian_filter1d(scratch, sigma, axis=axis, output=scratch, mode="mirror")
+    np.copyto(array, scratch)

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from itertools import combinations_with_replacement
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from ..errors import InputError
 from ._coarse_to_fine import prepare_images, run_pyramid
-from ._filters import gradient_rows, median_filter_flow, row_slabs, window_mean
+from ._filters import gaussian_window, gradient_rows, median_filter_flow, row_slabs, window_mean
 from ._warp import warp_into
 
 __all__ = ["ilk_solver", "optical_flow_ilk"]
@@ -185,7 +184,7 @@ def _ilk(reference: np.ndarray, moving: np.ndarray, flow: np.ndarray, params: IL
         window_views = [(systems, (0, *range(2, ndim + 1)))]
     else:
         window_views = [(systems[:, k], tuple(range(ndim))) for k in range(n_sys)]
-    window_scratch = None if params.gaussian else np.empty(window_views[0][0].shape, dtype)
+    window_scratch = np.empty(window_views[0][0].shape, dtype)
     grad = np.empty((ndim, rows, *shape[1:]), dtype=dtype)
     err = np.empty((rows, *shape[1:]), dtype=dtype)
     tmp = np.empty_like(err)
@@ -210,11 +209,10 @@ def _ilk(reference: np.ndarray, moving: np.ndarray, flow: np.ndarray, params: IL
                 np.multiply(g[i], g[j], out=block[:, k])
             for i in range(ndim):
                 np.multiply(g[i], e, out=block[:, len(pairs) + i])
-        if params.gaussian:
-            for k in range(n_sys):
-                ndi.gaussian_filter(systems[:, k], size / 4, mode="mirror", output=systems[:, k])
-        else:
-            for view, axes in window_views:
+        for view, axes in window_views:
+            if params.gaussian:
+                gaussian_window(view, size / 4, axes, window_scratch)
+            else:
                 window_mean(view, params.radius, axes, window_scratch)
         for start, stop in slabs:
             block = systems[start:stop]
