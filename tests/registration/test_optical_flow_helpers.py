@@ -7,7 +7,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy import ndimage as ndi
 
-from chunkreg.registration import _filters
+from chunkreg.registration import _filters, _pyramid, _window
 from chunkreg.registration._optical_flow_ilk import _solve_rows
 from chunkreg.registration._warp import warp_into
 
@@ -46,7 +46,7 @@ def test_window_mean_equals_uniform_filter(shape, axes, radius):
         data, size=[2 * radius + 1 if a in axes else 1 for a in range(len(shape))], mode="mirror"
     )
     out = data.copy()
-    _filters.window_mean(out, radius, axes, np.empty_like(out))
+    _window.window_mean(out, radius, axes, np.empty_like(out))
     assert_allclose(out, expected, rtol=2e-5, atol=2e-6)
 
 
@@ -63,7 +63,7 @@ def test_pyramid_reduce_equals_gaussian_then_zoom(shape, downscale):
         mode="mirror",
         grid_mode=True,
     )
-    out = _filters.pyramid_reduce(image, downscale)
+    out = _pyramid.pyramid_reduce(image, downscale)
     assert out.shape == size
     assert out.dtype == np.float32
     assert_allclose(out, expected, atol=1e-6)
@@ -73,7 +73,7 @@ def test_pyramid_reduce_equals_gaussian_then_zoom(shape, downscale):
 def test_resample_axis_equals_zoom(n, size):
     image = RNG.random((n, 4), dtype=np.float32)
     expected = ndi.zoom(image, (size / n, 1), order=1, mode="nearest", grid_mode=True)
-    assert_allclose(_filters.resample_axis(image, size, 0), expected, atol=1e-6)
+    assert_allclose(_pyramid.resample_axis(image, size, 0), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("shape", [(50, 40), (12, 14, 9), (64,)], ids=["2d", "3d", "1d"])
@@ -150,7 +150,7 @@ def test_gaussian_window_equals_gaussian_filter(shape, axes, sigma):
     sigmas = [sigma if a in axes else 0 for a in range(len(shape))]
     expected = ndi.gaussian_filter(data, sigmas, mode="mirror")
     out = data.copy()
-    _filters.gaussian_window(out, sigma, axes, np.empty_like(out))
+    _window.gaussian_window(out, sigma, axes, np.empty_like(out))
     assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -159,6 +159,6 @@ def test_correlate_symmetric_equals_correlate1d(axis):
     data = RNG.random((70, 19, 23), dtype=np.float32)
     weights = np.array([0.1, 0.2, 0.4, 0.2, 0.1])
     out = np.empty_like(data)
-    _filters.correlate_symmetric(data, weights, axis, out)
+    _window.correlate_symmetric(data, weights, axis, out)
     expected = ndi.correlate1d(data, weights, axis=axis, mode="mirror")
     assert_allclose(out, expected, rtol=1e-5, atol=1e-6)

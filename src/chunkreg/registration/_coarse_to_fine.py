@@ -16,7 +16,7 @@ import numpy as np
 
 from .._validation import check_finite, check_same_shape
 from ..errors import InputError
-from ._filters import pyramid_reduce, resample_axis
+from ._pyramid import pyramid_reduce, resample_axis
 
 __all__ = ["DEFAULT_NUM_LEVELS", "coarse_to_fine", "prepare_images", "run_pyramid"]
 

@@ -18,8 +18,9 @@ import numpy as np
 
 from ..errors import InputError
 from ._coarse_to_fine import prepare_images, run_pyramid
-from ._filters import gaussian_window, gradient_rows, median_filter_flow, row_slabs, window_mean
+from ._filters import gradient_rows, median_filter_flow, row_slabs
 from ._warp import warp_into
+from ._window import gaussian_window, window_mean
 
 __all__ = ["ilk_solver", "optical_flow_ilk"]
 
