@@ -56,3 +56,48 @@ def test_convert_tiff_tiles(tmp_path):
     run_script("convert_tiff", tmp_path, tmp_path / "c.toml")
     group = zarr.open_group(tmp_path / "stack.ome.zarr", mode="r")
     assert_array_equal(group["t2"][:], tiles[2])
+
+
+def _volume_pair(folder: Path, shape=(40, 48, 44)):
+    from chunkreg.io import create_array
+    from chunkreg.testing import apply_flow, smooth_displacement, textured_image
+
+    reference = textured_image(shape, seed=3, sigma=1.5)
+    truth = smooth_displacement(shape, amplitude=2.0, seed=4)
+    moving = apply_flow(reference, -truth)
+    for name, data in (("reference", reference), ("moving", moving)):
+        create_array(folder / f"{name}.zarr", shape=shape, dtype="float32", chunks=(16, 16, 16))[
+            :
+        ] = data
+    return reference, moving, truth
+
+
+def test_register_volumes_flow_then_warp(tmp_path):
+    (tmp_path / "data").mkdir()
+    reference, moving, truth = _volume_pair(tmp_path / "data")
+    result = run_script("register_volumes", tmp_path)
+    assert "failed" not in result.stderr
+    flow = zarr.open_group(tmp_path / "flow.zarr", mode="r")["flow"][:]
+    inner = (slice(None), *[slice(4, -4)] * 3)
+    epe = np.sqrt(((flow - truth)[inner] ** 2).sum(axis=0)).mean()
+    assert epe < 0.5 * np.sqrt((truth[inner] ** 2).sum(axis=0)).mean()
+    registered = zarr.open_group(tmp_path / "registered.zarr", mode="r")["0"][:]
+    assert np.abs(registered - reference).mean() < 0.5 * np.abs(moving - reference).mean()
+    # a second run resumes: nothing left to compute
+    again = run_script("register_volumes", tmp_path)
+    assert "0 done" in again.stdout
+
+
+def test_register_volumes_blockwise(tmp_path):
+    (tmp_path / "data").mkdir()
+    reference, moving, _ = _volume_pair(tmp_path / "data")
+    config = (
+        (WORKFLOWS / "register_volumes.example.toml")
+        .read_text()
+        .replace('method = "ilk"', 'method = "blockwise"')
+    )
+    (tmp_path / "c.toml").write_text(config)
+    result = run_script("register_volumes", tmp_path, tmp_path / "c.toml")
+    assert "reliable" in result.stdout
+    registered = zarr.open_group(tmp_path / "registered.zarr", mode="r")["0"][:]
+    assert np.abs(registered - reference).mean() < np.abs(moving - reference).mean()

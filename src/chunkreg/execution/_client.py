@@ -100,7 +100,7 @@ def open_client(
             threads_per_worker=threads_per_worker,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: never clash with another cluster
             memory_limit=memory_limit,
         ) as cluster,
         Client(cluster) as c,
