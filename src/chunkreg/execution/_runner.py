@@ -59,6 +59,7 @@ def run_tasks(
     progress: bool = True,
     describe: Callable[[Any], str] | None = None,
     on_result: Callable[[int, Any], None] | None = None,
+    skipped: int = 0,
 ) -> RunReport:
     """Run ``func(task)`` for every task not yet recorded complete.
 
@@ -89,6 +90,9 @@ def run_tasks(
         ``describe(task) -> str`` for failure reports (e.g. the tile's region).
     on_result : callable, optional
         ``on_result(index, result)`` called in this process as each task succeeds.
+    skipped : int
+        Tasks the caller already left out of ``tasks`` because an earlier run completed them
+        (for workflows that keep their own completion record); counted in the report.
 
     Returns
     -------
@@ -98,7 +102,9 @@ def run_tasks(
     if retries < 0:
         raise InputError(f"retries must be >= 0, got {retries}.")
     n = len(tasks)
-    report = RunReport(label=label, n_tasks=n)
+    if skipped < 0:
+        raise InputError(f"skipped must be >= 0, got {skipped}.")
+    report = RunReport(label=label, n_tasks=n + skipped)
     if record is not None:
         if record.n_tasks != n:
             raise InputError(f"completion record has {record.n_tasks} tasks but {n} were given.")
@@ -106,7 +112,7 @@ def run_tasks(
         todo = [i for i in range(n) if not done[i]]
     else:
         todo = list(range(n))
-    report.n_skipped = n - len(todo)
+    report.n_skipped = n - len(todo) + skipped
     bar = Progress(len(todo), label, enabled=progress)
     marks = _Marks(record)
     start = time.perf_counter()
