@@ -64,7 +64,13 @@ def add_parser(subparsers) -> None:
         action="store_true",
         help="fuse at the positions in LAYOUT (e.g. a positions file from --register-only)",
     )
-    p.add_argument("--blend", choices=("linear", "cosine", "max", "first"), default="linear")
+    p.add_argument(
+        "--blend",
+        choices=("linear", "cosine", "max", "first"),
+        default="linear",
+        help="how overlapping tiles are combined: linear or cosine ramps, the maximum, or the "
+        "first tile in layout order (default: linear)",
+    )
     p.add_argument(
         "--subpixel",
         action="store_true",
@@ -105,7 +111,13 @@ def add_parser(subparsers) -> None:
         help="drop links whose residual exceeds PX pixels and --max-relative-residual times "
         "the mean (default 2.5)",
     )
-    p.add_argument("--max-relative-residual", type=float, default=3.0, metavar="R")
+    p.add_argument(
+        "--max-relative-residual",
+        type=float,
+        default=3.0,
+        metavar="R",
+        help="drop a link only if its residual is also R times the mean residual (default: 3)",
+    )
     p.add_argument(
         "--chunks",
         type=int_tuple,

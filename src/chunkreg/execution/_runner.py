@@ -165,27 +165,26 @@ def _run_on_cluster(
 ) -> None:
     from distributed import as_completed
 
-    if max_in_flight is None:
-        threads = sum(client.nthreads().values()) or 1
-        max_in_flight = 4 * threads
-    if max_in_flight < 1:
+    if max_in_flight is not None and max_in_flight < 1:
         raise InputError(f"max_in_flight must be >= 1, got {max_in_flight}.")
+    window = _Window(client, max_in_flight)
     run_id = uuid.uuid4().hex[:8]
     queue = iter(todo)
     index_of: dict[str, int] = {}
     futures = as_completed()
 
-    def submit_next() -> None:
-        i = next(queue, None)
-        if i is not None:
+    def fill() -> None:
+        while len(index_of) < window.size():
+            i = next(queue, None)
+            if i is None:
+                return
             future = client.submit(
                 func, tasks[i], key=f"{label}-{run_id}-{i}", retries=retries, pure=False
             )
             index_of[future.key] = i
             futures.add(future)
 
-    for _ in range(max_in_flight):
-        submit_next()
+    fill()
     try:
         for future in futures:
             i = index_of.pop(future.key)
@@ -196,7 +195,32 @@ def _run_on_cluster(
                 trace = "".join(tb.format_tb(future.traceback())) if future.traceback() else ""
                 failed(i, exc, trace)
             future.release()
-            submit_next()
+            fill()
     except BaseException:
         client.cancel(list(futures.futures))
         raise
+
+
+class _Window:
+    """How many tasks may be in flight: fixed, or four per worker thread of the live cluster.
+
+    The cluster may grow or shrink during a run (adaptive or batch-queued workers), so the
+    automatic size is re-read from the scheduler every few seconds.
+    """
+
+    _REFRESH = 5.0  # seconds
+
+    def __init__(self, client, fixed: int | None) -> None:
+        self.client = client
+        self.fixed = fixed
+        self._size = 0
+        self._checked = -float("inf")
+
+    def size(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        now = time.perf_counter()
+        if now - self._checked >= self._REFRESH:
+            self._checked = now
+            self._size = 4 * max(1, sum(self.client.nthreads().values()))
+        return self._size
