@@ -56,3 +56,92 @@ def test_convert_tiff_tiles(tmp_path):
     run_script("convert_tiff", tmp_path, tmp_path / "c.toml")
     group = zarr.open_group(tmp_path / "stack.ome.zarr", mode="r")
     assert_array_equal(group["t2"][:], tiles[2])
+
+
+def _volume_pair(folder: Path, shape=(40, 48, 44)):
+    from chunkreg.io import create_array
+    from chunkreg.testing import apply_flow, smooth_displacement, textured_image
+
+    reference = textured_image(shape, seed=3, sigma=1.5)
+    truth = smooth_displacement(shape, amplitude=2.0, seed=4)
+    moving = apply_flow(reference, -truth)
+    for name, data in (("reference", reference), ("moving", moving)):
+        create_array(folder / f"{name}.zarr", shape=shape, dtype="float32", chunks=(16, 16, 16))[
+            :
+        ] = data
+    return reference, moving, truth
+
+
+def test_register_volumes_flow_then_warp(tmp_path):
+    (tmp_path / "data").mkdir()
+    reference, moving, truth = _volume_pair(tmp_path / "data")
+    result = run_script("register_volumes", tmp_path)
+    assert "failed" not in result.stderr
+    flow = zarr.open_group(tmp_path / "flow.zarr", mode="r")["flow"][:]
+    inner = (slice(None), *[slice(4, -4)] * 3)
+    epe = np.sqrt(((flow - truth)[inner] ** 2).sum(axis=0)).mean()
+    assert epe < 0.5 * np.sqrt((truth[inner] ** 2).sum(axis=0)).mean()
+    registered = zarr.open_group(tmp_path / "registered.zarr", mode="r")["0"][:]
+    assert np.abs(registered - reference).mean() < 0.5 * np.abs(moving - reference).mean()
+    # a second run resumes: nothing left to compute
+    again = run_script("register_volumes", tmp_path)
+    assert "0 done" in again.stdout
+
+
+def test_register_volumes_blockwise(tmp_path):
+    (tmp_path / "data").mkdir()
+    reference, moving, _ = _volume_pair(tmp_path / "data")
+    config = (
+        (WORKFLOWS / "register_volumes.example.toml")
+        .read_text()
+        .replace('method = "ilk"', 'method = "blockwise"')
+    )
+    (tmp_path / "c.toml").write_text(config)
+    result = run_script("register_volumes", tmp_path, tmp_path / "c.toml")
+    assert "reliable" in result.stdout
+    registered = zarr.open_group(tmp_path / "registered.zarr", mode="r")["0"][:]
+    assert np.abs(registered - reference).mean() < np.abs(moving - reference).mean()
+
+
+def test_correct_timeseries(tmp_path):
+    from chunkreg.demo import make_drifting_series
+
+    (tmp_path / "data").mkdir()
+    _frames, true_shifts = make_drifting_series(
+        tmp_path / "data", n_frames=12, shape=(96, 96), max_drift=6.0
+    )
+    result = run_script("correct_timeseries", tmp_path)
+    assert "drift plot" in result.stdout
+    shifts = zarr.open_group(tmp_path / "series-corrected.zarr", mode="r")["shifts"][:]
+    np.testing.assert_allclose(shifts, true_shifts, atol=0.1)
+    assert (tmp_path / "series-shifts.csv").read_text().count("\n") >= 12
+    assert (tmp_path / "drift.png").stat().st_size > 1000
+
+
+def test_stitch_mosaic(tmp_path):
+    from chunkreg.io import create_array
+    from chunkreg.testing import textured_image
+
+    source = (textured_image((300, 300), seed=9, sigma=2.0) * 1000).astype(np.uint16)
+    step = round(96 * 0.85)
+    group = zarr.open_group(tmp_path / "data" / "tiles.zarr", mode="w")
+    jitter = np.random.default_rng(3).integers(-3, 4, size=(9, 2))
+    truth = {}
+    for n in range(9):
+        r, c = divmod(n, 3)
+        y, x = r * step + jitter[n, 0] + 3, c * step + jitter[n, 1] + 3
+        truth[f"t{n}"] = (y, x)
+        create_array(group, name=f"t{n}", shape=(96, 96), dtype="uint16", chunks=(96, 96))[:] = (
+            source[y : y + 96, x : x + 96]
+        )
+    result = run_script("stitch_mosaic", tmp_path)
+    assert "positions:" in result.stdout
+    import json
+
+    solved = json.loads((tmp_path / "mosaic.positions.json").read_text())
+    assert (tmp_path / "mosaic.positions.csv").exists() and (tmp_path / "mosaic.links.csv").exists()
+    tiles = solved["tiles"] if isinstance(solved, dict) else solved
+    positions = {t["name"]: np.asarray(t["position"], float) for t in tiles}
+    offset = positions["t0"] - np.asarray(truth["t0"])
+    for name, true in truth.items():
+        np.testing.assert_allclose(positions[name] - offset, true, atol=0.5)

@@ -2,15 +2,30 @@
 
 In-memory kernels with the :mod:`skimage.registration` API, a tiling engine that runs them
 over zarr volumes on a :mod:`dask.distributed` cluster, and the workflows built on both.
+
+The kernels are imported eagerly (numpy and scipy only); the workflows, which need zarr and
+dask, are imported on first use, so ``import chunkreg`` stays light.
 """
+
+__version__ = "0.1.0"
+
+import importlib
 
 from . import errors
 from .errors import ChunkregError
 from .registration import optical_flow_ilk, optical_flow_tvl1, phase_cross_correlation, warp
 
-__version__ = "0.1.0"
+# Workflow functions, imported lazily: public name -> module that defines it.
+_LAZY = {
+    "BlockShifts": ".volume",
+    "blockwise_shifts": ".volume",
+    "compute_flow": ".volume",
+    "register_timeseries": ".timeseries",
+    "shifts_to_flow": ".volume",
+    "stitch": ".stitching",
+    "warp_volume": ".volume",
+}
 
-from .timeseries import register_timeseries  # after __version__: io imports it
 
 __all__ = [
     "ChunkregError",
@@ -19,6 +34,18 @@ __all__ = [
     "optical_flow_ilk",
     "optical_flow_tvl1",
     "phase_cross_correlation",
-    "register_timeseries",
     "warp",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -144,3 +144,10 @@ def test_local_cluster_bounded_in_flight(tmp_path):
     assert_array_equal(values, np.arange(40) ** 2)
     assert record.complete
     assert failing.n_failed == 1 and failing.failures[0].index == 3
+
+
+def test_skipped_by_the_caller_is_counted():
+    report = run_tasks(square, [1, 2], client=SYNCHRONOUS, progress=False, skipped=3)
+    assert (report.n_tasks, report.n_done, report.n_skipped) == (5, 2, 3)
+    with pytest.raises(InputError, match="skipped"):
+        run_tasks(square, [1], client=SYNCHRONOUS, skipped=-1)

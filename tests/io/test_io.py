@@ -127,3 +127,18 @@ def test_completion_record(tmp_path):
         CompletionRecord(g, "tiles", 12)
     empty = CompletionRecord(g, "none", 0)
     assert empty.complete
+
+
+def test_output_group_refuses_existing_array(tmp_path):
+    create_array(tmp_path / "a.zarr", shape=(3,), dtype="u1", chunks=(3,))[:] = 7
+    for overwrite in (False, True):
+        with pytest.raises(IncompatibleOutputError, match="is a zarr array"):
+            open_output_group(tmp_path / "a.zarr", signature={}, overwrite=overwrite)
+    assert_array_equal(open_array(tmp_path / "a.zarr")[:], [7, 7, 7])
+
+
+def test_array_ref_is_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    create_array("rel.zarr", shape=(2,), dtype="u1", chunks=(2,))
+    ref = array_ref(open_array("rel.zarr"))
+    assert ref.store == str(tmp_path / "rel.zarr")

@@ -59,8 +59,9 @@ def open_client(
     n_workers : int, optional
         Workers of the embedded LocalCluster; default one per available core.
     memory_limit : str or float or None
-        Per-worker memory limit of the embedded cluster (``"auto"`` divides the machine's
-        memory between the workers).
+        Per-worker memory limit of the embedded cluster, e.g. ``"4GiB"``. ``"auto"`` gives
+        each worker an equal share of this machine's memory (all of it divided by
+        ``n_workers``); ``None`` sets no limit.
     threads_per_worker : int
         Threads per embedded worker. One keeps kernels (which release the GIL only in parts)
         from competing; native thread pools are pinned to one thread in workers by
@@ -91,16 +92,20 @@ def open_client(
         finally:
             c.close()
         return
+    if n_workers is not None and n_workers < 1:
+        raise InputError(f"n_workers must be >= 1, got {n_workers}.")
     n = n_workers or default_n_workers()
-    if n < 1:
-        raise InputError(f"n_workers must be >= 1, got {n}.")
+    if memory_limit == "auto":
+        from distributed.system import MEMORY_LIMIT
+
+        memory_limit = MEMORY_LIMIT // n
     with (
         LocalCluster(
             n_workers=n,
             threads_per_worker=threads_per_worker,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: never clash with another cluster
             memory_limit=memory_limit,
         ) as cluster,
         Client(cluster) as c,

@@ -50,7 +50,8 @@ class ArrayRef:
 def _store_root(store: Any) -> Any:
     """Return a picklable description of ``store``: its root path for local stores."""
     if isinstance(store, zarr.storage.LocalStore):
-        return str(store.root)
+        # absolute, so workers started in another directory find it too
+        return str(Path(store.root).resolve())
     return store
 
 

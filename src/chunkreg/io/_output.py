@@ -61,9 +61,10 @@ def _open_existing(store) -> zarr.Group | None:
         return zarr.open_group(store, mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return None
-    except zarr.errors.NodeTypeValidationError as exc:
+    except (zarr.errors.NodeTypeValidationError, zarr.errors.ContainsArrayError) as exc:
         raise IncompatibleOutputError(
-            f"output {store!s} exists and is a zarr array, not a group; choose another path."
+            f"output {store!s} exists and is a zarr array, not a chunkreg output group; "
+            "refusing to touch it. Choose another path."
         ) from exc
 
 

@@ -11,7 +11,7 @@ import scipy.fft as sfft
 
 from ..errors import InputError
 from ._masked_phase_cross_correlation import MaskedSide, masked_shift, padded_shape
-from ._upsampled_dft import dft_at, dft_at_half, refine_peak
+from ._upsampled_dft import dft_at, dft_at_half, irfftn, refine_peak
 
 __all__ = ["PhaseCorrelator"]
 
@@ -28,7 +28,9 @@ def _check_space(space) -> str:
 
 
 def _check_normalization(normalization):
-    if normalization is not None and normalization != "phase":
+    if normalization is not None and not (
+        isinstance(normalization, str) and normalization == "phase"
+    ):
         raise InputError(
             f'normalization must be "phase" (phase correlation) or None (plain '
             f"cross-correlation), got {normalization!r}."
@@ -93,6 +95,29 @@ def _finite_range(arr: np.ndarray, name: str) -> tuple:
             f"or exclude them with a mask (reference_mask/moving_mask = np.isfinite(image))."
         )
     return lo, hi
+
+
+def _energy(arr: np.ndarray, name: str) -> float:
+    """Sum of squares of a contiguous real array; raises on NaN or infinity (one pass)."""
+    flat = arr.ravel()
+    with np.errstate(over="ignore"):
+        energy = float(np.dot(flat, flat))
+    if not np.isfinite(energy):  # NaN/inf in the data, or an overflow of huge values
+        _finite_range(arr, name)
+    return energy
+
+
+def _is_constant(arr: np.ndarray, energy: float, dc: complex) -> bool:
+    """Whether ``arr`` is constant, given its energy and DC Fourier coefficient (sum).
+
+    ``energy - |dc|² / n`` is ``n`` times the variance: well above zero, the image is certainly
+    not constant and no pass over the data is needed; near zero (rounding), compare min and max.
+    """
+    if energy == 0:
+        return True
+    if energy - abs(complex(dc)) ** 2 / arr.size > 1e-3 * energy:
+        return False
+    return bool(arr.min() == arr.max())
 
 
 def _as_mask(mask, shape, name: str, image_name: str) -> np.ndarray:
@@ -179,8 +204,9 @@ class PhaseCorrelator:
 
     The reference's spectrum (and energy, and for masks its padded mask spectra) is computed
     once, so each :meth:`register` call costs one forward and one inverse FFT (unmasked) or
-    three forward and six inverse padded FFTs (masked). :func:`chunkreg.phase_cross_correlation`
-    is this class used once.
+    two or three forward and six inverse padded FFTs (masked; two when the moving mask equals
+    the reference mask). :func:`chunkreg.phase_cross_correlation` is this class used once, so
+    both give identical results.
 
     Parameters
     ----------
@@ -200,6 +226,15 @@ class PhaseCorrelator:
         With masks: ignore shifts whose overlap is below this fraction of the largest overlap.
     space : {"real", "fourier"}, optional
         Whether images are given in real space or as full complex spectra.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Shape of the reference.
+    dtype : numpy.dtype
+        Working precision: float32/float64 (complex64/complex128 with ``space="fourier"``).
+    shift_dtype : numpy.dtype
+        dtype of the returned shifts.
 
     Examples
     --------
@@ -239,16 +274,16 @@ class PhaseCorrelator:
             if self.space == "fourier":
                 raise InputError('masks need real-space images; use space="real" with masks.')
             self._mask = _as_mask(reference_mask, self.shape, "reference_mask", "reference_image")
-        self._blank = False
-        if self.space == "real" and self._mask is None:
-            lo, hi = _finite_range(self._image, "reference_image")
-            self._blank = bool(lo == hi)
-        elif self.space == "fourier" and not np.isfinite(self._image).all():
-            raise InputError("reference_image (a spectrum) contains NaN or infinite values.")
         self._spectrum = None  # conj(reference spectrum), half spectrum for real space
         self._energy = None
+        self._blank = False
+        if self.space == "real" and self._mask is None:
+            self._energy = _energy(self._image, "reference_image")
+        elif self.space == "fourier" and not np.isfinite(self._image).all():
+            raise InputError("reference_image (a spectrum) contains NaN or infinite values.")
         self._masked = {}  # padded shape -> conj of the reference's masked spectra
         self._masked_side = _UNSET
+        self._double = None  # float64 twin for single-precision data too large for float32
 
     # ----------------------------------------------------------------------- public API
 
@@ -309,28 +344,57 @@ class PhaseCorrelator:
         return self._register_fourier(mov, disambiguate, return_error)
 
     def _blank_result(self):
-        return np.zeros(len(self.shape), dtype=self.dtype), 1.0, 0.0
+        return np.zeros(len(self.shape), dtype=self.shift_dtype), 1.0, 0.0
 
     def _register_real(self, mov, disambiguate, return_error):
-        lo, hi = _finite_range(mov, "moving_image")
-        if self._blank or lo == hi:
-            return self._blank_result()
+        energy = _energy(mov, "moving_image")
+        if self._may_overflow(energy):
+            return self._register_in_double(mov, disambiguate, return_error)
         if self._spectrum is None:
-            self._spectrum = np.conjugate(sfft.rfftn(self._image))
-            self._energy = float(np.dot(self._image.ravel(), self._image.ravel()))
+            self._spectrum = sfft.rfftn(self._image)
+            self._blank = _is_constant(self._image, self._energy, self._spectrum.flat[0])
+            np.conjugate(self._spectrum, out=self._spectrum)
         product = sfft.rfftn(mov)
+        if self._blank or _is_constant(mov, energy, product.flat[0]):
+            return self._blank_result()
         product *= self._spectrum  # conj(P): the correlation comes out at negated lags
         if self.normalization == "phase":
             _normalize_phase(product)
-        corr = sfft.irfftn(product, s=self.shape)
+        # The product is kept for the sub-pixel refinement; at upsample 1 the FFT may eat it.
+        corr = irfftn(product, self.shape, overwrite=self.upsample_factor == 1)
         shift, value = self._locate(corr, lambda pos: dft_at_half(product, self.shape, pos))
         error = phasediff = np.nan
         if return_error:
-            amp = self._energy * float(np.dot(mov.ravel(), mov.ravel()))
-            error, phasediff = self._error(value, amp)
+            error, phasediff = self._error(value, self._energy * energy)
         if disambiguate:
             shift = disambiguate_shift(self._image, mov, shift)
-        return shift.astype(self.dtype), error, phasediff
+        return shift.astype(self.shift_dtype), error, phasediff
+
+    def _may_overflow(self, energy: float) -> bool:
+        """Whether the cross-power spectrum could overflow the working precision.
+
+        Its terms are bounded by ``n * sqrt(E_ref * E_mov)``; in single precision this is only
+        reached by absurd values (~1e12 and up), which are then handled in double precision.
+        """
+        bound = self._image.size * np.sqrt(self._energy * energy)
+        return not bound < 1e-3 * float(np.finfo(self.dtype).max)
+
+    def _register_in_double(self, mov, disambiguate, return_error):
+        if self.dtype != np.float32:
+            raise InputError(
+                "the images' values are too large for an FFT in double precision (their energy "
+                "overflows); rescale them, e.g. divide both by their maximum."
+            )
+        if self._double is None:
+            self._double = PhaseCorrelator(
+                self._image.astype(np.float64),
+                upsample_factor=self.upsample_factor,
+                normalization=self.normalization,
+            )
+        shift, error, phasediff = self._double._register_real(
+            mov.astype(np.float64), disambiguate, return_error
+        )
+        return shift.astype(self.shift_dtype), error, phasediff
 
     def _register_fourier(self, mov, disambiguate, return_error):
         if not np.isfinite(mov).all():
@@ -402,7 +466,7 @@ class PhaseCorrelator:
         else:
             mov_mask = _as_mask(moving_mask, mov.shape, "moving_mask", "moving_image")
             same_masks = mov_mask.shape == ref_mask.shape and np.array_equal(mov_mask, ref_mask)
-        zero = np.zeros(len(self.shape), dtype=self.dtype)
+        zero = np.zeros(len(self.shape), dtype=self.shift_dtype)
         if self._masked_side is _UNSET:
             self._masked_side = MaskedSide.prepare(self._image, ref_mask, "reference_image")
         ref_side = self._masked_side
@@ -411,20 +475,18 @@ class PhaseCorrelator:
             return zero
         shape = padded_shape(self.shape, mov.shape)
         if shape not in self._masked:
-            self._masked = {shape: tuple(np.conjugate(s) for s in ref_side.spectra(shape))}
+            spectra = ref_side.spectra(shape)
+            for spectrum in spectra:
+                np.conjugate(spectrum, out=spectrum)
+            self._masked = {shape: spectra}
         ref_spectra = self._masked[shape]
+        mov_spectra = mov_side.spectra(shape, with_mask=not same_masks)
         if same_masks:
-            image, square = (
-                sfft.rfftn(mov_side.image, s=shape),
-                sfft.rfftn(np.square(mov_side.image), s=shape),
-            )
-            mov_spectra = (image, square, np.conjugate(ref_spectra[2]))
-        else:
-            mov_spectra = mov_side.spectra(shape)
+            mov_spectra += (np.conjugate(ref_spectra[2]),)
         shift = masked_shift(
             ref_spectra, mov_spectra, self.shape, mov.shape, self.overlap_ratio, self.dtype
         )
-        return shift.astype(self.dtype)
+        return shift.astype(self.shift_dtype)
 
 
 def _spectrum_is_blank(spectrum: np.ndarray, energy: float) -> bool:

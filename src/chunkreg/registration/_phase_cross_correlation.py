@@ -79,8 +79,9 @@ def phase_cross_correlation(
     chunkreg.errors.InputError
         (a :class:`ValueError`) for shape or dimension mismatches, NaN or infinite values
         (outside masks), unknown ``space`` or ``normalization``, masks of the wrong shape,
-        ``upsample_factor < 1``, ``overlap_ratio`` outside [0, 1] or complex images with
-        ``space="real"``.
+        ``upsample_factor < 1``, ``overlap_ratio`` outside [0, 1], complex images with
+        ``space="real"``, or float64 values so large that the FFT would overflow (float32 data
+        beyond float32's range is computed in double precision instead).
 
     Notes
     -----

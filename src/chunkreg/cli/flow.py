@@ -1,0 +1,103 @@
+"""``chunkreg flow``: dense optical flow between two zarr volumes, tile by tile."""
+
+from __future__ import annotations
+
+import argparse
+
+from ._common import add_cluster_arguments, cluster_options, finish, int_tuple
+
+__all__ = ["add_parser"]
+
+_ILK_ONLY = ("radius", "gaussian")
+_TVL1_ONLY = ("attachment", "tightness", "num_iter", "tol")
+
+
+def _overlap(text: str):
+    return "auto" if text == "auto" else int_tuple(text)
+
+
+def add_parser(subparsers) -> None:
+    """Register the ``flow`` sub-command."""
+    parser = subparsers.add_parser(
+        "flow",
+        help="dense optical flow between two volumes (zarr), tiled on a Dask cluster",
+        description=(
+            "Compute the displacement field that maps MOVING onto REFERENCE, tile by tile with "
+            "a halo, and write it to the zarr group OUTPUT (array 'flow', shape (ndim, *shape), "
+            "float32). Running the same command again resumes an interrupted run."
+        ),
+    )
+    parser.add_argument("reference", metavar="REFERENCE", help="zarr array or OME-Zarr group")
+    parser.add_argument("moving", metavar="MOVING", help="zarr array or OME-Zarr group")
+    parser.add_argument("output", metavar="OUTPUT", help="output zarr group (created)")
+    parser.add_argument("--method", choices=("ilk", "tvl1"), default="ilk", help="flow kernel")
+    parser.add_argument("--level", type=int, help="multiscale level of OME-Zarr inputs (0)")
+    parser.add_argument(
+        "--tile",
+        type=int_tuple,
+        metavar="N[,N...]",
+        help="tile shape, a multiple of the output chunks (default: chosen from chunks, halo "
+        "and memory)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=_overlap,
+        default="auto",
+        metavar="auto|N[,N...]",
+        help="halo read around each tile, per axis (default: derived from the kernel's "
+        "parameters for motion up to 4 px)",
+    )
+    parser.add_argument(
+        "--chunks", type=int_tuple, metavar="N[,N...]", help="output chunks (default: input's)"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the plan and estimates; write nothing"
+    )
+    kern = parser.add_argument_group("kernel parameters (scikit-image names and defaults)")
+    kern.add_argument("--radius", type=int, help="iLK: window radius (7)")
+    kern.add_argument("--num-warp", type=int, help="warps per pyramid level (iLK 10, TV-L1 5)")
+    kern.add_argument("--gaussian", action="store_true", default=None, help="iLK: Gaussian window")
+    kern.add_argument(
+        "--prefilter", action="store_true", default=None, help="median-filter the flow per warp"
+    )
+    kern.add_argument("--attachment", type=float, help="TV-L1: data attachment (15)")
+    kern.add_argument("--tightness", type=float, help="TV-L1: tightness (0.3)")
+    kern.add_argument("--num-iter", type=int, help="TV-L1: iterations per warp (10)")
+    kern.add_argument("--tol", type=float, help="TV-L1: convergence tolerance (1e-4)")
+    add_cluster_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _kernel_params(args: argparse.Namespace) -> dict:
+    from ..errors import InputError
+
+    names = (*_ILK_ONLY, *_TVL1_ONLY, "num_warp", "prefilter")
+    params = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    wrong = _TVL1_ONLY if args.method == "ilk" else _ILK_ONLY
+    given = [f"--{n.replace('_', '-')}" for n in wrong if n in params]
+    if given:
+        verb = "does" if len(given) == 1 else "do"
+        raise InputError(f"{', '.join(given)} {verb} not apply to --method {args.method}.")
+    return params
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan (and unless ``--dry-run``, run) the flow workflow; return the exit code."""
+    from ..volume import plan_flow, run_flow_plan
+
+    plan = plan_flow(
+        args.reference,
+        args.moving,
+        method=args.method,
+        level=args.level,
+        tile=args.tile,
+        overlap=args.overlap,
+        chunks=args.chunks,
+        **_kernel_params(args),
+    )
+    print(plan.describe())
+    if args.dry_run:
+        print("dry run: nothing written.")
+        return 0
+    report = run_flow_plan(plan, args.output, **cluster_options(args))
+    return finish(report)

@@ -1,0 +1,177 @@
+"""Lazy optical flow on :mod:`dask.array` arrays, for users who compose in dask.
+
+Each block is extended by a halo (``depth``) with :func:`dask.array.overlap.overlap` (no padding
+beyond the array edges), the in-memory kernel runs on it with :func:`dask.array.map_blocks`
+(which adds the leading component axis), and :func:`dask.array.overlap.trim_internal` crops the
+halo again, so the result has exactly the shape ``(ndim, *shape)`` and the input's chunks.
+
+This builds one graph over the whole array: convenient up to a few thousand chunks. For
+terabyte volumes use :func:`chunkreg.compute_flow`, whose tasks read their own halo from zarr.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+
+from ._validation import per_axis
+from .errors import InputError
+from .volume._methods import depth_rule, kernel, resolve_method
+
+__all__ = ["optical_flow_ilk", "optical_flow_tvl1"]
+
+
+def _flow_block(reference, moving, *, method, params, out_dtype):
+    flow = kernel(method)(
+        np.asarray(reference, dtype=np.float32), np.asarray(moving, dtype=np.float32), **params
+    )
+    return np.asarray(flow, dtype=out_dtype)
+
+
+def _as_dask(image, name: str) -> da.Array:
+    array = image if isinstance(image, da.Array) else da.asarray(image)
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"{name} must have a real numeric dtype, got {array.dtype}.")
+    if array.ndim not in (2, 3):
+        raise InputError(f"{name} must be 2-D or 3-D, got shape {array.shape}.")
+    return array
+
+
+def _lazy_flow(reference_image, moving_image, method, depth, dtype, params) -> da.Array:
+    ref = _as_dask(reference_image, "reference_image")
+    mov = _as_dask(moving_image, "moving_image")
+    if ref.shape != mov.shape:
+        raise InputError(
+            f"reference_image and moving_image must have the same shape, got {ref.shape} and "
+            f"{mov.shape}."
+        )
+    ndim = ref.ndim
+    params = resolve_method(method, params)
+    if isinstance(depth, str):
+        if depth != "auto":
+            raise InputError(f"depth must be 'auto' or pixels per axis, got {depth!r}.")
+        depth = (depth_rule(method, **params)[0],) * ndim
+    else:
+        depth = per_axis(depth, ndim, "depth", minimum=0)
+    mov = mov.rechunk(ref.chunks)
+    depths = dict(enumerate(depth))
+    boundary = dict.fromkeys(range(ndim), "none")
+    ref_ov = da.overlap.overlap(ref, depth=depths, boundary=boundary)
+    mov_ov = da.overlap.overlap(mov, depth=depths, boundary=boundary)
+    dtype = np.dtype(dtype)
+    flow_ov = da.map_blocks(
+        _flow_block,
+        ref_ov,
+        mov_ov,
+        new_axis=0,
+        chunks=((ndim,), *ref_ov.chunks),
+        dtype=dtype,
+        meta=np.empty((0,) * (ndim + 1), dtype=dtype),
+        method=method,
+        params=params,
+        out_dtype=dtype,
+    )
+    trim = {0: 0, **{axis + 1: d for axis, d in enumerate(depth)}}
+    return da.overlap.trim_internal(flow_ov, trim, boundary=dict.fromkeys(range(ndim + 1), "none"))
+
+
+def optical_flow_ilk(
+    reference_image,
+    moving_image,
+    *,
+    depth="auto",
+    radius: int = 7,
+    num_warp: int = 10,
+    gaussian: bool = False,
+    prefilter: bool = False,
+    dtype=np.float32,
+) -> da.Array:
+    """Lazy iterative Lucas-Kanade flow, block by block with a halo.
+
+    Parameters
+    ----------
+    reference_image, moving_image : dask.array.Array or array_like
+        2-D or 3-D images of the same shape (numpy input is wrapped as one block). The moving
+        image is rechunked like the reference.
+    depth : "auto", int or tuple of int
+        Halo per axis; ``"auto"`` uses :func:`chunkreg.volume.flow_depth` (motion up to 4 px).
+        Blocks smaller than the halo are merged by dask.
+    radius, num_warp, gaussian, prefilter :
+        As in :func:`chunkreg.optical_flow_ilk`.
+    dtype : dtype
+        Output dtype.
+
+    Returns
+    -------
+    dask.array.Array
+        Flow of shape ``(ndim, *shape)``, chunked ``((ndim,), *reference_chunks)``, such that
+        ``chunkreg.warp(moving_image, flow)`` approximates ``reference_image``.
+
+    References
+    ----------
+    .. [1] Le Besnerais, G., & Champagnat, F. (2005). Dense optical flow by iterative local
+       window registration. IEEE ICIP 2005. :DOI:`10.1109/ICIP.2005.1529706`
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> ref = da.zeros((256, 256), chunks=128)
+    >>> optical_flow_ilk(ref, ref, radius=3).shape
+    (2, 256, 256)
+    """
+    params = {"radius": radius, "num_warp": num_warp, "gaussian": gaussian, "prefilter": prefilter}
+    return _lazy_flow(reference_image, moving_image, "ilk", depth, dtype, params)
+
+
+def optical_flow_tvl1(
+    reference_image,
+    moving_image,
+    *,
+    depth="auto",
+    attachment: float = 15,
+    tightness: float = 0.3,
+    num_warp: int = 5,
+    num_iter: int = 10,
+    tol: float = 1e-4,
+    prefilter: bool = False,
+    dtype=np.float32,
+) -> da.Array:
+    """Lazy TV-L1 flow, block by block with a halo.
+
+    Parameters
+    ----------
+    reference_image, moving_image : dask.array.Array or array_like
+        2-D or 3-D images of the same shape. The moving image is rechunked like the reference.
+    depth : "auto", int or tuple of int
+        Halo per axis; ``"auto"`` uses :func:`chunkreg.volume.flow_depth` (motion up to 4 px).
+    attachment, tightness, num_warp, num_iter, tol, prefilter :
+        As in :func:`chunkreg.optical_flow_tvl1`.
+    dtype : dtype
+        Output dtype.
+
+    Returns
+    -------
+    dask.array.Array
+        Flow of shape ``(ndim, *shape)``, chunked ``((ndim,), *reference_chunks)``.
+
+    References
+    ----------
+    .. [1] Zach, C., Pock, T., & Bischof, H. (2007). A duality based approach for realtime
+       TV-L1 optical flow. DAGM 2007. :DOI:`10.1007/978-3-540-74936-3_22`
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> ref = da.zeros((64, 64, 64), chunks=32)
+    >>> optical_flow_tvl1(ref, ref).chunks[0]
+    (3,)
+    """
+    params = {
+        "attachment": attachment,
+        "tightness": tightness,
+        "num_warp": num_warp,
+        "num_iter": num_iter,
+        "tol": tol,
+        "prefilter": prefilter,
+    }
+    return _lazy_flow(reference_image, moving_image, "tvl1", depth, dtype, params)

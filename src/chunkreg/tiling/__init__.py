@@ -1,0 +1,11 @@
+"""Tile geometry for running kernels over arrays larger than memory.
+
+A :class:`TileGrid` cuts an array into chunk-aligned cores; each :class:`Tile` is read with a
+halo (``depth``) clipped at the array edges, computed on, and cropped back to its core —
+or blended with its neighbours using :func:`blend_weights`.
+"""
+
+from ._blend import blend_weights, ramp
+from ._plan import Tile, TileGrid
+
+__all__ = ["Tile", "TileGrid", "blend_weights", "ramp"]

@@ -1,0 +1,48 @@
+"""Volume workflows: kernels run tile by tile over zarr volumes on a Dask cluster.
+
+:func:`compute_flow` computes dense optical flow between two volumes; :func:`plan_flow`
+returns the plan it would follow (tiles, halo, memory) without writing anything.
+:func:`blockwise_shifts` registers blocks rigidly and :func:`shifts_to_flow` turns the block
+grid into a dense flow; :func:`warp_volume` applies a flow to a volume.
+"""
+
+from ._blockwise import (
+    BlockShifts,
+    BlocksPlan,
+    blockwise_shifts,
+    load_block_shifts,
+    plan_blockwise_shifts,
+)
+from ._flow import FLOW_ARRAY, compute_flow, run_flow_plan
+from ._methods import DEFAULT_MOTION, flow_depth
+from ._planning import FlowPlan, default_tile, plan_flow
+from ._qc import combine_seam_sums, plot_qc, read_qc, seam_metric, seam_sums, summarise_qc, write_qc
+from ._shifts_to_flow import shifts_to_flow
+from ._warp_volume import WarpPlan, plan_warp_volume, warp_volume
+
+__all__ = [
+    "DEFAULT_MOTION",
+    "FLOW_ARRAY",
+    "BlockShifts",
+    "BlocksPlan",
+    "FlowPlan",
+    "WarpPlan",
+    "blockwise_shifts",
+    "combine_seam_sums",
+    "compute_flow",
+    "default_tile",
+    "flow_depth",
+    "load_block_shifts",
+    "plan_blockwise_shifts",
+    "plan_flow",
+    "plan_warp_volume",
+    "plot_qc",
+    "read_qc",
+    "run_flow_plan",
+    "seam_metric",
+    "seam_sums",
+    "shifts_to_flow",
+    "summarise_qc",
+    "warp_volume",
+    "write_qc",
+]

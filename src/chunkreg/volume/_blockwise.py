@@ -1,0 +1,561 @@
+"""Blockwise rigid (piecewise-rigid) registration of two zarr volumes on a cluster.
+
+The volume is cut into blocks (a :class:`~chunkreg.tiling.TileGrid` with ``tile_shape=block``
+and ``depth=overlap``); a task reads each block's region of both volumes from the store and
+estimates one shift for it by phase cross-correlation. The result is a small grid of shifts
+with a quality score each; blocks without content or with a poor match are marked unreliable
+and filled from their reliable neighbours. :func:`~chunkreg.shifts_to_flow` turns the grid into
+a dense displacement field.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import zarr
+
+from .._validation import per_axis
+from ..errors import IncompatibleOutputError, InputError
+from ..execution import RunReport, open_client, run_tasks
+from ..io import ArrayRef, array_ref, open_array, open_output_group, require_shared_store
+from ..registration import normalized_cross_correlation
+from ..tiling import TileGrid
+from ._block_kernels import common_regions, estimate_shift, fill_unreliable, shifted_ncc
+from ._qc import write_qc
+from ._sink import ResultSink
+
+__all__ = ["BlockShifts", "blockwise_shifts", "load_block_shifts", "plan_blockwise_shifts"]
+
+MIN_BLOCK = 8  # smallest block side that phase correlation can work with
+_TARGET_VOXELS = 4_000_000  # voxels read per task: a few hundred ms of work
+_FIELDS = ("shift", "error", "ncc_before", "ncc_after", "std_reference", "std_moving")
+
+
+@dataclass(frozen=True)
+class BlockShifts:
+    """Per-block shifts of a blockwise rigid registration.
+
+    Attributes
+    ----------
+    shifts : ndarray of float64, shape (*grid_shape, ndim)
+        Shift of each block, registering moving onto reference (``ndimage.shift(moving_block,
+        shift)`` approximates the reference block); unreliable blocks hold values filled from
+        their reliable neighbours. The matching displacement field is ``-shifts``.
+    measured_shifts : ndarray of float64, shape (*grid_shape, ndim)
+        Shifts as measured, NaN where a block could not be measured.
+    quality : ndarray of float64, shape grid_shape
+        NCC between the reference block and the moving block after shifting (NaN if not
+        measured).
+    ncc_before : ndarray of float64, shape grid_shape
+        NCC between the blocks before shifting.
+    error : ndarray of float64, shape grid_shape
+        Phase-correlation error (0 best, 1 worst).
+    reliable : ndarray of bool, shape grid_shape
+        Blocks whose measured shift is trusted.
+    centres : ndarray of float64, shape (*grid_shape, ndim)
+        Centre of each block's core, in voxels.
+    shape, block, overlap : tuple of int
+        Volume shape, block (core) shape and overlap per axis.
+    chunks : tuple of int
+        Chunk shape of the reference volume (the default chunking of derived flows).
+    complete : bool
+        Whether every block was processed.
+    report : RunReport or None
+        The run's report (None when loaded from an existing output).
+    """
+
+    shifts: np.ndarray
+    measured_shifts: np.ndarray
+    quality: np.ndarray
+    ncc_before: np.ndarray
+    error: np.ndarray
+    reliable: np.ndarray
+    centres: np.ndarray
+    shape: tuple[int, ...]
+    block: tuple[int, ...]
+    overlap: tuple[int, ...]
+    chunks: tuple[int, ...]
+    complete: bool = True
+    report: RunReport | None = None
+
+    @property
+    def grid(self) -> TileGrid:
+        """The block grid (cores ``block``, read with ``overlap``)."""
+        return TileGrid(self.shape, self.block, self.overlap)
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        """Number of blocks along each axis."""
+        return self.reliable.shape
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One task: a run of consecutive blocks."""
+
+    reference: ArrayRef
+    moving: ArrayRef
+    grid: TileGrid
+    numbers: tuple[int, ...]
+    upsample_factor: int
+    normalization: str | None
+
+
+def _register_block(ref, mov, tile, upsample_factor, normalization) -> dict:
+    """Measure one block from its read regions of both volumes; returns its row of results."""
+    ndim = ref.ndim
+    core = tile.core_in_read
+    std_r, std_m = float(ref[core].std()), float(mov[core].std())
+    row = dict.fromkeys(_FIELDS, np.nan)
+    row.update(std_reference=std_r, std_moving=std_m)
+    row["shift"] = np.full(ndim, np.nan)
+    if not (std_r > 0 and std_m > 0 and np.isfinite(std_r) and np.isfinite(std_m)):
+        return row  # empty (constant) or corrupt block: nothing to correlate
+    row["ncc_before"] = normalized_cross_correlation(ref[core], mov[core])
+    shift, error = estimate_shift(
+        ref, mov, upsample_factor=upsample_factor, normalization=normalization
+    )
+    if not np.all(np.isfinite(shift)):
+        return row
+    integer = np.round(shift).astype(int)
+    regions = common_regions(ref.shape, integer) if integer.any() else None
+    if regions is None or min(r.stop - r.start for r in regions[0]) < MIN_BLOCK:
+        row.update(shift=shift, error=error)
+        row["ncc_after"] = shifted_ncc(ref, mov, shift, region=core)
+        return row
+    # Crop both blocks to the parts that show the same content at the integer shift and
+    # measure the residual: far less biased by the blocks' edges than the first estimate.
+    ref_region, mov_region = regions
+    ref2, mov2 = ref[ref_region], mov[mov_region]
+    residual, error2 = estimate_shift(
+        ref2, mov2, upsample_factor=upsample_factor, normalization=normalization
+    )
+    if np.all(np.isfinite(residual)):
+        shift, error = integer + residual, error2
+    else:
+        residual = shift - integer
+    core_in_ref2 = tuple(
+        slice(max(c.start, r.start) - r.start, min(c.stop, r.stop) - r.start)
+        for c, r in zip(core, ref_region, strict=True)
+    )
+    row.update(shift=shift, error=error)
+    if all(s.stop > s.start for s in core_in_ref2):
+        row["ncc_after"] = shifted_ncc(ref2, mov2, residual, region=core_in_ref2)
+    else:
+        row["ncc_after"] = 0.0
+    return row
+
+
+def _read_regions(ref_array, mov_array, tiles) -> tuple[list, int]:
+    """Each tile's read region of both volumes (float32), and the bytes read from storage.
+
+    Consecutive blocks are neighbours along the last axis, and their overlapping read regions
+    share storage chunks: when the batch's bounding box is compact, it is read once and cut,
+    so each chunk is decoded once per batch instead of once per block.
+    """
+    itemsize = ref_array.dtype.itemsize + mov_array.dtype.itemsize
+    lo = [min(t.read[a].start for t in tiles) for a in range(ref_array.ndim)]
+    hi = [max(t.read[a].stop for t in tiles) for a in range(ref_array.ndim)]
+    box_size = math.prod(b - a for a, b in zip(lo, hi, strict=True))
+    if box_size > 2 * sum(math.prod(t.read_shape) for t in tiles):
+        regions = [
+            (
+                np.asarray(ref_array[t.read], dtype=np.float32),
+                np.asarray(mov_array[t.read], dtype=np.float32),
+            )
+            for t in tiles
+        ]
+        return regions, sum(r.size for r, _ in regions) * itemsize
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    ref_box = np.asarray(ref_array[box], dtype=np.float32)
+    mov_box = np.asarray(mov_array[box], dtype=np.float32)
+    regions = []
+    for t in tiles:
+        local = tuple(slice(r.start - a, r.stop - a) for r, a in zip(t.read, lo, strict=True))
+        regions.append((ref_box[local], mov_box[local]))
+    return regions, box_size * itemsize
+
+
+def _register_batch(task: _Batch) -> dict:
+    start = time.perf_counter()
+    tiles = [task.grid.tile(n) for n in task.numbers]
+    regions, bytes_read = _read_regions(task.reference.open(), task.moving.open(), tiles)
+    rows = [
+        _register_block(ref, mov, tile, task.upsample_factor, task.normalization)
+        for tile, (ref, mov) in zip(tiles, regions, strict=True)
+    ]
+    out = {field: np.array([row[field] for row in rows]) for field in _FIELDS}
+    out["bytes_read"] = bytes_read
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+@dataclass(frozen=True)
+class BlocksPlan:
+    """What :func:`blockwise_shifts` would do; ``str(plan)`` describes it."""
+
+    reference: zarr.Array
+    moving: zarr.Array
+    grid: TileGrid
+    batch_size: int
+    upsample_factor: int
+    normalization: str | None
+
+    @property
+    def n_tasks(self) -> int:
+        """Tasks (batches of consecutive blocks)."""
+        return math.ceil(len(self.grid) / self.batch_size)
+
+    def signature(self) -> dict:
+        """What determines the measured shifts (stored in the output for resume)."""
+        return {
+            "reference": str(array_ref(self.reference)),
+            "moving": str(array_ref(self.moving)),
+            "shape": self.grid.shape,
+            "block": self.grid.tile_shape,
+            "overlap": self.grid.depth,
+            "upsample_factor": self.upsample_factor,
+            "normalization": self.normalization,
+            "batch_size": self.batch_size,
+        }
+
+    def __str__(self) -> str:
+        g = self.grid
+        read = math.prod(
+            min(t + 2 * d, n) for t, d, n in zip(g.tile_shape, g.depth, g.shape, strict=True)
+        )
+        return "\n".join(
+            [
+                f"volume {g.shape} ({self.reference.dtype}), chunks {self.reference.chunks}",
+                f"blocks: {len(g)} in a grid of {g.grid_shape}, block {g.tile_shape}, "
+                f"overlap {g.depth}",
+                f"tasks: {self.n_tasks} of up to {self.batch_size} blocks",
+                f"read per block: up to {read} voxels of each volume; read amplification "
+                f"{g.read_amplification(self.reference.chunks):.2f}x",
+                f"upsample_factor {self.upsample_factor}, normalization {self.normalization}",
+            ]
+        )
+
+
+def plan_blockwise_shifts(
+    reference,
+    moving,
+    *,
+    block,
+    overlap=0,
+    upsample_factor: int = 10,
+    normalization: str | None = None,
+    batch_size: int | None = None,
+) -> BlocksPlan:
+    """Validate the inputs of :func:`blockwise_shifts` and plan the run, writing nothing.
+
+    Raises
+    ------
+    InputError
+        If an input is missing or not a zarr array, the volumes differ in shape, the dtype is
+        not numeric, a block side is below 8 voxels, the overlap is negative, or
+        ``upsample_factor``/``normalization``/``batch_size`` is invalid.
+    """
+    ref = open_array(reference, name="reference")
+    mov = open_array(moving, name="moving")
+    if ref.ndim != mov.ndim or ref.shape != mov.shape:
+        raise InputError(
+            f"reference and moving must have the same shape, got {ref.shape} and {mov.shape}; "
+            "crop or pad them to a common shape first."
+        )
+    for name, arr in (("reference", ref), ("moving", mov)):
+        if arr.dtype.kind not in "biuf":
+            raise InputError(f"{name} must be numeric, got dtype {arr.dtype}.")
+    if ref.ndim < 1:
+        raise InputError("the volumes must have at least one axis.")
+    block = per_axis(block, ref.ndim, "block", minimum=MIN_BLOCK)
+    overlap = per_axis(overlap, ref.ndim, "overlap", minimum=0)
+    if isinstance(upsample_factor, bool) or not isinstance(upsample_factor, numbers.Integral):
+        raise InputError(f"upsample_factor must be an integer >= 1, got {upsample_factor!r}.")
+    if upsample_factor < 1:
+        raise InputError(f"upsample_factor must be >= 1, got {upsample_factor}.")
+    if normalization not in (None, "phase"):
+        raise InputError(f"normalization must be None or 'phase', got {normalization!r}.")
+    grid = TileGrid(ref.shape, block, overlap)
+    if batch_size is None:
+        read = math.prod(
+            min(t + 2 * d, n) for t, d, n in zip(block, overlap, ref.shape, strict=True)
+        )
+        batch_size = max(1, min(_TARGET_VOXELS // read, math.ceil(len(grid) / 16)))
+    elif (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, numbers.Integral)
+        or batch_size < 1
+    ):
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+    return BlocksPlan(ref, mov, grid, int(batch_size), int(upsample_factor), normalization)
+
+
+def _centres(grid: TileGrid) -> np.ndarray:
+    axes = [
+        np.array([(i * t + min((i + 1) * t, n) - 1) / 2 for i in range(g)])
+        for t, n, g in zip(grid.tile_shape, grid.shape, grid.grid_shape, strict=True)
+    ]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+
+
+def _finalise(group, plan, values, min_quality, min_std, complete, report) -> BlockShifts:
+    grid_shape, ndim = plan.grid.grid_shape, plan.grid.ndim
+    measured = values["shift"].reshape(*grid_shape, ndim)
+    quality = values["ncc_after"].reshape(grid_shape)
+    std = np.minimum(values["std_reference"], values["std_moving"]).reshape(grid_shape)
+    with np.errstate(invalid="ignore"):
+        reliable = (
+            np.isfinite(measured).all(axis=-1)
+            & (np.nan_to_num(quality, nan=-np.inf) >= min_quality)
+            & (np.nan_to_num(std, nan=-np.inf) > min_std)
+        )
+    result = BlockShifts(
+        shifts=fill_unreliable(measured, reliable),
+        measured_shifts=measured,
+        quality=quality,
+        ncc_before=values["ncc_before"].reshape(grid_shape),
+        error=values["error"].reshape(grid_shape),
+        reliable=reliable,
+        centres=_centres(plan.grid),
+        shape=plan.grid.shape,
+        block=plan.grid.tile_shape,
+        overlap=plan.grid.depth,
+        chunks=tuple(int(c) for c in plan.reference.chunks),
+        complete=complete,
+        report=report,
+    )
+    for name in ("shifts", "measured_shifts", "quality", "ncc_before", "error", "reliable"):
+        value = getattr(result, name)
+        group.create_array(
+            name, shape=value.shape, dtype=value.dtype, chunks=value.shape or (1,), overwrite=True
+        )[...] = value
+    group.create_array(
+        "centres",
+        shape=result.centres.shape,
+        dtype="float64",
+        chunks=result.centres.shape,
+        overwrite=True,
+    )[...] = result.centres
+    write_qc(
+        group,
+        label="blocks",
+        tile_shape=plan.grid.tile_shape,
+        ncc_before=result.ncc_before,
+        ncc_after=result.quality,
+        extra={"reliable": reliable},
+    )
+    group.attrs["blocks"] = {
+        "shape": list(result.shape),
+        "block": list(result.block),
+        "overlap": list(result.overlap),
+        "chunks": list(result.chunks),
+        "grid_shape": list(grid_shape),
+        "min_quality": float(min_quality),
+        "min_std": float(min_std),
+        "n_reliable": int(reliable.sum()),
+        "complete": bool(complete),
+    }
+    return result
+
+
+def blockwise_shifts(
+    reference,
+    moving,
+    output,
+    *,
+    block,
+    overlap=0,
+    upsample_factor: int = 10,
+    normalization: str | None = None,
+    min_quality: float = 0.3,
+    min_std: float = 0.0,
+    batch_size: int | None = None,
+    client=None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> BlockShifts:
+    """Estimate one rigid shift per block of two volumes (piecewise-rigid registration).
+
+    Each block is read with ``overlap`` extra voxels per side from both volumes (clipped at the
+    volume's edges), both are Hann-windowed and phase cross-correlated; both blocks are then
+    cropped to the parts that show the same content at the integer shift and the residual is
+    measured again, which removes most of the bias that the blocks' edges cause. Quality is the normalised cross-correlation (NCC)
+    between the reference block's core and the moving volume shifted by the estimate. Blocks
+    that are constant (empty background), whose smaller standard deviation is at most
+    ``min_std``, or whose quality is below ``min_quality``, are marked unreliable and filled
+    with the median of their reliable neighbours (iteratively, ring by ring). A run whose
+    output exists with the same parameters resumes: finished blocks are not recomputed.
+
+    Parameters
+    ----------
+    reference, moving : zarr.Array, ArrayRef, str or os.PathLike
+        Volumes of the same shape (any number of axes; 2-D and 3-D are typical), or paths to
+        them (OME-Zarr multiscale groups open at level 0).
+    output : str, os.PathLike or zarr store
+        Output group; it receives the arrays ``shifts`` ``(*grid_shape, ndim)``,
+        ``measured_shifts``, ``quality``, ``ncc_before``, ``error``, ``reliable``, ``centres``
+        ``(*grid_shape, ndim)`` and the ``qc`` group.
+    block : int or sequence of int
+        Block (core) shape, >= 8 per axis; the last block along an axis may be shorter.
+    overlap : int or sequence of int
+        Extra voxels read on each side of a block: more context for the correlation.
+    upsample_factor : int
+        Shifts are resolved to ``1 / upsample_factor`` voxel.
+    normalization : {None, "phase"}
+        Cross-power normalisation of the correlation. The default (plain cross-correlation)
+        is more robust on small or noisy blocks; "phase" sharpens the peak on broadband data.
+    min_quality : float
+        Smallest NCC after shifting for a block to be reliable.
+    min_std : float
+        Blocks whose reference or moving standard deviation is at most this are empty.
+    batch_size : int, optional
+        Blocks per task; by default a few million voxels per task.
+    client, scheduler, n_workers :
+        Where to run, see :func:`chunkreg.execution.open_client`.
+    overwrite : bool
+        Replace an existing output instead of resuming it.
+    progress : bool
+        Draw a progress bar.
+
+    Returns
+    -------
+    BlockShifts
+        The grids (also stored in ``output``) and the run report. Blocks whose task failed
+        are unreliable and listed in ``result.report``; running again retries them.
+
+    Raises
+    ------
+    InputError
+        Bad input (see :func:`plan_blockwise_shifts`) or ``min_quality`` outside [-1, 1];
+        nothing is written.
+    IncompatibleOutputError
+        ``output`` exists from a different run (and ``overwrite`` is false).
+
+    See Also
+    --------
+    shifts_to_flow : dense displacement field from the block shifts.
+
+    Examples
+    --------
+    >>> import numpy as np, zarr
+    >>> from scipy import ndimage
+    >>> from chunkreg.testing import textured_image
+    >>> ref = textured_image((128, 128), seed=1)
+    >>> mov = ndimage.shift(ref, (2.0, -3.0), order=3, mode="nearest")
+    >>> _ = zarr.create_array("ref.zarr", data=ref, chunks=(64, 64), overwrite=True)
+    >>> _ = zarr.create_array("mov.zarr", data=mov, chunks=(64, 64), overwrite=True)
+    >>> result = blockwise_shifts("ref.zarr", "mov.zarr", "blocks.zarr", block=64,
+    ...                           overlap=16, scheduler="synchronous", progress=False)
+    >>> np.round(result.shifts[1, 1], 1)  # registers moving back onto reference
+    array([-2.,  3.])
+    """
+    plan = plan_blockwise_shifts(
+        reference,
+        moving,
+        block=block,
+        overlap=overlap,
+        upsample_factor=upsample_factor,
+        normalization=normalization,
+        batch_size=batch_size,
+    )
+    if not -1.0 <= float(min_quality) <= 1.0:
+        raise InputError(f"min_quality must be within [-1, 1], got {min_quality}.")
+    if not float(min_std) >= 0:
+        raise InputError(f"min_std must be >= 0, got {min_std}.")
+    grid, ndim = plan.grid, plan.grid.ndim
+    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+        group = open_output_group(
+            output, signature=plan.signature(), overwrite=overwrite, kind="blocks"
+        )
+        require_shared_store(group, c)
+        fields = {f: ((ndim,) if f == "shift" else (), "float64") for f in _FIELDS}
+        sink = ResultSink(group, "blocks", n_tasks=plan.n_tasks, n_items=len(grid), fields=fields)
+        todo = sink.todo()
+        b = plan.batch_size
+        numbers = [tuple(range(i * b, min((i + 1) * b, len(grid)))) for i in range(plan.n_tasks)]
+        tasks = [
+            _Batch(
+                array_ref(plan.reference),
+                array_ref(plan.moving),
+                grid,
+                numbers[i],
+                plan.upsample_factor,
+                plan.normalization,
+            )
+            for i in todo
+        ]
+        try:
+            report = run_tasks(
+                _register_batch,
+                tasks,
+                client=c,
+                label="block batches" if b > 1 else "blocks",
+                progress=progress,
+                describe=lambda t: f"blocks {t.numbers[0]}..{t.numbers[-1]}",
+                on_result=lambda j, r: sink.add(todo[j], numbers[todo[j]], r),
+                skipped=plan.n_tasks - len(todo),
+            )
+        finally:
+            sink.flush()
+    complete = bool(sink.record.complete)
+    result = _finalise(group, plan, sink.values, min_quality, min_std, complete, report)
+    report.notes["blocks"] = f"{len(grid)} in a grid of {grid.grid_shape}"
+    report.notes["reliable blocks"] = f"{int(result.reliable.sum())} of {len(grid)}"
+    return result
+
+
+def load_block_shifts(output) -> BlockShifts:
+    """Read the result of :func:`blockwise_shifts` back from its output group.
+
+    Raises
+    ------
+    InputError
+        If ``output`` is not a blockwise-shifts output.
+    """
+    if isinstance(output, BlockShifts):
+        return output
+    if isinstance(output, zarr.Group):
+        group = output
+    else:
+        try:
+            group = zarr.open_group(output, mode="r")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+            raise InputError(f"{output!s} is not a blockwise_shifts output ({exc}).") from exc
+        except zarr.errors.NodeTypeValidationError as exc:
+            raise InputError(f"{output!s} is a zarr array, not a blocks output group.") from exc
+    meta = group.attrs.get("blocks")
+    if not isinstance(meta, dict):
+        raise InputError(
+            f"{output!s} is not a blockwise_shifts output (no 'blocks' attributes); give the "
+            "output of chunkreg.blockwise_shifts / `chunkreg blocks`."
+        )
+    try:
+        arrays = {
+            name: group[name][...]
+            for name in (
+                "shifts",
+                "measured_shifts",
+                "quality",
+                "ncc_before",
+                "error",
+                "reliable",
+                "centres",
+            )
+        }
+    except KeyError as exc:
+        raise IncompatibleOutputError(f"{output!s} lacks the array {exc}.") from exc
+    return BlockShifts(
+        **arrays,
+        shape=tuple(meta["shape"]),
+        block=tuple(meta["block"]),
+        overlap=tuple(meta["overlap"]),
+        chunks=tuple(meta["chunks"]),
+        complete=bool(meta["complete"]),
+    )

@@ -1,0 +1,201 @@
+"""The flow kernels a tiled run can use: their parameters, halo and memory cost.
+
+One place knows, for each method, which parameters the kernel takes (with scikit-image's
+defaults), how wide a halo (``depth``) makes a tile's flow match the whole-volume flow, and how
+much memory one call needs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InputError
+
+__all__ = [
+    "DEFAULT_MOTION",
+    "depth_rule",
+    "flow_depth",
+    "kernel",
+    "kernel_memory_factor",
+    "method_name",
+    "resolve_method",
+]
+
+#: Largest displacement (pixels) ``overlap="auto"`` allows for when sizing the halo.
+DEFAULT_MOTION = 4
+
+
+@dataclass(frozen=True)
+class _Param:
+    default: Any
+    kind: type  # numbers.Integral, numbers.Real or bool
+    minimum: float | None = None
+    exclusive: bool = False  # minimum is exclusive
+
+    def check(self, name: str, value, method: str):
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise InputError(
+                    f"{name} must be True or False for method {method!r}, got {value!r}."
+                )
+            return value
+        if isinstance(value, bool) or not isinstance(value, self.kind):
+            what = "an integer" if self.kind is numbers.Integral else "a number"
+            raise InputError(f"{name} must be {what} for method {method!r}, got {value!r}.")
+        value = int(value) if self.kind is numbers.Integral else float(value)
+        if not math.isfinite(value):
+            raise InputError(f"{name} must be finite, got {value!r}.")
+        if self.minimum is not None and (
+            value <= self.minimum if self.exclusive else value < self.minimum
+        ):
+            op = ">" if self.exclusive else ">="
+            raise InputError(f"{name} must be {op} {self.minimum:g}, got {value!r}.")
+        return value
+
+
+# scikit-image's defaults (skimage.registration.optical_flow_ilk / optical_flow_tvl1).
+_PARAMS: dict[str, dict[str, _Param]] = {
+    "ilk": {
+        "radius": _Param(7, numbers.Integral, 1),
+        "num_warp": _Param(10, numbers.Integral, 1),
+        "gaussian": _Param(False, bool),
+        "prefilter": _Param(False, bool),
+    },
+    "tvl1": {
+        "attachment": _Param(15.0, numbers.Real, 0, exclusive=True),
+        "tightness": _Param(0.3, numbers.Real, 0, exclusive=True),
+        "num_warp": _Param(5, numbers.Integral, 1),
+        "num_iter": _Param(10, numbers.Integral, 1),
+        "tol": _Param(1e-4, numbers.Real, 0),
+        "prefilter": _Param(False, bool),
+    },
+}
+
+_KERNELS = {"ilk": "optical_flow_ilk", "tvl1": "optical_flow_tvl1"}
+
+# Peak memory of one kernel call, in multiples of its float32 input image. chunkreg's iLK and
+# TV-L1 measured ~12-13x in 2-D and ~22x in 3-D (ru_maxrss, 1024² and 96³-128³ inputs); the
+# factors below add ~20% margin. An unknown (custom) kernel is assumed as hungry as
+# scikit-image's iLK in 3-D (~54x).
+_MEMORY_FACTOR = {("ilk", 2): 16, ("ilk", 3): 26, ("tvl1", 2): 16, ("tvl1", 3): 26}
+_UNKNOWN_MEMORY_FACTOR = 54
+
+
+def method_name(method) -> str:
+    """Name of ``method`` for reports and run signatures."""
+    if callable(method):
+        module = getattr(method, "__module__", None) or "?"
+        return f"{module}.{getattr(method, '__qualname__', type(method).__name__)}"
+    return str(method)
+
+
+def resolve_method(method, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``method`` and its keyword parameters; return all parameters with defaults.
+
+    A callable ``method`` (a custom kernel ``f(reference, moving, **params) -> flow``) gets its
+    parameters passed through unchecked.
+    """
+    if callable(method):
+        return dict(params)
+    if method not in _PARAMS:
+        raise InputError(
+            f"method must be one of {sorted(_PARAMS)} or a callable kernel, got {method!r}."
+        )
+    spec = _PARAMS[method]
+    unknown = sorted(set(params) - set(spec))
+    if unknown:
+        raise InputError(
+            f"unknown parameter(s) {unknown} for method {method!r}; it takes {sorted(spec)}."
+        )
+    out = {}
+    for name, p in spec.items():
+        value = params.get(name)
+        out[name] = p.default if value is None else p.check(name, value, method)
+    return out
+
+
+def kernel(method) -> Callable:
+    """Return the in-memory kernel for ``method`` (imported on the worker that calls it)."""
+    if callable(method):
+        return method
+    from .. import registration
+
+    return getattr(registration, _KERNELS[method])
+
+
+def flow_depth(method: str = "ilk", *, motion: float = DEFAULT_MOTION, **params) -> int:
+    """Halo (``depth``, pixels per side) that makes tiled flow match whole-volume flow.
+
+    A flow value depends on the images around it: iLK sums over a window of half-width
+    ``w`` (``radius``; ``2 * radius + 1`` for the Gaussian window, which is truncated at four
+    standard deviations of ``(2 * radius + 1) / 4``), TV-L1 regularisation spreads information
+    over about ``sqrt(num_warp * num_iter)`` pixels, each median prefilter pass by one pixel per
+    warp, and a displacement of ``motion`` pixels moves the samples a tile needs by as much. The
+    rule is
+
+    * iLK: ``depth = 2 * w + 2 + motion (+ num_warp with prefilter)``;
+    * TV-L1: ``depth = 2 * ceil(sqrt(num_warp * num_iter)) + 2 + motion
+      (+ num_warp with prefilter)``.
+
+    With the defaults (``radius=7``; ``num_warp=5, num_iter=10``) and ``motion=4`` this gives
+    20 and 22 pixels. Measured on textured images with smooth displacements of up to 2 px, the
+    tiled iLK flow with this halo differs from the whole-image flow by < 0.002 px at the 99th
+    percentile (docs/tiling.md).
+
+    Parameters
+    ----------
+    method : {"ilk", "tvl1"}
+        The flow kernel.
+    motion : float
+        Largest displacement expected, in pixels.
+    **params
+        The kernel's parameters (defaults as in :func:`chunkreg.optical_flow_ilk` /
+        :func:`chunkreg.optical_flow_tvl1`).
+
+    Returns
+    -------
+    int
+        Halo per side, the same along every axis.
+
+    Examples
+    --------
+    >>> flow_depth("ilk"), flow_depth("ilk", radius=3, motion=10), flow_depth("tvl1")
+    (20, 18, 22)
+    """
+    return depth_rule(method, motion=motion, **params)[0]
+
+
+def depth_rule(method, *, motion: float = DEFAULT_MOTION, **params) -> tuple[int, str]:
+    """Return :func:`flow_depth` and the formula it used, in words."""
+    if callable(method):
+        raise InputError(
+            "overlap='auto' needs a known method ('ilk' or 'tvl1'); give overlap=<pixels> "
+            "for a custom kernel."
+        )
+    full = resolve_method(method, params)
+    if isinstance(motion, bool) or not isinstance(motion, numbers.Real) or not motion >= 0:
+        raise InputError(f"motion must be a number >= 0 (pixels), got {motion!r}.")
+    if method == "ilk":
+        if full["gaussian"]:
+            depth, rule = 2 * (2 * full["radius"] + 1) + 2, "2*(2*radius+1)+2"
+        else:
+            depth, rule = 2 * full["radius"] + 2, "2*radius+2"
+    else:
+        depth = 2 * math.ceil(math.sqrt(full["num_warp"] * full["num_iter"])) + 2
+        rule = "2*ceil(sqrt(num_warp*num_iter))+2"
+    if full["prefilter"]:
+        depth += full["num_warp"]
+        rule += "+num_warp"
+    depth += math.ceil(motion)
+    return int(depth), f"auto: {rule}+motion with motion {motion:g} px"
+
+
+def kernel_memory_factor(method, ndim: int) -> int:
+    """Peak bytes of one kernel call per voxel of its (float32) input region."""
+    if callable(method):
+        return _UNKNOWN_MEMORY_FACTOR * 4
+    return _MEMORY_FACTOR.get((method, min(max(ndim, 2), 3)), _UNKNOWN_MEMORY_FACTOR) * 4

@@ -1,0 +1,382 @@
+"""Quality control written beside every registration result, and read back for a summary.
+
+Each registration output holds a small ``qc`` group:
+
+- ``qc/ncc_before``, ``qc/ncc_after`` (``grid_shape``, float32): normalised cross-correlation
+  between reference and moving per tile or block, before and after registration (NaN where not
+  measured);
+- optional extra per-tile arrays (e.g. ``qc/reliable`` for blockwise shifts);
+- attributes: ``label`` ("blocks", "tiles"), ``tile_shape``, ``seam_metric``.
+
+The **seam metric** compares the flow's change across tile borders with its change just
+inside the tiles on either side: at every border voxel pair ``(b - 1, b)`` along every axis, the
+norm of the difference of the two displacement vectors, against the mean of the same norm for
+the neighbouring pairs ``(b - 2, b - 1)`` and ``(b, b + 1)``, summed over all borders. Comparing
+with the immediate neighbours (rather than a tile's average) makes any smooth field score about
+1 wherever its gradient happens to peak; a field that jumps at tile borders scores well above 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import zarr
+
+from ..errors import InputError
+from ..tiling import TileGrid
+
+__all__ = [
+    "combine_seam_sums",
+    "plot_qc",
+    "read_qc",
+    "seam_metric",
+    "seam_sums",
+    "summarise_qc",
+    "write_qc",
+]
+
+QC_GROUP = "qc"
+
+
+def _tile_shape(grid, ndim: int) -> tuple[int, ...]:
+    if isinstance(grid, TileGrid):
+        tile = grid.tile_shape
+    else:
+        tile = tuple(int(t) for t in np.broadcast_to(np.asarray(grid), (ndim,)))
+    if len(tile) != ndim or min(tile) < 1:
+        raise InputError(f"tile shape must have {ndim} values >= 1, got {tile}.")
+    return tile
+
+
+def seam_sums(
+    flow: np.ndarray,
+    tile_shape: Sequence[int],
+    *,
+    origin: Sequence[int] | None = None,
+    core: Sequence[slice] | None = None,
+    shape: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Partial sums of the seam metric over one region of a flow field.
+
+    A border ``b`` (a multiple of the tile shape along an axis) is counted by the region whose
+    core holds voxel ``b - 1``, over the core's extent along the other axes; so regions whose
+    cores partition a volume, each given its core grown by one voxel below and two above
+    (clipped at the volume), count every border pair exactly once.
+
+    Parameters
+    ----------
+    flow : ndarray, shape (ndim, *region_shape)
+        Displacements of the region.
+    tile_shape : sequence of int
+        Tile shape of the grid whose borders are examined (tiles start at multiples of it).
+    origin : sequence of int, optional
+        Position of ``flow[:, 0, 0, ...]`` in the volume; zeros by default.
+    core : sequence of slice, optional
+        The region's core, in volume coordinates; the whole region by default.
+    shape : sequence of int, optional
+        Shape of the whole volume; by default the region is the volume.
+
+    Returns
+    -------
+    ndarray of float64, shape (3, ndim)
+        Rows: sum over border pairs of the difference norm, sum of the neighbouring pairs'
+        mean difference norm, number of border pairs; one column per axis. Add the arrays of
+        several regions and pass the total to :func:`combine_seam_sums`.
+    """
+    flow = np.asarray(flow)
+    ndim = flow.ndim - 1
+    if ndim < 1 or flow.shape[0] != ndim:
+        raise InputError(f"flow must have shape (ndim, *shape), got {flow.shape}.")
+    tile = _tile_shape(tile_shape, ndim)
+    region = flow.shape[1:]
+    origin = (0,) * ndim if origin is None else tuple(int(o) for o in origin)
+    shape = tuple(o + r for o, r in zip(origin, region, strict=True)) if shape is None else shape
+    if core is None:
+        core = tuple(slice(o, o + r) for o, r in zip(origin, region, strict=True))
+    local = [slice(c.start - o, c.stop - o) for c, o in zip(core, origin, strict=True)]
+    sums = np.zeros((3, ndim))
+    for axis in range(ndim):
+        t, start, stop, n = tile[axis], core[axis].start, core[axis].stop, shape[axis]
+        borders = np.arange((start // t + 1) * t, min(stop, n - 1) + 1, t)  # b - 1 in the core
+        borders = borders[borders < origin[axis] + region[axis]]  # voxel b is in the region
+        if borders.size == 0:
+            continue
+        sel = [slice(None), *local]
+
+        def take(positions, sel=sel, axis=axis):
+            sel[1 + axis] = positions - origin[axis]
+            return flow[tuple(sel)].astype(np.float64)
+
+        def norm(d):
+            return np.sqrt(np.einsum("c...,c...->...", d, d))
+
+        at, before = take(borders), take(borders - 1)
+        across = norm(at - before)
+        total = np.zeros_like(across)
+        count = np.zeros(borders.size)
+        lower = borders - 2 >= 0
+        if lower.any():
+            idx = np.flatnonzero(lower)
+            d = norm(take(borders[lower] - 1) - take(borders[lower] - 2))
+            total[(slice(None),) * axis + (idx,)] += d
+            count[idx] += 1
+        upper = borders + 1 < min(n, origin[axis] + region[axis])
+        if upper.any():
+            idx = np.flatnonzero(upper)
+            d = norm(take(borders[upper] + 1) - take(borders[upper]))
+            total[(slice(None),) * axis + (idx,)] += d
+            count[idx] += 1
+        usable = count > 0
+        shape_b = (1,) * axis + (-1,) + (1,) * (ndim - 1 - axis)
+        expected = total / np.maximum(count, 1).reshape(shape_b)
+        mask = np.broadcast_to(usable.reshape(shape_b), across.shape)
+        sums[0, axis] = across[mask].sum()
+        sums[1, axis] = expected[mask].sum()
+        sums[2, axis] = mask.sum()
+    return sums
+
+
+def combine_seam_sums(sums: np.ndarray, *, floor: float = 1e-3) -> float:
+    """Seam metric from :func:`seam_sums` totals.
+
+    Parameters
+    ----------
+    sums : ndarray, shape (3, ndim)
+        Totals of :func:`seam_sums` over the regions of a field.
+    floor : float
+        Differences this small (in voxels) count as no change: ``floor`` is added per border
+        pair to both sides of the ratio, so a (nearly) constant field scores 1 rather than an
+        arbitrary ratio of rounding errors.
+
+    Returns
+    -------
+    float
+        ``(sum of border differences + floor * n) / (sum of neighbouring differences +
+        floor * n)`` over the ``n`` border pairs: about 1 for a smooth field, above 1.1 when the
+        field jumps at tile borders. NaN when no pair crosses a border (a single tile).
+    """
+    sums = np.asarray(sums, dtype=np.float64)
+    n = sums[2].sum()
+    if n == 0:
+        return float("nan")
+    return float((sums[0].sum() + floor * n) / (sums[1].sum() + floor * n))
+
+
+def seam_metric(flow: np.ndarray, grid) -> float:
+    """Flow change across tile borders relative to inside tiles (about 1: no seams).
+
+    Parameters
+    ----------
+    flow : ndarray, shape (ndim, *shape)
+        Displacement field in memory (or one large region of it).
+    grid : TileGrid or sequence of int
+        The tile grid (or tile shape) that produced the flow; tiles start at multiples of the
+        tile shape.
+
+    Returns
+    -------
+    float
+        See :func:`combine_seam_sums`. Values above about 1.1 mean visible seams.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> y, x = np.mgrid[:64, :64].astype(np.float32)
+    >>> smooth = np.stack([0.05 * y, 0.02 * x])
+    >>> round(seam_metric(smooth, (16, 16)), 3)
+    1.0
+    >>> stepped = smooth + np.stack([(y // 16) * 0.5, 0 * x])
+    >>> seam_metric(stepped, (16, 16)) > 2
+    True
+    """
+    flow = np.asarray(flow)
+    return combine_seam_sums(seam_sums(flow, _tile_shape(grid, flow.ndim - 1)))
+
+
+def write_qc(
+    group: zarr.Group,
+    *,
+    label: str,
+    tile_shape: Sequence[int],
+    ncc_before: np.ndarray | None = None,
+    ncc_after: np.ndarray | None = None,
+    seam: float | None = None,
+    extra: dict[str, np.ndarray] | None = None,
+) -> zarr.Group:
+    """Write (or replace) the ``qc`` group of a registration output.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The output group (writable).
+    label : str
+        What the grid cells are: "blocks", "tiles"...
+    tile_shape : sequence of int
+        Shape of one grid cell in voxels.
+    ncc_before, ncc_after : ndarray, shape grid_shape, optional
+        NCC between reference and moving per cell, before and after registration.
+    seam : float, optional
+        Seam metric of the output flow (:func:`seam_metric`).
+    extra : dict of ndarray, optional
+        More per-cell arrays (e.g. ``{"reliable": mask}``), shaped like the NCC grids.
+
+    Returns
+    -------
+    zarr.Group
+        The ``qc`` group.
+    """
+    qc = group.require_group(QC_GROUP)
+    arrays = {"ncc_before": ncc_before, "ncc_after": ncc_after, **(extra or {})}
+    for name, values in arrays.items():
+        if values is None:
+            continue
+        values = np.asarray(values)
+        if values.dtype.kind == "f":
+            values = values.astype(np.float32)
+        qc.create_array(
+            name,
+            shape=values.shape,
+            dtype=values.dtype,
+            chunks=tuple(max(1, n) for n in values.shape),
+            overwrite=True,
+            fill_value=np.nan if values.dtype.kind == "f" else 0,
+        )[...] = values
+    qc.attrs.update(
+        {
+            "label": label,
+            "tile_shape": [int(t) for t in tile_shape],
+            "seam_metric": None if seam is None or not np.isfinite(seam) else float(seam),
+        }
+    )
+    return qc
+
+
+def _open_group(output) -> zarr.Group:
+    if isinstance(output, zarr.Group):
+        return output
+    try:
+        node = zarr.open(output, mode="r")
+    except (FileNotFoundError, zarr.errors.NodeTypeValidationError, KeyError) as exc:
+        raise InputError(f"{output!s} is not a chunkreg output group ({exc}).") from exc
+    if not isinstance(node, zarr.Group):
+        raise InputError(f"{output!s} is a zarr array, not a chunkreg output group.")
+    return node
+
+
+def read_qc(output) -> dict:
+    """Read the ``qc`` group of an output: its arrays (as numpy) and attributes.
+
+    Raises
+    ------
+    InputError
+        If ``output`` has no ``qc`` group (it was not written by a chunkreg registration).
+    """
+    group = _open_group(output)
+    if QC_GROUP not in group:
+        raise InputError(
+            f"{output!s} has no quality-control group '{QC_GROUP}'; give the output of "
+            "`chunkreg blocks`, `chunkreg warp --reference ...` or `chunkreg flow`."
+        )
+    qc = group[QC_GROUP]
+    out = {name: qc[name][...] for name in qc.array_keys()}
+    out["attrs"] = qc.attrs.asdict()
+    return out
+
+
+def summarise_qc(output, *, worst: int = 10) -> str:
+    """Human-readable quality summary of an output, worst tiles first.
+
+    Parameters
+    ----------
+    output : zarr.Group, str or os.PathLike
+        A chunkreg registration output.
+    worst : int
+        How many of the worst cells (lowest NCC after registration) to list.
+
+    Returns
+    -------
+    str
+    """
+    qc = read_qc(output)
+    attrs = qc["attrs"]
+    label = attrs.get("label", "tiles")
+    lines = [f"quality control of {output!s}"]
+    before, after = qc.get("ncc_before"), qc.get("ncc_after")
+    if after is not None:
+        grid_shape = after.shape
+        measured = np.isfinite(after)
+        lines.append(
+            f"{label}: {after.size} in a grid of {tuple(grid_shape)} of "
+            f"{tuple(attrs.get('tile_shape', ()))} voxels, {int(measured.sum())} measured"
+        )
+        if measured.any():
+            a = after[measured]
+            lines.append(f"NCC after registration: median {np.median(a):.3f}, min {a.min():.3f}")
+            if before is not None:
+                b = before[measured]
+                ok = np.isfinite(b)
+                if ok.any():
+                    lines.append(
+                        f"NCC before registration: median {np.median(b[ok]):.3f}, "
+                        f"min {b[ok].min():.3f}; improved in {int((a[ok] > b[ok]).sum())} of "
+                        f"{int(ok.sum())} {label}"
+                    )
+        if "reliable" in qc:
+            reliable = qc["reliable"].astype(bool)
+            lines.append(
+                f"reliable {label}: {int(reliable.sum())} of {reliable.size} "
+                "(the others were filled from their neighbours)"
+            )
+        order = np.argsort(np.where(measured, after, np.inf), axis=None, kind="stable")
+        if worst > 0 and order.size:
+            lines.append(f"worst {label} (lowest NCC after):")
+            for flat in order[:worst]:
+                index = np.unravel_index(flat, grid_shape)
+                row = f"  {tuple(int(i) for i in index)}: after {after[index]:.3f}"
+                if before is not None:
+                    row += f", before {before[index]:.3f}"
+                if "reliable" in qc:
+                    row += ", reliable" if qc["reliable"][index] else ", unreliable (filled)"
+                lines.append(row)
+    seam = attrs.get("seam_metric")
+    if seam is not None:
+        verdict = "no seams" if seam <= 1.1 else "SEAMS: the flow jumps at tile borders"
+        lines.append(f"seam metric: {seam:.3f} ({verdict}; 1 = smooth, > 1.1 = seams)")
+    return "\n".join(lines)
+
+
+def plot_qc(output, path) -> None:
+    """Save a PNG figure of an output's QC: NCC maps before/after and their scatter.
+
+    Three-dimensional grids are shown by their middle slice along the first axis. Needs
+    matplotlib (the ``plot`` extra).
+    """
+    qc = read_qc(output)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - matplotlib is installed in tests
+        raise InputError("plotting needs matplotlib: pip install 'chunkreg[plot]'.") from exc
+    maps = [(name, qc[name]) for name in ("ncc_before", "ncc_after") if name in qc]
+    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(4 * (len(maps) + 1), 3.6), squeeze=False)
+    axes = axes[0]
+    for ax, (name, grid) in zip(axes[:-1], maps, strict=True):
+        while grid.ndim > 2:
+            grid = grid[grid.shape[0] // 2]
+        image = ax.imshow(np.atleast_2d(grid), vmin=-1, vmax=1, cmap="viridis")
+        ax.set_title(name.replace("_", " "))
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    ax = axes[-1]
+    if "ncc_before" in qc and "ncc_after" in qc:
+        ax.scatter(qc["ncc_before"].ravel(), qc["ncc_after"].ravel(), s=8)
+        ax.plot([-1, 1], [-1, 1], color="grey", lw=0.8)
+        ax.set_xlabel("NCC before")
+        ax.set_ylabel("NCC after")
+    seam = qc["attrs"].get("seam_metric")
+    ax.set_title("per tile" + (f"; seam metric {seam:.2f}" if seam is not None else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
