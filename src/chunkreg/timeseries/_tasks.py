@@ -14,6 +14,7 @@ chunk. The reference (and its spectrum) is prepared once per batch.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -148,6 +149,8 @@ class _Corrector:
             moved = warp_frame(frame, field, fill_value=np.nan)
         else:
             moved = shift_frame(frame, shift, self.job, np.nan)
+            if self.mask is None:  # the valid pixels form a box
+                return moved, self._box(shift)
         valid = np.isfinite(moved[self.roi])
         if self.roi != tuple(slice(0, n) for n in self.job.frame_shape):
             valid &= self._from_roi(shift, field)
@@ -158,6 +161,23 @@ class _Corrector:
                 moved_mask = linear_shift_frame(self.weights, shift) > 0.5
             valid &= moved_mask[self.roi]
         return moved, valid
+
+    def _box(self, shift) -> tuple[slice, ...]:
+        """ROI-relative box of a rigidly shifted frame's pixels that came from the ROI."""
+        box = []
+        for sl, s in zip(self.roi, shift, strict=True):
+            s = float(s)
+            lo = max(sl.start, math.ceil(sl.start + s - 1e-6))
+            hi = min(sl.stop, math.floor(sl.stop - 1 + s + 1e-6) + 1)
+            box.append(slice(lo - sl.start, max(lo, hi) - sl.start))
+        return tuple(box)
+
+    def _as_mask(self, valid) -> np.ndarray:
+        if not isinstance(valid, tuple):
+            return valid
+        out = np.zeros(tuple(s.stop - s.start for s in self.roi), bool)
+        out[valid] = True
+        return out
 
     def _from_roi(self, shift, field):
         """ROI pixels of the corrected frame whose source ``x - shift`` lies in the ROI."""
@@ -176,16 +196,22 @@ class _Corrector:
         if previous is None:
             ref_e = self.reference[self.roi]
             before = ncc(ref_e, raw_e, self.mask_e)
-            after = ncc(ref_e, cor_e, valid if self.mask_e is None else valid & self.mask_e)
+            if isinstance(valid, tuple):  # a box: no boolean gathers
+                after = ncc(ref_e[valid], cor_e[valid])
+            else:
+                after = ncc(ref_e, cor_e, valid if self.mask_e is None else valid & self.mask_e)
             return before, after
         prev_raw, prev_moved, prev_valid = previous
         before = ncc(prev_raw[self.roi], raw_e, self.mask_e)
-        after = ncc(prev_moved[self.roi], cor_e, valid & prev_valid)
+        after = ncc(prev_moved[self.roi], cor_e, self._as_mask(valid) & self._as_mask(prev_valid))
         return before, after
 
     def output(self, moved, dtype):
-        """The corrected frame in the output dtype (``fill_value`` where it has no data)."""
-        return cast_frame(np.where(np.isnan(moved), self.job.fill_value, moved), dtype)
+        """The corrected frame in the output dtype (``fill_value`` where it has no data).
+
+        Overwrites the NaN of ``moved`` in place (callers score it before).
+        """
+        return cast_frame(np.nan_to_num(moved, copy=False, nan=self.job.fill_value), dtype)
 
 
 def _nbytes(job: Job, n_frames: int, stack) -> int:
