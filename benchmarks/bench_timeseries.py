@@ -15,12 +15,9 @@ Run: ``python benchmarks/bench_timeseries.py [--frames 2000] [--size 512]``. The
 on ``--baseline-frames`` frames (its rate does not depend on the count). Each configuration
 runs ``--repeat`` times and the fastest run is reported (the machine is shared).
 
-Worker memory allocator: distributed starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``,
-which (glibc) also freezes the mmap threshold, so every large numpy temporary is a fresh
-``mmap`` and page-faults: measured here, filling a new 1 MB array took 0.46 ms in a worker
-against 0.02 ms in the client, and whole kernels ran 2-2.5x slower. Unless
-``--allocator-as-shipped`` is given, this script sets both thresholds to 1 GiB for its
-workers (``distributed.nanny.pre-spawn-environ``); see docs/performance.md.
+Worker memory allocator: the embedded LocalCluster of ``chunkreg.execution.open_client``
+starts workers with glibc malloc thresholds that keep large numpy temporaries on the heap
+(``WORKER_ALLOCATOR_ENV``); distributed's own default made kernels 2-2.5x slower in workers.
 """
 
 from __future__ import annotations
@@ -132,19 +129,7 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=2, help="runs per configuration; the fastest is reported"
     )
-    parser.add_argument(
-        "--allocator-as-shipped",
-        action="store_true",
-        help="keep distributed's MALLOC_TRIM_THRESHOLD_=65536 in the workers",
-    )
     args = parser.parse_args()
-    if not args.allocator_as_shipped:
-        import dask
-        import distributed  # noqa: F401  (loads its configuration defaults)
-
-        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
-        environ.update({"MALLOC_TRIM_THRESHOLD_": 1 << 30, "MALLOC_MMAP_THRESHOLD_": 1 << 30})
-        dask.config.set({"distributed.nanny.pre-spawn-environ": environ})
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-timeseries-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
