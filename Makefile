@@ -16,11 +16,11 @@ demo: $(STAMP)
 	$(BIN)/python -m chunkreg.demo --output demo-output
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks workflows
+	$(BIN)/ruff check src tests benchmarks workflows conftest.py
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks workflows
+	$(BIN)/ruff check src tests benchmarks workflows conftest.py
 	$(BIN)/ruff format --check src tests benchmarks workflows
 
 bench: $(STAMP)

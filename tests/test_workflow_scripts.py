@@ -101,3 +101,47 @@ def test_register_volumes_blockwise(tmp_path):
     assert "reliable" in result.stdout
     registered = zarr.open_group(tmp_path / "registered.zarr", mode="r")["0"][:]
     assert np.abs(registered - reference).mean() < np.abs(moving - reference).mean()
+
+
+def test_correct_timeseries(tmp_path):
+    from chunkreg.demo import make_drifting_series
+
+    (tmp_path / "data").mkdir()
+    _frames, true_shifts = make_drifting_series(
+        tmp_path / "data", n_frames=12, shape=(96, 96), max_drift=6.0
+    )
+    result = run_script("correct_timeseries", tmp_path)
+    assert "drift plot" in result.stdout
+    shifts = zarr.open_group(tmp_path / "series-corrected.zarr", mode="r")["shifts"][:]
+    np.testing.assert_allclose(shifts, true_shifts, atol=0.1)
+    assert (tmp_path / "series-shifts.csv").read_text().count("\n") >= 12
+    assert (tmp_path / "drift.png").stat().st_size > 1000
+
+
+def test_stitch_mosaic(tmp_path):
+    from chunkreg.io import create_array
+    from chunkreg.testing import textured_image
+
+    source = (textured_image((300, 300), seed=9, sigma=2.0) * 1000).astype(np.uint16)
+    step = round(96 * 0.85)
+    group = zarr.open_group(tmp_path / "data" / "tiles.zarr", mode="w")
+    jitter = np.random.default_rng(3).integers(-3, 4, size=(9, 2))
+    truth = {}
+    for n in range(9):
+        r, c = divmod(n, 3)
+        y, x = r * step + jitter[n, 0] + 3, c * step + jitter[n, 1] + 3
+        truth[f"t{n}"] = (y, x)
+        create_array(group, name=f"t{n}", shape=(96, 96), dtype="uint16", chunks=(96, 96))[:] = (
+            source[y : y + 96, x : x + 96]
+        )
+    result = run_script("stitch_mosaic", tmp_path)
+    assert "positions:" in result.stdout
+    import json
+
+    solved = json.loads((tmp_path / "mosaic.positions.json").read_text())
+    assert (tmp_path / "mosaic.positions.csv").exists() and (tmp_path / "mosaic.links.csv").exists()
+    tiles = solved["tiles"] if isinstance(solved, dict) else solved
+    positions = {t["name"]: np.asarray(t["position"], float) for t in tiles}
+    offset = positions["t0"] - np.asarray(truth["t0"])
+    for name, true in truth.items():
+        np.testing.assert_allclose(positions[name] - offset, true, atol=0.5)

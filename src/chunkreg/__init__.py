@@ -20,9 +20,12 @@ _LAZY = {
     "BlockShifts": ".volume",
     "blockwise_shifts": ".volume",
     "compute_flow": ".volume",
+    "register_timeseries": ".timeseries",
     "shifts_to_flow": ".volume",
+    "stitch": ".stitching",
     "warp_volume": ".volume",
 }
+
 
 __all__ = [
     "ChunkregError",

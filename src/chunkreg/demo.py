@@ -33,7 +33,9 @@ def make_volume_pair(folder: Path, shape=(64, 160, 160), amplitude=3.0, seed=0):
     chunks = (32, 64, 64)
     for name, data in (("reference", reference), ("moving", moving)):
         noisy = data + rng.normal(0, 0.01, data.shape).astype(np.float32)
-        create_array(folder / f"{name}.zarr", shape=shape, dtype="float32", chunks=chunks, overwrite=True)[:] = noisy
+        create_array(
+            folder / f"{name}.zarr", shape=shape, dtype="float32", chunks=chunks, overwrite=True
+        )[:] = noisy
     return reference, moving, truth
 
 
@@ -44,25 +46,35 @@ def make_drifting_series(folder: Path, n_frames=60, shape=(192, 192), max_drift=
     steps[0] = 0
     drift = np.cumsum(steps, axis=0)
     drift *= min(1.0, max_drift / max(np.abs(drift).max(), 1e-9))
-    scene = textured_image((shape[0] + 64, shape[1] + 64), seed=seed + 5, sigma=2.0, dtype=np.float64)
+    scene = textured_image(
+        (shape[0] + 64, shape[1] + 64), seed=seed + 5, sigma=2.0, dtype=np.float64
+    )
     spectrum = np.fft.fftn(scene)
     frames = np.empty((n_frames, *shape), dtype=np.uint16)
     for t, d in enumerate(drift):
         shifted = np.fft.ifftn(ndimage.fourier_shift(spectrum, d)).real[32:-32, 32:-32]
         noisy = 1000 + 3000 * shifted + rng.normal(0, 30, shape)
         frames[t] = np.clip(noisy, 0, 65535).astype(np.uint16)
-    create_array(folder / "series.zarr", shape=frames.shape, dtype="uint16", chunks=(1, *shape), overwrite=True)[:] = frames
+    create_array(
+        folder / "series.zarr",
+        shape=frames.shape,
+        dtype="uint16",
+        chunks=(1, *shape),
+        overwrite=True,
+    )[:] = frames
     # Frame t shows the scene moved by drift[t]; registering it onto frame 0 needs the
     # opposite shift, relative to frame 0.
     return frames, -(drift - drift[0])
 
 
 def _endpoint_error(flow: np.ndarray, truth: np.ndarray, margin: int = 4) -> float:
-    inner = (slice(None),) + tuple(slice(margin, n - margin) for n in truth.shape[1:])
+    inner = (slice(None), *(slice(margin, n - margin) for n in truth.shape[1:]))
     return float(np.sqrt(((flow[inner] - truth[inner]) ** 2).sum(axis=0)).mean())
 
 
-def _figures(folder: Path, reference, moving, registered, flow, truth, series_shifts, true_shifts) -> list[Path]:
+def _figures(
+    folder: Path, reference, moving, registered, flow, truth, series_shifts, true_shifts
+) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -72,11 +84,17 @@ def _figures(folder: Path, reference, moving, registered, flow, truth, series_sh
     z = reference.shape[0] // 2
     # 1. Flow field: colour (direction as hue, magnitude as value) and quiver, estimate vs truth.
     fig, axes = plt.subplots(1, 2, figsize=(10, 5), constrained_layout=True)
-    for ax, field, title in zip(axes, (flow, truth), ("estimated flow (y, x)", "true flow (y, x)"), strict=True):
+    for ax, field, title in zip(
+        axes, (flow, truth), ("estimated flow (y, x)", "true flow (y, x)"), strict=True
+    ):
         v, u = field[1, z], field[2, z]
         magnitude = np.hypot(u, v)
         hsv = np.stack(
-            [(np.arctan2(v, u) + np.pi) / (2 * np.pi), np.ones_like(u), np.clip(magnitude / max(magnitude.max(), 1e-9), 0, 1)],
+            [
+                (np.arctan2(v, u) + np.pi) / (2 * np.pi),
+                np.ones_like(u),
+                np.clip(magnitude / max(magnitude.max(), 1e-9), 0, 1),
+            ],
             axis=-1,
         )
         ax.imshow(matplotlib.colors.hsv_to_rgb(hsv))
@@ -88,6 +106,7 @@ def _figures(folder: Path, reference, moving, registered, flow, truth, series_sh
     written.append(folder / "flow.png")
     fig.savefig(written[-1], dpi=90)
     plt.close(fig)
+
     # 2. Before/after overlays: reference in magenta, moving/registered in green.
     def overlay(a, b):
         a = (a - a.min()) / max(np.ptp(a), 1e-9)
@@ -108,7 +127,14 @@ def _figures(folder: Path, reference, moving, registered, flow, truth, series_sh
     fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
     t = np.arange(len(true_shifts))
     for axis, name in enumerate("yx"):
-        ax.plot(t, true_shifts[:, axis], "k-", lw=3, alpha=0.3, label=f"true {name}" if axis == 0 else None)
+        ax.plot(
+            t,
+            true_shifts[:, axis],
+            "k-",
+            lw=3,
+            alpha=0.3,
+            label="truth" if axis == 0 else None,
+        )
         ax.plot(t, series_shifts[:, axis], ".-", label=f"measured {name}")
     ax.set_xlabel("frame")
     ax.set_ylabel("correction shift (px)")
@@ -124,16 +150,24 @@ def main(argv=None) -> int:
     """Run the demo; return an exit code."""
     from . import compute_flow, register_timeseries, warp_volume
 
-    parser = argparse.ArgumentParser(prog="python -m chunkreg.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="demo-output", help="folder for data, results and figures")
-    parser.add_argument("--workers", type=int, default=2, help="workers of the embedded LocalCluster")
+    parser = argparse.ArgumentParser(
+        prog="python -m chunkreg.demo", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--output", default="demo-output", help="folder for data, results and figures"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="workers of the embedded LocalCluster"
+    )
     args = parser.parse_args(argv)
     folder = Path(args.output)
     folder.mkdir(parents=True, exist_ok=True)
     lines = []
     start = time.perf_counter()
 
-    print("generating a 3-D volume pair with a known smooth deformation and a drifting time series ...")
+    print(
+        "generating a 3-D volume pair with a known smooth deformation and a drifting time series ..."
+    )
     reference, moving, truth = make_volume_pair(folder)
     frames, true_shifts = make_drifting_series(folder)
 
@@ -141,22 +175,34 @@ def main(argv=None) -> int:
         print(f"LocalCluster with {len(client.nthreads())} workers on 127.0.0.1")
         t0 = time.perf_counter()
         flow_report = compute_flow(
-            folder / "reference.zarr", folder / "moving.zarr", folder / "flow.zarr",
-            method="ilk", tile=(64, 64, 64), client=client, overwrite=True,
+            folder / "reference.zarr",
+            folder / "moving.zarr",
+            folder / "flow.zarr",
+            method="ilk",
+            tile=(64, 64, 64),
+            client=client,
+            overwrite=True,
         )
         t_flow = time.perf_counter() - t0
         flow = zarr.open_group(folder / "flow.zarr", mode="r")["flow"][:]
         t0 = time.perf_counter()
         warp_report = warp_volume(
-            folder / "moving.zarr", folder / "flow.zarr", folder / "registered.zarr",
-            client=client, overwrite=True,
+            folder / "moving.zarr",
+            folder / "flow.zarr",
+            folder / "registered.zarr",
+            client=client,
+            overwrite=True,
         )
         t_warp = time.perf_counter() - t0
         registered = zarr.open_group(folder / "registered.zarr", mode="r")["0"][:]
         t0 = time.perf_counter()
         series = register_timeseries(
-            folder / "series.zarr", folder / "series-registered.zarr", reference="first",
-            upsample_factor=20, client=client, overwrite=True,
+            folder / "series.zarr",
+            folder / "series-registered.zarr",
+            reference="first",
+            upsample_factor=20,
+            client=client,
+            overwrite=True,
         )
         t_series = time.perf_counter() - t0
 

@@ -144,3 +144,23 @@ def test_local_cluster_bounded_in_flight(tmp_path):
     assert_array_equal(values, np.arange(40) ** 2)
     assert record.complete
     assert failing.n_failed == 1 and failing.failures[0].index == 3
+
+
+def test_skipped_by_the_caller_is_counted():
+    report = run_tasks(square, [1, 2], client=SYNCHRONOUS, progress=False, skipped=3)
+    assert (report.n_tasks, report.n_done, report.n_skipped) == (5, 2, 3)
+    with pytest.raises(InputError, match="skipped"):
+        run_tasks(square, [1], client=SYNCHRONOUS, skipped=-1)
+
+
+def _malloc_env():
+    return {k: os.environ.get(k) for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+
+
+@pytest.mark.cluster
+def test_embedded_workers_keep_large_temporaries_on_the_heap():
+    from chunkreg.execution._client import WORKER_ALLOCATOR_ENV
+
+    with open_client(n_workers=1) as client:
+        env = client.submit(_malloc_env, pure=False).result()
+    assert env == {k: str(v) for k, v in WORKER_ALLOCATOR_ENV.items()}

@@ -15,7 +15,7 @@ SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 def test_real_stack_to_ome_zarr(tmp_path):
     src = SHARED / "pystackreg-pc12" / "pc12-unreg.tif"
     expected = tifffile.imread(src)
-    arr = tiff_to_zarr(src, tmp_path / "pc12.zarr", chunks=(1, 128, 128))
+    arr = tiff_to_zarr(src, tmp_path / "pc12.zarr", chunks=(1, 128, 128), axes=("t", "y", "x"))
     assert arr.chunks == (1, 128, 128)
     assert_array_equal(open_array(tmp_path / "pc12.zarr")[:], expected)
     axes = zarr.open_group(tmp_path / "pc12.zarr", mode="r").attrs["ome"]["multiscales"][0]["axes"]
@@ -57,3 +57,11 @@ def test_tiff_errors(tmp_path):
     with pytest.raises(InputError, match="one entry per axis"):
         tiff_to_zarr(tmp_path / "a.tif", tmp_path / "o.zarr", chunks=(2, 2, 2))
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_unknown_tiff_axes_default_to_zyx(tmp_path):
+    data = np.zeros((3, 8, 9), np.uint8)
+    tifffile.imwrite(tmp_path / "q.tif", data, photometric="minisblack")
+    tiff_to_zarr(tmp_path / "q.tif", tmp_path / "q.zarr")
+    axes = zarr.open_group(tmp_path / "q.zarr", mode="r").attrs["ome"]["multiscales"][0]["axes"]
+    assert [a["name"] for a in axes] == ["z", "y", "x"]

@@ -12,12 +12,12 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from ..errors import ChunkregError
+from ..errors import ChunkregError, TaskFailedError
 
 __all__ = ["build_parser", "main"]
 
 # Module names (in this package) that define sub-commands, in help order.
-_COMMANDS: tuple[str, ...] = ("flow", "blocks", "warp", "qc")
+_COMMANDS: tuple[str, ...] = ("flow", "blocks", "warp", "qc", "drift", "stitch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the process exit code."""
+    """Run the command line; return the process exit code.
+
+    0: success; 1: some tiles/frames/chunks failed (listed; run again to retry them);
+    2: bad input or options (nothing was written); 130: interrupted.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
@@ -44,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except TaskFailedError as exc:
+        # Work was attempted and partly failed: exit 1, like a run whose report lists failures.
+        print(f"chunkreg: {exc}", file=sys.stderr)
+        return 1
     except ChunkregError as exc:
         print(f"chunkreg: error: {exc}", file=sys.stderr)
         return 2

@@ -6,7 +6,8 @@ A ``[cluster]`` table names one of:
 - ``kind = "address"``: an existing scheduler; ``address = "tcp://host:8786"``.
 - ``kind = "synchronous"``: every task in this process (debugging).
 - ``kind = "slurm"``: a dask-jobqueue ``SLURMCluster``; ``jobs`` (how many batch jobs to
-  start) and a ``[cluster.slurm]`` table passed to ``SLURMCluster`` (``cores``, ``memory``,
+  start), ``start_timeout`` (seconds to wait for the first worker; default forever) and a
+  ``[cluster.slurm]`` table passed to ``SLURMCluster`` (``cores``, ``memory``,
   ``processes``, ``queue``, ``account``, ``walltime``, ``job_extra_directives``...).
 """
 
@@ -68,4 +69,7 @@ def client_from_config(cluster: Mapping | None) -> Iterator:
         with SLURMCluster(**cluster.get("slurm", {})) as slurm:
             slurm.scale(jobs=int(cluster.get("jobs", 1)))
             with Client(slurm) as client:
+                # Batch jobs start when the queue allows; wait for the first worker so runs
+                # size their task window to a live cluster (run_tasks keeps resizing it).
+                client.wait_for_workers(1, timeout=cluster.get("start_timeout"))
                 yield client

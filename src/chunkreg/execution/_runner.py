@@ -59,6 +59,7 @@ def run_tasks(
     progress: bool = True,
     describe: Callable[[Any], str] | None = None,
     on_result: Callable[[int, Any], None] | None = None,
+    skipped: int = 0,
 ) -> RunReport:
     """Run ``func(task)`` for every task not yet recorded complete.
 
@@ -89,6 +90,9 @@ def run_tasks(
         ``describe(task) -> str`` for failure reports (e.g. the tile's region).
     on_result : callable, optional
         ``on_result(index, result)`` called in this process as each task succeeds.
+    skipped : int
+        Tasks the caller already left out of ``tasks`` because an earlier run completed them
+        (for workflows that keep their own completion record); counted in the report.
 
     Returns
     -------
@@ -98,7 +102,9 @@ def run_tasks(
     if retries < 0:
         raise InputError(f"retries must be >= 0, got {retries}.")
     n = len(tasks)
-    report = RunReport(label=label, n_tasks=n)
+    if skipped < 0:
+        raise InputError(f"skipped must be >= 0, got {skipped}.")
+    report = RunReport(label=label, n_tasks=n + skipped)
     if record is not None:
         if record.n_tasks != n:
             raise InputError(f"completion record has {record.n_tasks} tasks but {n} were given.")
@@ -106,7 +112,7 @@ def run_tasks(
         todo = [i for i in range(n) if not done[i]]
     else:
         todo = list(range(n))
-    report.n_skipped = n - len(todo)
+    report.n_skipped = n - len(todo) + skipped
     bar = Progress(len(todo), label, enabled=progress)
     marks = _Marks(record)
     start = time.perf_counter()
@@ -159,27 +165,26 @@ def _run_on_cluster(
 ) -> None:
     from distributed import as_completed
 
-    if max_in_flight is None:
-        threads = sum(client.nthreads().values()) or 1
-        max_in_flight = 4 * threads
-    if max_in_flight < 1:
+    if max_in_flight is not None and max_in_flight < 1:
         raise InputError(f"max_in_flight must be >= 1, got {max_in_flight}.")
+    window = _Window(client, max_in_flight)
     run_id = uuid.uuid4().hex[:8]
     queue = iter(todo)
     index_of: dict[str, int] = {}
     futures = as_completed()
 
-    def submit_next() -> None:
-        i = next(queue, None)
-        if i is not None:
+    def fill() -> None:
+        while len(index_of) < window.size():
+            i = next(queue, None)
+            if i is None:
+                return
             future = client.submit(
                 func, tasks[i], key=f"{label}-{run_id}-{i}", retries=retries, pure=False
             )
             index_of[future.key] = i
             futures.add(future)
 
-    for _ in range(max_in_flight):
-        submit_next()
+    fill()
     try:
         for future in futures:
             i = index_of.pop(future.key)
@@ -190,7 +195,32 @@ def _run_on_cluster(
                 trace = "".join(tb.format_tb(future.traceback())) if future.traceback() else ""
                 failed(i, exc, trace)
             future.release()
-            submit_next()
+            fill()
     except BaseException:
         client.cancel(list(futures.futures))
         raise
+
+
+class _Window:
+    """How many tasks may be in flight: fixed, or four per worker thread of the live cluster.
+
+    The cluster may grow or shrink during a run (adaptive or batch-queued workers), so the
+    automatic size is re-read from the scheduler every few seconds.
+    """
+
+    _REFRESH = 5.0  # seconds
+
+    def __init__(self, client, fixed: int | None) -> None:
+        self.client = client
+        self.fixed = fixed
+        self._size = 0
+        self._checked = -float("inf")
+
+    def size(self) -> int:
+        if self.fixed is not None:
+            return self.fixed
+        now = time.perf_counter()
+        if now - self._checked >= self._REFRESH:
+            self._checked = now
+            self._size = 4 * max(1, sum(self.client.nthreads().values()))
+        return self._size

@@ -146,7 +146,9 @@ def tiff_to_zarr(
     ome : bool
         Write an OME-Zarr (NGFF 0.5) multiscale group rather than a bare array.
     axes : sequence of str, optional
-        OME axis names (e.g. ``("t", "y", "x")``); default from the TIFF's axes, else z/y/x.
+        OME axis names (e.g. ``("t", "y", "x")`` for a time series); default from the TIFF's
+        axes when they are all known (T, C, Z, Y, X), else the last axes of t, z, y, x
+        (so a plain 3-D stack is labelled z, y, x).
     overwrite : bool
         Replace an existing output.
 
@@ -180,7 +182,8 @@ def tiff_to_zarr(
         _copy(src, array)
         if ome:
             if axes is None:
-                tiff_axes = src.axes.lower().replace("q", "t").replace("i", "z").replace("s", "c")
+                # TIFF axis codes: I (image sequence) is taken as z; Q (unknown) is not guessed.
+                tiff_axes = src.axes.lower().replace("i", "z").replace("s", "c")
                 axes = (
                     tuple(tiff_axes)
                     if len(tiff_axes) == len(shape) and set(tiff_axes) <= set("tczyx")

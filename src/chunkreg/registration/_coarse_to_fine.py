@@ -13,10 +13,10 @@ import numbers
 from collections.abc import Callable
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from .._validation import check_finite, check_same_shape
 from ..errors import InputError
+from ._pyramid import pyramid_reduce, resample_axis
 
 __all__ = ["DEFAULT_NUM_LEVELS", "coarse_to_fine", "prepare_images", "run_pyramid"]
 
@@ -108,18 +108,6 @@ def prepare_images(
     return ref, mov
 
 
-def _reduce(image: np.ndarray, downscale: float) -> np.ndarray:
-    """One pyramid step: Gaussian blur (sigma ``downscale / 3``) then linear resampling.
-
-    The output has ``ceil(n / downscale)`` pixels per axis, sampled at pixel centres (the
-    image's outer edges stay aligned), as ``skimage.transform.pyramid_reduce``.
-    """
-    smoothed = ndi.gaussian_filter(image, 2 * downscale / 6, mode="reflect")
-    out_shape = tuple(math.ceil(n / downscale) for n in image.shape)
-    zoom = tuple(o / n for o, n in zip(out_shape, image.shape, strict=True))
-    return ndi.zoom(smoothed, zoom, order=1, mode="mirror", grid_mode=True, output=image.dtype)
-
-
 def _pyramid_shapes(
     shape: tuple[int, ...], downscale: float, num_levels: int, min_size: int
 ) -> list[tuple[int, ...]]:
@@ -133,17 +121,18 @@ def _pyramid_shapes(
 def _pyramid(image: np.ndarray, downscale: float, count: int) -> list[np.ndarray]:
     levels = [image]
     for _ in range(count - 1):
-        levels.append(_reduce(levels[-1], downscale))
+        levels.append(pyramid_reduce(levels[-1], downscale))
     return levels
 
 
 def _rescale_flow(flow: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Resample a flow to ``shape`` (linear, pixel-centre aligned) and rescale its values."""
     out = np.empty((flow.shape[0], *shape), dtype=flow.dtype)
-    zoom = tuple(n / o for n, o in zip(shape, flow.shape[1:], strict=True))
     for axis, component in enumerate(flow):
-        ndi.zoom(component, zoom, output=out[axis], order=1, mode="nearest", grid_mode=True)
-        out[axis] *= zoom[axis]
+        resized = component
+        for k, size in enumerate(shape):
+            resized = resample_axis(resized, size, k)
+        np.multiply(resized, shape[axis] / flow.shape[axis + 1], out=out[axis])
     return out
 
 
@@ -153,7 +142,7 @@ def _reduce_flow(flow: np.ndarray, downscale: float, count: int) -> np.ndarray:
         shape = tuple(math.ceil(n / downscale) for n in flow.shape[1:])
         reduced = np.empty((flow.shape[0], *shape), dtype=flow.dtype)
         for axis, component in enumerate(flow):
-            reduced[axis] = _reduce(component, downscale)
+            reduced[axis] = pyramid_reduce(component, downscale)
             reduced[axis] *= shape[axis] / flow.shape[axis + 1]
         flow = reduced
     return flow

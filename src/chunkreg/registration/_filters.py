@@ -12,22 +12,24 @@ from scipy import ndimage as ndi
 
 __all__ = [
     "SLAB_ELEMENTS",
-    "box_sum_mirror",
-    "box_sum_slabs",
+    "gaussian_weights",
     "gradient_rows",
+    "median3",
     "median_filter_flow",
     "row_slabs",
-    "window_mean",
 ]
 
-#: Target number of elements per slab: 32768 float32 values (128 KiB) per array keeps the
-#: dozen arrays a slab touches inside a core's L2 cache while numpy's per-call overhead stays
-#: a small fraction of each call.
-SLAB_ELEMENTS = 32768
+#: Target number of elements per slab: 65536 float32 values (256 KiB) per array. Measured
+#: on the reference machine (2 vCPU EPYC, 1 MiB L2 per core): smaller slabs pay numpy's
+#: per-call overhead, whole arrays spill every pass to memory; 64-128 Ki elements was best
+#: for both solvers in 2-D and 3-D.
+SLAB_ELEMENTS = 65536
 
 
-def row_slabs(shape: tuple[int, ...], target: int = SLAB_ELEMENTS) -> list[tuple[int, int]]:
+def row_slabs(shape: tuple[int, ...], target: int | None = None) -> list[tuple[int, int]]:
     """Split axis 0 of ``shape`` into ``(start, stop)`` slabs of about ``target`` elements."""
+    if target is None:
+        target = SLAB_ELEMENTS
     n0 = shape[0]
     row = int(np.prod(shape[1:], dtype=np.int64))
     step = max(1, target // max(row, 1))
@@ -91,9 +93,10 @@ def gradient_rows(image: np.ndarray, start: int, stop: int, out: np.ndarray) -> 
             np.subtract(image[lo + 1 : hi + 1], image[lo - 1 : hi - 1], out=inner)
             inner *= 0.5
         if start == 0:
-            np.subtract(image[1], image[0], out=g0[0])
+            np.subtract(image[1:2], image[0:1], out=g0[0:1])
         if stop == n0:
-            np.subtract(image[n0 - 1], image[n0 - 2], out=g0[n0 - 1 - start])
+            last = n0 - 1 - start
+            np.subtract(image[n0 - 1 :], image[n0 - 2 : n0 - 1], out=g0[last : last + 1])
     rows = image[start:stop]
     for axis in range(1, image.ndim):
         _gradient_along(rows, axis, out[axis])
@@ -103,117 +106,83 @@ def median_filter_flow(flow: np.ndarray, scratch: np.ndarray) -> None:
     """Replace each flow component by its 3-wide median (``scipy.ndimage`` reflect mode).
 
     ``scratch`` has the shape of one component; the result is written back into ``flow``.
+    Equals ``scipy.ndimage.median_filter(flow, size=(1, 3, 3, ...))``.
     """
     for component in flow:
-        ndi.median_filter(component, size=3, output=scratch)
+        median3(component, scratch)
         component[...] = scratch
 
 
-def box_sum_mirror(src: np.ndarray, radius: int, out: np.ndarray) -> np.ndarray:
-    """Window sums of width ``2 * radius + 1`` along axis 0 of ``src`` into ``out``.
+def median3(image: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.median_filter(image, size=3, output=out)`` (mode "reflect").
 
-    Samples past the ends are mirrored about the end samples (``scipy.ndimage`` mode
-    "mirror"), so this equals ``(2 * radius + 1) * uniform_filter1d(src, axis=0,
-    mode="mirror")``. A running sum over the planes ``src[i]`` (two additions per sample,
-    vectorised over each contiguous plane) beats scipy's line-by-line filter on this strided
-    axis by 10x or more. ``out`` must not overlap ``src``; requires ``radius < len(src)``.
+    For 1-3 dimensions by forgetful selection on slabs: of the ``3**ndim`` neighbours,
+    keep a pool of ``3**ndim // 2 + 2``, repeatedly drop its minimum and maximum (moved
+    to the ends by compare-exchanges, i.e. ``np.minimum``/``np.maximum``) and add the next
+    neighbour, until one value, the median, remains. About 390 vectorised operations per
+    voxel in 3-D, 6-8x faster than scipy's rank filter; other dimensions go to scipy.
     """
-    n = src.shape[0]
-    r = radius
-
-    def mirrored(j):
-        return -j if j < 0 else (2 * (n - 1) - j if j > n - 1 else j)
-
-    np.add.reduce(src[1 : r + 1], axis=0, out=out[0])
-    out[0] *= 2
-    out[0] += src[0]
-    for i in range(1, n):
-        np.add(out[i - 1], src[mirrored(i + r)], out=out[i])
-        out[i] -= src[mirrored(i - r - 1)]
+    ndim = image.ndim
+    if not 1 <= ndim <= 3:
+        return ndi.median_filter(image, size=3, output=out)
+    n0 = image.shape[0]
+    slabs = row_slabs(image.shape, SLAB_ELEMENTS // 4)
+    rows = slabs[0][1] - slabs[0][0]
+    padded = np.empty([rows + 2] + [n + 2 for n in image.shape[1:]], dtype=image.dtype)
+    count = 3**ndim
+    slab_shape = (rows, *image.shape[1:])
+    free = [np.empty(slab_shape, dtype=image.dtype) for _ in range(count // 2 + 3)]
+    offsets = list(np.ndindex(*(3,) * ndim))
+    for start, stop in slabs:
+        m = stop - start
+        pad = padded[: m + 2]
+        inner = (slice(1, -1),) * (ndim - 1)
+        pad[(slice(1, m + 1), *inner)] = image[start:stop]
+        pad[(slice(0, 1), *inner)] = image[max(start - 1, 0) : max(start - 1, 0) + 1]
+        pad[(slice(m + 1, m + 2), *inner)] = image[min(stop, n0 - 1) : min(stop, n0 - 1) + 1]
+        for axis in range(1, ndim):  # "reflect" with a 1-sample pad repeats the edge
+            lead = (slice(None),) * axis
+            pad[(*lead, slice(0, 1))] = pad[(*lead, slice(1, 2))]
+            pad[(*lead, slice(-1, None))] = pad[(*lead, slice(-2, -1))]
+        views = [
+            pad[tuple(slice(d, d + n) for d, n in zip(offset, (m, *image.shape[1:]), strict=True))]
+            for offset in offsets
+        ]
+        spare = [buf[:m] for buf in free]
+        pool = []
+        for view in views[: count // 2 + 2]:
+            buf = spare.pop()
+            np.copyto(buf, view)
+            pool.append(buf)
+        remaining = views[count // 2 + 2 :]
+        while True:
+            # move the minimum to pool[0] and the maximum to pool[-1]
+            for i in range(1, len(pool)):
+                low = spare.pop()
+                np.minimum(pool[0], pool[i], out=low)
+                np.maximum(pool[0], pool[i], out=pool[i])
+                spare.append(pool[0])
+                pool[0] = low
+            for i in range(1, len(pool) - 1):
+                high = spare.pop()
+                np.maximum(pool[i], pool[-1], out=high)
+                np.minimum(pool[i], pool[-1], out=pool[i])
+                spare.append(pool[-1])
+                pool[-1] = high
+            spare.append(pool.pop(0))
+            spare.append(pool.pop())
+            if not remaining:
+                break
+            buf = spare.pop()
+            np.copyto(buf, remaining.pop(0))
+            pool.append(buf)
+        np.copyto(out[start:stop], pool[0])
     return out
 
 
-def box_sum_slabs(src: np.ndarray, radius: int, axis: int, out: np.ndarray) -> None:
-    """Mirror-mode window sums along ``axis >= 1`` of ``src`` into ``out``.
-
-    Works slab by slab along axis 0: each slab is copied into a buffer padded by ``radius``
-    mirrored samples on both sides of ``axis``, then summed by doubling (sums of 2, 4,
-    8, ... neighbours, one shifted addition each) and the binary digits of the window
-    width, so every operation streams cache-resident memory. ``out`` must not overlap
-    ``src``; requires ``radius < src.shape[axis]``.
-    """
-    n = src.shape[axis]
-    r = radius
-    width = 2 * r + 1
-    slabs = row_slabs(src.shape)
-    rows = slabs[0][1] - slabs[0][0]
-    padded_shape = list(src.shape)
-    padded_shape[0] = rows
-    padded_shape[axis] = n + 2 * r
-    levels = [np.empty(padded_shape, dtype=src.dtype)]
-    while 2 ** len(levels) <= width:
-        shape = list(padded_shape)
-        shape[axis] = levels[-1].shape[axis] - 2 ** (len(levels) - 1)
-        levels.append(np.empty(shape, dtype=src.dtype))
-
-    def along(sl):
-        index = [slice(None)] * src.ndim
-        index[axis] = sl
-        return tuple(index)
-
-    tail_stop = n - 2 - r
-    for start, stop in slabs:
-        m = stop - start
-        block = src[start:stop]
-        pad = levels[0][:m]
-        pad[along(slice(r, r + n))] = block
-        if r:
-            pad[along(slice(0, r))] = block[along(slice(r, 0, -1))]
-            pad[along(slice(r + n, None))] = block[
-                along(slice(n - 2, tail_stop if tail_stop >= 0 else None, -1))
-            ]
-        for k in range(1, len(levels)):
-            half = 2 ** (k - 1)
-            lower = levels[k - 1][:m]
-            np.add(
-                lower[along(slice(0, -half))], lower[along(slice(half, None))], out=levels[k][:m]
-            )
-        target = out[start:stop]
-        offset = 0
-        for k in range(len(levels) - 1, -1, -1):
-            if width & (1 << k):
-                piece = levels[k][:m][along(slice(offset, offset + n))]
-                if offset == 0:
-                    np.copyto(target, piece)
-                else:
-                    target += piece
-                offset += 1 << k
-
-
-def window_mean(array: np.ndarray, radius: int, axes: tuple[int, ...], scratch: np.ndarray) -> None:
-    """In place, the mean over a ``2 * radius + 1`` window along ``axes`` (mirror mode).
-
-    Equals ``scipy.ndimage.uniform_filter`` restricted to ``axes`` (0 must be among them;
-    other axes, e.g. a stack of arrays on axis 1, are left alone) up to float32 rounding,
-    2-4x faster: a running sum over planes on axis 0, padded doubling sums on slabs for the
-    middle axes, scipy's line filter on a contiguous last axis. ``scratch`` has
-    ``array``'s shape. Axes too short for one mirror reflection go to scipy.
-    """
-    size = 2 * radius + 1
-    src, dst = array, scratch
-    scale = 1.0
-    for axis in axes:
-        if radius > array.shape[axis] - 1 or axis == array.ndim - 1:
-            ndi.uniform_filter1d(src, size, axis=axis, output=dst, mode="mirror")
-        else:
-            if axis == 0:
-                box_sum_mirror(src, radius, dst)
-            else:
-                box_sum_slabs(src, radius, axis, dst)
-            scale /= size
-        src, dst = dst, src
-    if src is array:
-        if scale != 1.0:
-            array *= scale
-    else:
-        np.multiply(src, scale, out=array)
+def gaussian_weights(sigma: float) -> np.ndarray:
+    """scipy.ndimage's normalised Gaussian taps for ``sigma`` (truncate 4)."""
+    radius = int(4.0 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 * x * x / (sigma * sigma))
+    return w / w.sum()

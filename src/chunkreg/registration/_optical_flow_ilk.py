@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from itertools import combinations_with_replacement
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from ..errors import InputError
 from ._coarse_to_fine import prepare_images, run_pyramid
-from ._filters import gradient_rows, median_filter_flow, row_slabs, window_mean
+from ._filters import gradient_rows, median_filter_flow, row_slabs
 from ._warp import warp_into
+from ._window import gaussian_window, window_mean
 
 __all__ = ["ilk_solver", "optical_flow_ilk"]
 
@@ -179,8 +179,13 @@ def _ilk(reference: np.ndarray, moving: np.ndarray, flow: np.ndarray, params: IL
     # axis 1 so that each row of the image is one contiguous block for the window sums.
     n_sys = len(pairs) + ndim
     systems = np.empty((shape[0], n_sys, *shape[1:]), dtype=dtype)
-    window_axes = (0, *range(2, ndim + 1))
-    window_scratch = None if params.gaussian else np.empty_like(systems)
+    # 1-D/2-D: window sums over all systems at once (long planes, few numpy calls); 3-D+:
+    # one system at a time, each plane is long enough, and the scratch is one image.
+    if ndim <= 2:
+        window_views = [(systems, (0, *range(2, ndim + 1)))]
+    else:
+        window_views = [(systems[:, k], tuple(range(ndim))) for k in range(n_sys)]
+    window_scratch = np.empty(window_views[0][0].shape, dtype)
     grad = np.empty((ndim, rows, *shape[1:]), dtype=dtype)
     err = np.empty((rows, *shape[1:]), dtype=dtype)
     tmp = np.empty_like(err)
@@ -205,11 +210,11 @@ def _ilk(reference: np.ndarray, moving: np.ndarray, flow: np.ndarray, params: IL
                 np.multiply(g[i], g[j], out=block[:, k])
             for i in range(ndim):
                 np.multiply(g[i], e, out=block[:, len(pairs) + i])
-        if params.gaussian:
-            for k in range(n_sys):
-                ndi.gaussian_filter(systems[:, k], size / 4, mode="mirror", output=systems[:, k])
-        else:
-            window_mean(systems, params.radius, window_axes, window_scratch)
+        for view, axes in window_views:
+            if params.gaussian:
+                gaussian_window(view, size / 4, axes, window_scratch)
+            else:
+                window_mean(view, params.radius, axes, window_scratch)
         for start, stop in slabs:
             block = systems[start:stop]
             _solve_rows(

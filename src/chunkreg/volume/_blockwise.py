@@ -500,11 +500,10 @@ def blockwise_shifts(
                 progress=progress,
                 describe=lambda t: f"blocks {t.numbers[0]}..{t.numbers[-1]}",
                 on_result=lambda j, r: sink.add(todo[j], numbers[todo[j]], r),
+                skipped=plan.n_tasks - len(todo),
             )
         finally:
             sink.flush()
-    report.n_tasks = plan.n_tasks
-    report.n_skipped = plan.n_tasks - len(todo)
     complete = bool(sink.record.complete)
     result = _finalise(group, plan, sink.values, min_quality, min_std, complete, report)
     report.notes["blocks"] = f"{len(grid)} in a grid of {grid.grid_shape}"

@@ -342,11 +342,10 @@ def shifts_to_flow(
                 progress=progress,
                 describe=lambda t: f"tile {t.tiles.tile(t.number).core}",
                 on_result=lambda j, r: sink.add(todo[j], [todo[j]], r),
+                skipped=len(tiles) - len(todo),
             )
         finally:
             sink.flush()
-    report.n_tasks = len(tiles)
-    report.n_skipped = len(tiles) - len(todo)
     seam = combine_seam_sums(np.nansum(sink.values["seam"], axis=0))
     write_qc(
         group,

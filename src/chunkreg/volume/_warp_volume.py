@@ -406,11 +406,10 @@ def warp_volume(
                 progress=progress,
                 describe=lambda t: f"tile {t.tiles.tile(t.number).core}",
                 on_result=lambda j, r: sink.add(todo[j], [todo[j]], r),
+                skipped=len(tiles) - len(todo),
             )
         finally:
             sink.flush()
-    report.n_tasks = len(tiles)
-    report.n_skipped = len(tiles) - len(todo)
     if plan.reference is not None:
         before = sink.values["ncc_before"].reshape(tiles.grid_shape)
         after = sink.values["ncc_after"].reshape(tiles.grid_shape)

@@ -1,0 +1,423 @@
+"""The stitching workflow: pairwise registration and fusion as cluster tasks, solve in between."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+import os
+import warnings
+from collections import defaultdict
+
+import numpy as np
+
+from .._validation import per_axis
+from ..errors import InputError
+from ..execution import open_client, run_tasks
+from ..io import (
+    CompletionRecord,
+    array_ref,
+    create_array,
+    open_output_group,
+    require_shared_store,
+    write_ome_multiscale_metadata,
+)
+from ._fuse import BLEND_MODES
+from ._layout import Layout, _read_spec, overlapping_pairs, read_layout
+from ._pairwise import pair_regions
+from ._result import StitchResult
+from ._solve import solve_positions, unlinked_message
+from ._tasks import FuseTask, PairTask, fuse_task, pair_task
+from ._tiles import resolve_tiles
+
+__all__ = ["stitch"]
+
+_AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
+_DEFAULT_CHUNKS = {2: 1024, 3: 128}
+# pixels of both regions per pairwise task: enough work to amortise the task overhead
+_PAIR_TASK_PIXELS = 8 * 2**20
+# output elements per fusion task (whole chunks; each written once by one task)
+_FUSE_TASK_ELEMENTS = 4 * 2**20
+
+
+def stitch(
+    tiles,
+    layout,
+    output=None,
+    *,
+    register: bool = True,
+    fuse: bool = True,
+    blend: str = "linear",
+    subpixel: bool = False,
+    upsample_factor: int | None = None,
+    stage_error=None,
+    downsample: int = 1,
+    min_quality: float = 0.5,
+    max_residual: float = 2.5,
+    max_relative_residual: float = 3.0,
+    fixed_tile: str | None = None,
+    chunks=None,
+    blend_width=None,
+    order: int = 3,
+    client=None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> StitchResult:
+    """Place overlapping tiles precisely and fuse them into one zarr mosaic.
+
+    Parameters
+    ----------
+    tiles : None, str, os.PathLike, zarr.Group, mapping or sequence
+        The tile arrays: a zarr group (or its path) whose arrays the layout names, a mapping
+        name -> array or path, a list with one zarr array or path per layout entry, or
+        ``None`` to take the paths given in the layout file.
+    layout : Layout, str or os.PathLike
+        Nominal positions: a :class:`Layout` (see :func:`regular_grid`) or a JSON/CSV layout
+        file (see :func:`read_layout`).
+    output : str or os.PathLike, optional
+        Zarr group for the fused mosaic (OME-Zarr, level ``"0"``); needed when ``fuse``.
+    register : bool
+        Measure pairwise offsets and solve positions; if false, fuse at the layout positions.
+    fuse : bool
+        Write the mosaic; if false, only positions and link table are returned.
+    blend : {"linear", "cosine", "max", "first"}
+        How overlapping tiles are combined (see :func:`fuse_block`).
+    subpixel : bool
+        Place tiles at fractional positions by spline interpolation (order ``order``) instead
+        of rounding positions to whole pixels.
+    upsample_factor : int, optional
+        Pairwise precision ``1 / upsample_factor`` px; default 1 (10 when ``subpixel``).
+    stage_error : float or sequence of float, optional
+        Largest error of a nominal relative position per axis, in pixels; default 10% of the
+        median tile shape. Bounds the search and sets the margin read around overlaps.
+    downsample : int
+        Block-average the overlap regions by this factor for the peak search (faster on
+        large overlaps); the offset is then refined at full resolution.
+    min_quality : float
+        Links whose normalised cross-correlation is lower are not used.
+    max_residual, max_relative_residual : float
+        A link whose residual exceeds ``max_residual`` pixels and ``max_relative_residual``
+        times the mean residual is dropped and the positions solved again.
+    fixed_tile : str, optional
+        Name of a tile held at its nominal position; default: the nominal centroid is kept.
+    chunks : int or sequence of int, optional
+        Output chunk shape; default 1024 (2-D) or 128 (3-D) per axis. Each fusion task
+        writes a block of whole chunks (about 4 M pixels) exactly once.
+    blend_width : float or sequence of float, optional
+        Length of the blending ramps from each tile border; default half the tile.
+    order : int
+        Spline order for ``subpixel`` placement.
+    client : distributed.Client, optional
+        Run on this client (left open).
+    scheduler : str, optional
+        Scheduler address, or "synchronous" to run in this process.
+    n_workers : int, optional
+        Workers of the embedded local cluster (default one per core).
+    overwrite : bool
+        Replace an existing output instead of resuming it.
+    progress : bool
+        Draw progress lines.
+
+    Returns
+    -------
+    StitchResult
+        Positions, link table (quality, residual, dropped links), run reports.
+
+    Raises
+    ------
+    InputError
+        Missing tiles, tiles differing in ndim or dtype, no overlapping tiles, bad options
+        (raised before anything is written).
+    IncompatibleOutputError
+        ``output`` exists from a different run and ``overwrite`` is false.
+
+    Warns
+    -----
+    UserWarning
+        When tiles have no reliable link and are placed at nominal positions.
+
+    References
+    ----------
+    .. [1] J. Chalfoun et al., "MIST: Accurate and Scalable Microscopy Image Stitching Tool
+       with Stage Modeling and Error Minimization", Sci. Rep. 7, 4988 (2017).
+       doi:10.1038/s41598-017-04567-y
+    .. [2] S. Preibisch, S. Saalfeld, P. Tomancak, "Globally optimal stitching of tiled 3D
+       microscopic image acquisitions", Bioinformatics 25, 1463 (2009).
+       doi:10.1093/bioinformatics/btp184
+
+    Examples
+    --------
+    >>> import zarr
+    >>> from chunkreg.testing import textured_image
+    >>> from chunkreg.stitching import regular_grid
+    >>> image = textured_image((171, 171), seed=0)
+    >>> group = zarr.open_group("tiles.zarr", mode="w")
+    >>> layout = regular_grid((2, 2), (90, 90), overlap=0.1)
+    >>> for name, (y, x) in zip(layout.names, layout.positions.astype(int)):
+    ...     _ = group.create_array(name, data=image[y : y + 90, x : x + 90])
+    >>> result = stitch(group, layout, "mosaic.zarr", scheduler="synchronous", progress=False)
+    >>> result.positions.round(2).tolist()
+    [[0.0, 0.0], [0.0, 81.0], [81.0, 0.0], [81.0, 81.0]]
+    """
+    if not (register or fuse):
+        raise InputError("nothing to do: register and fuse are both false.")
+    if blend not in BLEND_MODES:
+        raise InputError(f"blend must be one of {BLEND_MODES}, got {blend!r}.")
+    if fuse and output is None:
+        raise InputError("give an output path for the fused mosaic (or fuse=False).")
+    if not (isinstance(downsample, int) and downsample >= 1):
+        raise InputError(f"downsample must be an integer >= 1, got {downsample!r}.")
+    if upsample_factor is None:
+        upsample_factor = 10 if subpixel else 1
+    if not (isinstance(upsample_factor, int) and upsample_factor >= 1):
+        raise InputError(f"upsample_factor must be an integer >= 1, got {upsample_factor!r}.")
+    if not 0 <= order <= 5:
+        raise InputError(f"order must be in 0..5, got {order}.")
+
+    layout = _as_layout(layout, tiles)
+    refs, shapes, dtype = resolve_tiles(tiles, layout)
+    ndim = layout.ndim
+    nominal = np.asarray(layout.positions)
+    fixed = None if fixed_tile is None else _tile_index(layout, fixed_tile)
+    error = _stage_error(stage_error, shapes)
+    pairs = overlapping_pairs(nominal, shapes, adjacent=True)
+    if register and len(pairs) == 0:
+        raise InputError(
+            f"no two of the {len(layout)} tiles overlap side by side at their nominal positions, "
+            "so there is nothing to register; check the layout's units (pixels) and overlap, or "
+            "pass register=False (--fuse-only) to place them as given."
+        )
+    out_chunks = _output_chunks(chunks, ndim)
+
+    reports = {}
+    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+        if register:
+            offsets, quality, reports["pairs"] = _register_pairs(
+                c, refs, shapes, nominal, pairs, error, upsample_factor, downsample, progress
+            )
+            solution = solve_positions(
+                pairs,
+                offsets,
+                quality,
+                nominal,
+                min_quality=min_quality,
+                max_residual=max_residual,
+                max_relative_residual=max_relative_residual,
+                fixed_tile=fixed,
+                warn=False,
+            )
+            positions = solution.positions
+            unlinked = tuple(layout.names[i] for i in solution.unlinked)
+            if unlinked:
+                warnings.warn(unlinked_message(solution.unlinked, layout.names), stacklevel=2)
+            links = (solution.residuals, solution.kept, solution.drop_reason)
+        else:
+            positions = nominal.copy()
+            pairs = np.empty((0, 2), dtype=np.int64)
+            offsets, quality = np.empty((0, ndim)), np.empty(0)
+            links = (np.empty(0), np.empty(0, dtype=bool), np.empty(0, dtype=str))
+            unlinked = ()
+        origin = None
+        if fuse:
+            origin, reports["fusion"] = _fuse(
+                c, refs, shapes, dtype, layout.names, positions, output, out_chunks,
+                blend=blend, subpixel=subpixel, blend_width=blend_width, order=order,
+                overwrite=overwrite, progress=progress,
+            )  # fmt: skip
+    return StitchResult(
+        layout=layout.with_positions(positions),
+        nominal_positions=nominal,
+        pairs=pairs,
+        offsets=offsets,
+        quality=quality,
+        residual=links[0],
+        kept=links[1],
+        drop_reason=links[2],
+        unlinked=unlinked,
+        origin=origin,
+        output=None if output is None else os.fspath(output),
+        reports=reports,
+    )
+
+
+def _as_layout(layout, tiles) -> Layout:
+    if isinstance(layout, Layout):
+        return layout
+    if not isinstance(layout, (str, os.PathLike)):
+        raise InputError(
+            "layout must be a Layout or the path of a JSON/CSV layout file, got "
+            f"{type(layout).__name__}."
+        )
+    spec = _read_spec(layout)
+    grid = spec.get("grid")
+    shape = grid.get("shape") if isinstance(grid, dict) else None
+    if isinstance(shape, list) and len(shape) in (2, 3) and "tile_shape" not in grid:
+        # a grid file without tile_shape: take it from the first tile
+        paths = spec["paths"]
+        probe = Layout(
+            spec["names"][:1], np.zeros((1, len(shape))), paths and paths[:1], spec["base_dir"]
+        )
+        first = tiles[:1] if isinstance(tiles, (list, tuple)) else tiles
+        tile_shape = resolve_tiles(first, probe)[1][0]
+        return read_layout(layout, tile_shape=tuple(int(v) for v in tile_shape))
+    return read_layout(layout)
+
+
+def _tile_index(layout: Layout, name) -> int:
+    if name in layout.names:
+        return layout.names.index(name)
+    raise InputError(f"fixed_tile {name!r} is not a tile of the layout.")
+
+
+def _stage_error(stage_error, shapes) -> np.ndarray:
+    if stage_error is None:
+        return 0.1 * np.median(shapes, axis=0)
+    values = per_axis(stage_error, shapes.shape[1], "stage_error", kind=numbers.Real, minimum=0)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _output_chunks(chunks, ndim) -> tuple[int, ...]:
+    if chunks is None:
+        return (_DEFAULT_CHUNKS[ndim],) * ndim
+    return per_axis(chunks, ndim, "chunks", minimum=1)
+
+
+def _register_pairs(
+    client, refs, shapes, nominal, pairs, error, upsample_factor, downsample, progress
+):
+    regions = [pair_regions(nominal[i], shapes[i], nominal[j], shapes[j], error) for i, j in pairs]
+    tasks, batch, pixels = [], [], 0
+    for k, reg in enumerate(regions):
+        batch.append(k)
+        pixels += sum(
+            math.prod(s.stop - s.start for s in sl) for sl in (reg.slices_a, reg.slices_b)
+        )
+        if pixels >= _PAIR_TASK_PIXELS or k == len(regions) - 1:
+            tasks.append(
+                PairTask(
+                    indices=tuple(batch),
+                    refs=tuple((refs[pairs[m, 0]], refs[pairs[m, 1]]) for m in batch),
+                    regions=tuple(regions[m] for m in batch),
+                    stage_error=tuple(float(e) for e in error),
+                    upsample_factor=upsample_factor,
+                    downsample=downsample,
+                )
+            )
+            batch, pixels = [], 0
+    ndim = nominal.shape[1]
+    offsets = np.full((len(pairs), ndim), np.nan)
+    quality = np.zeros(len(pairs))
+
+    def collect(_, result):
+        idx = list(result["indices"])
+        offsets[idx] = result["offsets"]
+        quality[idx] = result["qualities"]
+
+    report = run_tasks(
+        pair_task, tasks, client=client, label="pairs", progress=progress,
+        describe=PairTask.describe, on_result=collect,
+    )  # fmt: skip
+    report.raise_if_failed()
+    return offsets, quality, report
+
+
+def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blend, subpixel,
+          blend_width, order, overwrite, progress):  # fmt: skip
+    ndim = positions.shape[1]
+    placed = positions if subpixel else np.round(positions)
+    if subpixel:
+        origin = np.floor(placed.min(axis=0) + 1e-9).astype(np.int64)
+        stop = np.floor(placed + shapes - 1 + 1e-9).max(axis=0).astype(np.int64) + 1
+    else:
+        origin = placed.min(axis=0).astype(np.int64)
+        stop = (placed + shapes).max(axis=0).astype(np.int64)
+    local = placed - origin
+    shape = tuple(int(v) for v in stop - origin)
+    chunks = tuple(min(c, s) for c, s in zip(chunks, shape, strict=True))
+    width = (
+        None
+        if blend_width is None
+        else tuple(float(w) for w in np.broadcast_to(blend_width, (ndim,)))
+    )
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(local, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(shapes, dtype=np.int64).tobytes())
+    digest.update("\0".join(names).encode())
+    signature = {
+        "shape": shape,
+        "dtype": str(dtype),
+        "chunks": chunks,
+        "blend": blend,
+        "blend_width": width,
+        "subpixel": bool(subpixel),
+        "order": int(order) if subpixel else None,
+        "tiles_and_positions_sha256": digest.hexdigest(),
+    }
+    group = open_output_group(output, signature=signature, overwrite=overwrite, kind="stitch")
+    require_shared_store(group, client)
+    axes = _AXES[ndim]
+    if "0" not in group:
+        create_array(group, name="0", shape=shape, dtype=dtype, chunks=chunks, dimension_names=axes)
+    # (re)written on every run: a run killed before this point left none
+    write_ome_multiscale_metadata(group, paths=["0"], axes=axes, translations=[origin.tolist()])
+    group.attrs["stitch"] = {
+        "tiles": list(names),
+        "positions": local.tolist(),
+        "origin": origin.tolist(),
+    }
+    out_ref = array_ref(group["0"])
+    tasks = _fuse_tasks(out_ref, shape, chunks, local, shapes, refs, blend, width, order)
+    record = CompletionRecord(group, "fusion", len(tasks))
+    report = run_tasks(
+        fuse_task, tasks, client=client, label="chunks", record=record, progress=progress,
+        describe=FuseTask.describe,
+    )  # fmt: skip
+    report.raise_if_failed()
+    return origin, report
+
+
+def _task_block(chunks, shape) -> np.ndarray:
+    """Chunk-aligned task block: whole chunks, grown round the axes to ~4 M elements."""
+    chunks = np.asarray(chunks)
+    block = chunks.copy()
+    while np.prod(block) < _FUSE_TASK_ELEMENTS and (block < shape).any():
+        for axis in range(len(block)):
+            if block[axis] < shape[axis] and np.prod(block) < _FUSE_TASK_ELEMENTS:
+                block[axis] += chunks[axis]
+    return block
+
+
+def _fuse_tasks(out_ref, shape, chunks, positions, shapes, refs, blend, width, order):
+    """One task per chunk-aligned block that any tile covers, with the tiles that touch it."""
+    shape = np.asarray(shape)
+    chunks = _task_block(chunks, shape)
+    grid = -(-shape // chunks)
+    touching = defaultdict(list)
+    for t, (pos, tshape) in enumerate(zip(positions, shapes, strict=True)):
+        first = np.ceil(pos - 1e-9).astype(np.int64)
+        last = np.floor(pos + tshape - 1 + 1e-9).astype(np.int64)
+        lo = np.clip(first // chunks, 0, grid - 1)
+        hi = np.clip(last // chunks, 0, grid - 1)
+        for index in np.ndindex(*(hi - lo + 1)):
+            touching[tuple(int(v) for v in lo + index)].append(t)
+    tasks = []
+    for index in sorted(touching):
+        start = np.asarray(index) * chunks
+        block = np.minimum(chunks, shape - start)
+        members = touching[index]
+        tasks.append(
+            FuseTask(
+                output=out_ref,
+                start=tuple(int(v) for v in start),
+                shape=tuple(int(v) for v in block),
+                tiles=tuple(refs[t] for t in members),
+                positions=tuple(tuple(float(v) for v in positions[t]) for t in members),
+                tile_shapes=tuple(tuple(int(v) for v in shapes[t]) for t in members),
+                blend=blend,
+                blend_width=width,
+                order=order,
+            )
+        )
+    return tasks

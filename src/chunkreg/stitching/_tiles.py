@@ -1,0 +1,145 @@
+"""Find and check the zarr arrays a layout names (metadata only, no pixels read)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import zarr
+
+from ..errors import InputError
+from ..io import ArrayRef, array_ref, open_array
+from ._layout import Layout
+
+__all__ = ["resolve_tiles"]
+
+
+def resolve_tiles(tiles, layout: Layout) -> tuple[list[ArrayRef], np.ndarray, np.dtype]:
+    """Open every tile of ``layout`` read-only and check they can form one mosaic.
+
+    Parameters
+    ----------
+    tiles : None, str, os.PathLike, zarr.Group, mapping or sequence
+        ``None``: the layout's ``paths`` (relative to its file). A group (or path to one):
+        arrays looked up by the layout's paths, else names. A mapping: name -> array or path.
+        A sequence: one array or path per layout entry, in layout order.
+    layout : Layout
+
+    Returns
+    -------
+    refs : list of ArrayRef
+        Picklable handles, in layout order.
+    shapes : ndarray of int, shape (n_tiles, ndim)
+    dtype : numpy.dtype
+        The tiles' common dtype.
+
+    Raises
+    ------
+    InputError
+        A tile is missing, or the tiles differ in ndim or dtype from each other or the layout.
+    """
+    n = len(layout)
+    keys = [
+        p if p is not None else name
+        for name, p in zip(layout.names, layout.paths or [None] * n, strict=True)
+    ]
+    arrays: list = [None] * n
+    missing: list[str] = []
+    if tiles is None:
+        if layout.paths is None or any(p is None for p in layout.paths):
+            raise InputError(
+                "the layout does not give a path for every tile; add a 'path' per tile or pass "
+                "the tiles (a zarr group or a list of arrays)."
+            )
+        for k, p in enumerate(layout.paths):
+            full = (
+                p
+                if ("://" in p or os.path.isabs(p) or layout.base_dir is None)
+                else os.path.join(layout.base_dir, p)
+            )
+            arrays[k] = _open_or_none(full, layout.names[k], missing)
+    elif isinstance(tiles, (str, os.PathLike, zarr.Group)):
+        group = _open_group(tiles)
+        for k, key in enumerate(keys):
+            try:
+                node = group[key]
+            except KeyError:
+                node = None
+            if not isinstance(node, zarr.Array):
+                missing.append(layout.names[k])
+            else:
+                arrays[k] = node
+    elif isinstance(tiles, Mapping):
+        for k, name in enumerate(layout.names):
+            if name not in tiles:
+                missing.append(name)
+            else:
+                arrays[k] = open_array(tiles[name], name=f"tile {name!r}")
+    elif isinstance(tiles, Sequence):
+        if len(tiles) != n:
+            raise InputError(
+                f"{len(tiles)} tiles given for a layout of {n}; give one array per layout entry."
+            )
+        for k, source in enumerate(tiles):
+            arrays[k] = _open_or_none(source, layout.names[k], missing)
+    else:
+        raise InputError(
+            "tiles must be a zarr group (or its path), a mapping name -> array, a list of arrays "
+            f"or paths, or None (paths from the layout); got {type(tiles).__name__}."
+        )
+    if missing:
+        listed = ", ".join(repr(m) for m in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise InputError(
+            f"{len(missing)} tile(s) named in the layout were not found: {listed}. Check the "
+            "names/paths in the layout file."
+        )
+    return _check(arrays, layout)
+
+
+def _open_or_none(source, name, missing):
+    local = isinstance(source, (str, os.PathLike)) and "://" not in os.fspath(source)
+    if local and not os.path.exists(source):
+        missing.append(name)
+        return None
+    return open_array(source, name=f"tile {name!r}")
+
+
+def _open_group(tiles) -> zarr.Group:
+    if isinstance(tiles, zarr.Group):
+        return tiles
+    path = os.fspath(tiles)
+    if "://" not in path and not os.path.exists(path):
+        raise InputError(f"tiles: {path!r} does not exist.")
+    try:
+        node = zarr.open(path, mode="r")
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise InputError(f"tiles: {path!r} is not a zarr group ({exc}).") from exc
+    if not isinstance(node, zarr.Group):
+        raise InputError(f"tiles: {path!r} is a zarr array; give the group that holds the tiles.")
+    return node
+
+
+def _check(arrays: list, layout: Layout):
+    ndims = {a.ndim for a in arrays}
+    if ndims != {layout.ndim}:
+        odd = [layout.names[k] for k, a in enumerate(arrays) if a.ndim != layout.ndim][:5]
+        raise InputError(
+            f"every tile must have {layout.ndim} dimensions like the layout positions; tiles "
+            f"{odd} have {sorted(ndims - {layout.ndim})}. Channels or time points must be "
+            "stitched one at a time."
+        )
+    dtypes = [np.dtype(a.dtype) for a in arrays]
+    if len(set(dtypes)) != 1:
+        odd = [(layout.names[k], str(d)) for k, d in enumerate(dtypes) if d != dtypes[0]][:5]
+        raise InputError(
+            f"all tiles must share one dtype; the first is {dtypes[0]} but {odd} differ. "
+            "Convert them to a common dtype first."
+        )
+    dtype = dtypes[0]
+    if dtype.kind not in "iuf":
+        raise InputError(f"tiles must be integer or real floating point, got dtype {dtype}.")
+    shapes = np.array([a.shape for a in arrays], dtype=np.int64)
+    if (shapes < 1).any():
+        raise InputError("tiles must not be empty.")
+    return [array_ref(a) for a in arrays], shapes, dtype
