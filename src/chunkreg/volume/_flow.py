@@ -416,8 +416,20 @@ def compute_flow(
 
     Examples
     --------
-    >>> report = chunkreg.compute_flow("ref.zarr", "mov.zarr", "flow.zarr", radius=5)  # doctest: +SKIP
-    >>> print(report.summary())  # doctest: +SKIP
+    A 6-voxel smooth displacement, tiles of 64 with the automatic halo (10 voxels here):
+
+    >>> import zarr
+    >>> from chunkreg.testing import apply_flow, smooth_displacement, textured_image
+    >>> reference = textured_image((128, 128), seed=0)
+    >>> moving = apply_flow(reference, -smooth_displacement((128, 128), amplitude=6, seed=1))
+    >>> _ = zarr.create_array("ref.zarr", data=reference, chunks=(32, 32))
+    >>> _ = zarr.create_array("mov.zarr", data=moving, chunks=(32, 32))
+    >>> report = compute_flow("ref.zarr", "mov.zarr", "flow.zarr", tile=64, radius=3,
+    ...                       scheduler="synchronous", progress=False)
+    >>> report.ok, report.notes["levels"], report.notes["tiles"]
+    (True, '2', '4 of (64, 64)')
+    >>> zarr.open_array("flow.zarr", path="flow").shape
+    (2, 128, 128)
     """
     plan = plan_flow(
         reference,

@@ -175,17 +175,21 @@ def whole_memory(method, shape, input_itemsize: int = 4) -> int:
     return (2 * input_itemsize + kernel_memory_factor(method, ndim) + 4 * ndim) * voxels
 
 
-def refine_memory(method, grid: TileGrid) -> int:
-    """Peak bytes of one refinement task (largest tile).
+def refine_extra(ndim: int) -> int:
+    """Bytes per read voxel a refinement task holds beside the kernel's own peak.
 
-    Reference and pre-warped moving image, the moving region (assumed half as large again as
-    the read region), the initial flow, the pre-warp's float64 coordinates, the kernel, and the
-    composed result over the core plus its blend band.
+    The initial flow (float32 per axis), the moving region it samples (assumed half as large
+    again as the read region) and the pre-warped moving image; the pre-warp's float64
+    coordinates and the composition's temporaries are freed before or allocated after the
+    kernel's peak, and are smaller than it.
     """
+    return 4 * ndim + 6 + 4
+
+
+def refine_memory(method, grid: TileGrid) -> int:
+    """Peak bytes of one refinement task (largest tile)."""
     read = math.prod(grid.max_read_shape)
-    ndim = grid.ndim
-    per_voxel = 4 + 4 + 6 + 4 * ndim + 8 * ndim + kernel_memory_factor(method, grid.ndim)
-    return per_voxel * read + 12 * ndim * read
+    return (kernel_memory_factor(method, grid.ndim) + refine_extra(grid.ndim)) * read
 
 
 def tiled_memory(method, grid: TileGrid, input_itemsize: int) -> int:

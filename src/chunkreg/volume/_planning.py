@@ -22,6 +22,7 @@ from ._levels import (
     halve,
     input_levels,
     parse_levels,
+    refine_extra,
     refine_memory,
     tiled_memory,
     whole_memory,
@@ -340,15 +341,20 @@ def plan_flow(
     out_chunks = ref.chunks if chunks is None else per_axis(chunks, ndim, "chunks", minimum=1)
     (single, single_rule), (refine, refine_rule) = _depths(method, params, overlap, ndim)
 
-    def grid_for(depth):
+    def grid_for(depth, refining=True):
         if tile is None:
-            tile_shape = default_tile(shape, out_chunks, depth, method=method)
+            budget = TASK_MEMORY_BUDGET
+            if refining:  # leave room for what a refinement holds beside the kernel
+                factor = kernel_memory_factor(method, ndim)
+                budget = budget * factor // (factor + refine_extra(ndim))
+            tile_shape = default_tile(shape, out_chunks, depth, method=method,
+                                      memory_budget=budget)  # fmt: skip
         else:
             tile_shape = per_axis(tile, ndim, "tile", minimum=1)
         return TileGrid(shape=shape, tile_shape=tile_shape, depth=depth, chunks=out_chunks)
 
     count = _count_levels(levels, shape, grid_for(refine), method, coarse_memory)
-    grid0 = grid_for(single if count == 1 else refine)
+    grid0 = grid_for(single, refining=False) if count == 1 else grid_for(refine)
     ref_levels = input_levels(reference, level or 0) if count > 1 else []
     mov_levels = input_levels(moving, level or 0) if count > 1 else []
     shapes, sources = [shape], [(_absolute_ref(ref), _absolute_ref(mov))]
