@@ -263,3 +263,21 @@ def test_multiscale_inputs_provide_the_pyramid(tmp_path):
     flow = zarr.open_array(str(out), path="flow", mode="r")[:]
     inner = (slice(None), slice(16, -16), slice(16, -16))
     assert np.median(np.abs(flow - inverse_displacement(truth))[inner]) < 0.1
+
+
+def test_a_coarsest_level_too_large_for_memory_is_tiled(tmp_path):
+    """With a tiny in-memory budget the coarsest level runs tile by tile (own pyramid each),
+    stitched like any level, and the finer level refines it."""
+    paths, ref, mov, truth = _pair(tmp_path, (256, 192), 6, (32, 32))
+    out = tmp_path / "out.zarr"
+    report = compute_flow(*paths, out, tile=64, radius=3, levels=2, coarse_memory=1000, **SYNC)
+    report.raise_if_failed()
+    stages = [v for k, v in report.notes.items() if k.startswith("stage")]
+    assert [s.split(":")[0] for s in stages] == [
+        "pyramid level 1", "level 1 tiles", "level 1 blend", "level 0 tiles", "level 0 blend",
+    ]  # fmt: skip
+    group = zarr.open_group(str(out), mode="r")
+    assert group["coarse/1"].attrs["mode"] == "tiled"
+    flow = group["flow"][:]
+    untiled = endpoint_error(chunkreg.optical_flow_ilk(ref, mov, radius=3), truth)
+    assert endpoint_error(flow, truth) <= 1.2 * untiled
