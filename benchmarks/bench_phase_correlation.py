@@ -24,16 +24,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 import scipy.fft as sfft  # noqa: E402
+from _common import pin_one_cpu as _pin_one_cpu  # noqa: E402
 from scipy import ndimage  # noqa: E402
-
-
-def _pin_one_cpu() -> str:
-    if hasattr(os, "sched_setaffinity"):
-        cpus = sorted(os.sched_getaffinity(0))
-        cpu = 1 if 1 in cpus else cpus[0]
-        os.sched_setaffinity(0, {cpu})
-        return f"cpu {cpu}"
-    return "unpinned"
 
 
 def _pair(shape, shift, seed):

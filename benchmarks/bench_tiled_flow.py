@@ -31,7 +31,6 @@ import argparse
 import math
 import os
 import re
-import resource
 import shutil
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from _common import peak_rss_mib
 from scipy import ndimage
 
 import chunkreg
@@ -82,22 +82,6 @@ def generate(directory: Path, shape) -> tuple[str, str]:
             array[region] = block
         paths.append(path)
     return paths[0], paths[1]
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process (MiB).
-
-    ``VmHWM`` of the process's own memory map: ``ru_maxrss`` would also count the memory of
-    the process that started it (a spawned worker inherits its parent's peak at fork time).
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def time_kernel_on_one_tile(plan, method, params) -> tuple[float, float]:

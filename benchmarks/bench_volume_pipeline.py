@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from _common import peak_rss_mib
 from scipy import ndimage
 
 from chunkreg.execution import open_client
@@ -45,22 +45,6 @@ from chunkreg.testing import apply_flow, smooth_displacement, textured_image
 from chunkreg.volume import compute_flow, plan_flow, warp_volume
 
 CHUNK = 64
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process (MiB).
-
-    ``VmHWM`` of the process's own memory map: ``ru_maxrss`` would also count the memory of
-    the process that started it (a spawned worker inherits its parent's peak at fork time).
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def inverse_displacement(truth: np.ndarray, iterations: int = 12) -> np.ndarray:
