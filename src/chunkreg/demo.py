@@ -214,7 +214,8 @@ def main(argv=None) -> int:
     shifts = np.asarray(series.shifts)
     shift_error = np.abs(shifts - true_shifts).max()
     lines += [
-        f"dense flow (iLK, tiled): {flow_report.n_done} tiles, {voxels / t_flow / 1e6:.2f} Mvoxel/s, "
+        f"dense flow (iLK, coarse to fine over {flow_report.notes.get('levels', '?')} levels, "
+        f"{flow_report.notes.get('tiles', '?')} tiles): {voxels / t_flow / 1e6:.2f} Mvoxel/s, "
         f"{t_flow:.1f} s; mean endpoint error {epe:.3f} px (no registration: {epe0:.3f} px)",
         f"warp: {warp_report.n_done} tiles, {t_warp:.1f} s; mean |registered - reference| "
         f"{mae_after:.4f} vs {mae_before:.4f} before ({100 * (1 - mae_after / mae_before):.0f}% lower)",
