@@ -5,7 +5,7 @@ Level 0 is the input resolution; level ``L + 1`` halves level ``L`` along every 
 coarsest level's flow is computed over the whole level in one task when it fits the memory
 budget (``"whole"``), else tile by tile with a per-tile image pyramid (``"tiled"``); every finer
 level refines the upsampled flow of the level above, tile by tile (``"refine"``). A single-level
-run (``levels=1``) is one ``"tiled"`` level: the tiled flow of issue 4.
+run (``levels=1``) is one ``"tiled"`` level: every tile computed from scratch, no pyramid.
 """
 
 from __future__ import annotations
