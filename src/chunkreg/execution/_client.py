@@ -26,7 +26,17 @@ SYNCHRONOUS = _Synchronous()
 
 
 def is_synchronous(client) -> bool:
-    """Whether ``client`` is the in-process synchronous marker."""
+    """Whether ``client`` is the in-process synchronous marker.
+
+    Parameters
+    ----------
+    client : object
+        What :func:`open_client` yielded.
+
+    Returns
+    -------
+    bool
+    """
     return client is SYNCHRONOUS
 
 

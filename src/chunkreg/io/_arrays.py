@@ -56,7 +56,17 @@ def _store_root(store: Any) -> Any:
 
 
 def array_ref(array: zarr.Array) -> ArrayRef:
-    """Return an :class:`ArrayRef` pointing at an open zarr array."""
+    """Return an :class:`ArrayRef` pointing at an open zarr array.
+
+    Parameters
+    ----------
+    array : zarr.Array
+        An open array; local stores are referenced by absolute path.
+
+    Returns
+    -------
+    ArrayRef
+    """
     return ArrayRef(_store_root(array.store), array.path)
 
 

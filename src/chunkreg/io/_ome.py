@@ -20,7 +20,17 @@ def _multiscales(attrs: dict) -> list:
 
 
 def multiscale_dataset_paths(attrs: dict) -> list[str]:
-    """Return the dataset paths of the first multiscale image, finest first ([] if none)."""
+    """Return the dataset paths of the first multiscale image, finest first ([] if none).
+
+    Parameters
+    ----------
+    attrs : dict
+        Group attributes, NGFF 0.4 (``multiscales``) or 0.5 (``ome.multiscales``).
+
+    Returns
+    -------
+    list of str
+    """
     ms = _multiscales(attrs)
     if not ms:
         return []

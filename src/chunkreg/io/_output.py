@@ -41,7 +41,18 @@ def _json_default(value: Any):
 
 
 def normalise_signature(signature: dict) -> dict:
-    """Return ``signature`` as plain JSON values (tuples become lists, numpy scalars numbers)."""
+    """Return ``signature`` as plain JSON values (tuples become lists, numpy scalars numbers).
+
+    Parameters
+    ----------
+    signature : dict
+        Run parameters, shapes, dtypes, chunks.
+
+    Returns
+    -------
+    dict
+        The same content as stored in an output's attributes.
+    """
     return json.loads(json.dumps(signature, default=_json_default, sort_keys=True))
 
 
@@ -129,7 +140,20 @@ def open_output_group(
 
 
 def require_shared_store(group: zarr.Group, client) -> None:
-    """Refuse in-memory outputs when tasks run in other processes (their writes would be lost)."""
+    """Refuse in-memory outputs when tasks run in other processes (their writes would be lost).
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The output group.
+    client : distributed.Client or SYNCHRONOUS
+        Where the tasks will run.
+
+    Raises
+    ------
+    InputError
+        If ``group`` lives in a MemoryStore and ``client`` is not synchronous.
+    """
     from ..execution import is_synchronous
 
     if isinstance(group.store, zarr.storage.MemoryStore) and not is_synchronous(client):

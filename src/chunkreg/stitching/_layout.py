@@ -379,6 +379,13 @@ def write_layout(layout: Layout, path) -> None:
     """Write ``layout`` as JSON or CSV (by suffix); :func:`read_layout` reads it back.
 
     Relative tile paths are written as given; absolute ones stay absolute.
+
+    Parameters
+    ----------
+    layout : Layout
+        Tile names (or paths) and positions.
+    path : str or os.PathLike
+        Output file; ``.json`` or ``.csv``.
     """
     path = Path(path)
     axes = _AXIS_NAMES[layout.ndim]

@@ -253,6 +253,15 @@ def plan_blockwise_shifts(
 ) -> BlocksPlan:
     """Validate the inputs of :func:`blockwise_shifts` and plan the run, writing nothing.
 
+    Parameters
+    ----------
+    reference, moving, block, overlap, upsample_factor, normalization, batch_size
+        As for :func:`blockwise_shifts`.
+
+    Returns
+    -------
+    BlocksPlan
+
     Raises
     ------
     InputError
@@ -513,6 +522,15 @@ def blockwise_shifts(
 
 def load_block_shifts(output) -> BlockShifts:
     """Read the result of :func:`blockwise_shifts` back from its output group.
+
+    Parameters
+    ----------
+    output : str, os.PathLike or zarr.Group
+        The output group written by :func:`blockwise_shifts`.
+
+    Returns
+    -------
+    BlockShifts
 
     Raises
     ------

@@ -464,7 +464,19 @@ def run_flow_plan(
     overwrite: bool = False,
     progress: bool = True,
 ) -> RunReport:
-    """Execute a :class:`FlowPlan` (see :func:`compute_flow`)."""
+    """Execute a :class:`FlowPlan` (see :func:`compute_flow`).
+
+    Parameters
+    ----------
+    plan : FlowPlan
+        From :func:`plan_flow`.
+    output, client, scheduler, n_workers, overwrite, progress
+        As for :func:`compute_flow`.
+
+    Returns
+    -------
+    RunReport
+    """
     if isinstance(output, Path):
         output = os.fspath(output)
     if client is not None and scheduler is not None:

@@ -269,6 +269,16 @@ def _open_group(output) -> zarr.Group:
 def read_qc(output) -> dict:
     """Read the ``qc`` group of an output: its arrays (as numpy) and attributes.
 
+    Parameters
+    ----------
+    output : str, os.PathLike or zarr.Group
+        A registration output (flow, blocks or warp).
+
+    Returns
+    -------
+    dict
+        Array name -> ndarray, plus ``"attrs"``.
+
     Raises
     ------
     InputError
@@ -361,6 +371,13 @@ def plot_qc(output, path) -> None:
 
     Three-dimensional grids are shown by their middle slice along the first axis. Needs
     matplotlib (the ``plot`` extra).
+
+    Parameters
+    ----------
+    output : str, os.PathLike or zarr.Group
+        A registration output holding a ``qc`` group.
+    path : str or os.PathLike
+        Where to write the PNG.
     """
     qc = read_qc(output)
     try:

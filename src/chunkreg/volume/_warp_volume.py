@@ -243,6 +243,15 @@ def plan_warp_volume(
 ) -> WarpPlan:
     """Validate the inputs of :func:`warp_volume` and plan the run, writing nothing.
 
+    Parameters
+    ----------
+    moving, flow, order, tile, mode, cval, reference
+        As for :func:`warp_volume`.
+
+    Returns
+    -------
+    WarpPlan
+
     Raises
     ------
     InputError
