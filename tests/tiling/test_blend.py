@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from chunkreg.errors import InputError
-from chunkreg.tiling import TileGrid, blend_weights, ramp
+from chunkreg.tiling import TileGrid, blend_profiles, blend_weights, ramp
 
 from .strategies import tile_grids
 
@@ -34,6 +34,18 @@ def test_weight_is_one_where_no_other_tile_reads(grid, kind):
         w = blend_weights(grid, tile.number, kind=kind, dtype=np.float64)
         alone = cover[tile.read] == 1
         assert_allclose(w[alone], 1.0, rtol=0, atol=1e-12)
+
+
+@PROPERTY
+@given(tile_grids(max_ndim=3, max_size=24, aligned=False), st.sampled_from(["linear", "cosine"]))
+def test_weights_are_the_outer_product_of_the_profiles(grid, kind):
+    for tile in grid:
+        profiles = blend_profiles(grid, tile.number, kind=kind)
+        assert tuple(p.size for p in profiles) == tile.read_shape
+        outer = np.ones(())
+        for p in profiles:
+            outer = np.multiply.outer(outer, p)
+        assert_array_equal(blend_weights(grid, tile.number, kind=kind, dtype=np.float64), outer)
 
 
 @PROPERTY

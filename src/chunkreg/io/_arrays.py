@@ -20,7 +20,12 @@ import zarr.storage
 from ..errors import InputError
 from ._ome import multiscale_dataset_paths
 
-__all__ = ["ArrayRef", "array_ref", "create_array", "open_array"]
+__all__ = ["FIELD_COMPRESSORS", "ArrayRef", "array_ref", "create_array", "open_array"]
+
+#: Compression of the float32 fields chunkreg writes (flows): LZ4 in Blosc after byte
+#: shuffling. On flow fields it writes about twice as fast as zarr's default Zstandard and
+#: stores them a little smaller (shuffling groups the exponent bytes, which repeat).
+FIELD_COMPRESSORS = (zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,7 @@ def create_array(
     fill_value=0,
     attributes: dict | None = None,
     dimension_names=None,
+    compressors="auto",
     overwrite: bool = False,
 ) -> zarr.Array:
     """Create a zarr v3 array (thin wrapper fixing chunkreg's defaults).
@@ -171,6 +177,9 @@ def create_array(
         JSON attributes.
     dimension_names : sequence of str, optional
         Axis names stored in the array metadata.
+    compressors : "auto", None or sequence of codecs
+        As :func:`zarr.create_array`: ``"auto"`` is zarr's default, ``None`` no compression;
+        :data:`FIELD_COMPRESSORS` suits float32 flow fields.
     overwrite : bool
         Replace an existing array.
     """
@@ -182,6 +191,7 @@ def create_array(
         "fill_value": fill_value,
         "attributes": attributes or {},
         "dimension_names": dimension_names,
+        "compressors": compressors,
         "overwrite": overwrite,
     }
     if isinstance(store, zarr.Group):

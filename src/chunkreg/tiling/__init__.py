@@ -5,7 +5,7 @@ halo (``depth``) clipped at the array edges, computed on, and cropped back to it
 or blended with its neighbours using :func:`blend_weights`.
 """
 
-from ._blend import blend_weights, ramp
+from ._blend import blend_profiles, blend_weights, ramp
 from ._plan import Tile, TileGrid
 
-__all__ = ["Tile", "TileGrid", "blend_weights", "ramp"]
+__all__ = ["Tile", "TileGrid", "blend_profiles", "blend_weights", "ramp"]

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InputError
 from ._plan import TileGrid
 
-__all__ = ["blend_weights", "ramp"]
+__all__ = ["blend_profiles", "blend_weights", "ramp"]
 
 _KINDS = ("linear", "cosine")
 
@@ -86,6 +86,38 @@ def _axis_weights(grid: TileGrid, axis: int, i: int, kind: str) -> np.ndarray:
     return w / total
 
 
+def blend_profiles(grid: TileGrid, index, *, kind: str = "cosine") -> tuple[np.ndarray, ...]:
+    """The 1-D factors of a tile's blending weights, one per axis.
+
+    :func:`blend_weights` is their outer product; a stitcher that needs the weights over part
+    of a read region only multiplies the matching slices of these profiles.
+
+    Parameters
+    ----------
+    grid : TileGrid
+        The tiles; their halos (``grid.depth``) are the overlaps blended across.
+    index : int or tuple of int
+        The tile (linear number or grid index).
+    kind : {"cosine", "linear"}
+        Shape of the ramps (see :func:`ramp`).
+
+    Returns
+    -------
+    tuple of ndarray of float64
+        One profile per axis, each as long as the tile's read region along that axis.
+
+    Examples
+    --------
+    >>> grid = TileGrid(shape=(8, 4), tile_shape=(4, 4), depth=(2, 2))
+    >>> [p.round(3).tolist() for p in blend_profiles(grid, (1, 0), kind="linear")]
+    [[0.125, 0.375, 0.625, 0.875, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+    """
+    if kind not in _KINDS:
+        raise InputError(f"kind must be one of {_KINDS}, got {kind!r}.")
+    tile = grid.tile(index)
+    return tuple(_axis_weights(grid, axis, i, kind) for axis, i in enumerate(tile.index))
+
+
 def blend_weights(grid: TileGrid, index, *, kind: str = "cosine", dtype=np.float32) -> np.ndarray:
     """Blending weights of one tile over its read region.
 
@@ -112,11 +144,7 @@ def blend_weights(grid: TileGrid, index, *, kind: str = "cosine", dtype=np.float
     >>> blend_weights(grid, 0, kind="linear")
     array([1.   , 1.   , 0.875, 0.625, 0.375, 0.125], dtype=float32)
     """
-    if kind not in _KINDS:
-        raise InputError(f"kind must be one of {_KINDS}, got {kind!r}.")
-    tile = grid.tile(index)
     weights = np.ones((), dtype=np.float64)
-    for axis, i in enumerate(tile.index):
-        profile = _axis_weights(grid, axis, i, kind)
+    for profile in blend_profiles(grid, index, kind=kind):
         weights = np.multiply.outer(weights, profile)
     return weights.astype(dtype, copy=False)

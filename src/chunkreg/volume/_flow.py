@@ -25,6 +25,7 @@ from ..errors import InputError
 from ..execution import RunReport, open_client, run_tasks
 from ..execution._report import TaskFailure
 from ..io import (
+    FIELD_COMPRESSORS,
     CompletionRecord,
     create_array,
     open_output_group,
@@ -94,6 +95,7 @@ def _prepare_output(plan: FlowPlan, output, overwrite: bool):
                 fill_value=np.nan,
                 dimension_names=axes,
                 attributes=_flow_attributes(plan, lp.level),
+                compressors=FIELD_COMPRESSORS,
             )
     if "ome" not in group.attrs:  # also when a run died between creating the array and this
         write_ome_multiscale_metadata(group, paths=[FLOW_ARRAY], axes=axes, name="flow")
@@ -187,7 +189,7 @@ class _Run:
             self.report.n_skipped += 2 * len(lp.grid)
             return True
         scratch_group = group.require_group(f"{_SCRATCH}/{level}")
-        scratch = create_scratch(scratch_group, "tiles", lp.grid, lp.band)
+        scratch = create_scratch(scratch_group, "tiles", lp.grid, lp.band, qc=level == 0)
         ref, mov = self.sources(level)
         coarse = group_ref(group, flow_path(level + 1)) if lp.mode == "refine" else None
         job = LevelJob(ref, mov, coarse, scratch, plan.method, plan.params, level)
@@ -216,8 +218,7 @@ class _Run:
         group = self.group
         out = group_ref(group, flow_path(level))
         if level == 0:
-            ref, mov = self.plan.reference, self.plan.moving
-            job = BlendJob(scratch, out, ref, mov)
+            job = BlendJob(scratch, out)
             sink = self.sink
             todo = sink.todo()
             tasks = [BlendTask(job, i) for i in todo]

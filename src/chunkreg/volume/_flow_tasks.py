@@ -14,6 +14,7 @@ import numpy as np
 from .._validation import check_finite
 from ..errors import InputError
 from ..io import ArrayRef
+from ..registration import normalized_cross_correlation
 from ._methods import kernel
 from ._multiscale import initial_flow, refine_region
 from ._stitch import Scratch
@@ -128,6 +129,50 @@ class TileTasks(Sequence):
         return TileTask(self.job, number)
 
 
+#: Quality control samples every ``_QC_STEP``-th voxel per axis of cores this large or larger.
+_QC_SUBSAMPLE_FROM = 2**18
+_QC_STEP = 2
+
+
+def _quality(reference, moving, flow, core) -> tuple[float, float]:
+    """NCC of the reference and the moving volume over a tile's core, before and after warping
+    the moving one by the tile's flow (linear interpolation).
+
+    ``reference`` is the reference over the core, ``flow`` the tile's flow there; ``moving`` is
+    ``(array, region, start)``: the moving zarr array and a part of it already in memory, used
+    where it holds what is needed. Large cores are measured on every second voxel per axis (an
+    eighth of the work in 3-D, still hundreds of thousands of samples).
+    """
+    from ._warp_volume import sample_bounds, sample_region  # it imports this package's flow
+
+    array, region, start = moving
+    step = _QC_STEP if reference.size >= _QC_SUBSAMPLE_FROM else 1
+    sub = (slice(None, None, step),) * reference.ndim
+    flow = flow[(slice(None), *sub)]
+
+    def part(bounds):
+        inside = all(
+            b.start >= s and b.stop <= s + n
+            for b, s, n in zip(bounds, start, region.shape, strict=True)
+        )
+        if inside:
+            local = tuple(
+                slice(b.start - s, b.stop - s) for b, s in zip(bounds, start, strict=True)
+            )
+            return region[local], [b.start for b in bounds]
+        return np.asarray(array[bounds], dtype=np.float32), [b.start for b in bounds]
+
+    values, _ = part(core)
+    before = values[sub]
+    values, origin = part(sample_bounds(flow, core, array.shape, 1))
+    after = sample_region(values, origin, flow, [c.start for c in core], order=1, step=step)
+    reference = reference[sub]
+    return (
+        normalized_cross_correlation(reference, before),
+        normalized_cross_correlation(reference, after),
+    )
+
+
 def flow_tile(task: TileTask) -> dict:
     """Compute one tile's flow over its blend region and write it to the scratch array."""
     job = task.job
@@ -152,6 +197,7 @@ def flow_tile(task: TileTask) -> dict:
         t1 = time.perf_counter()
         flow = _check_shape(kernel(job.method)(ref, mov, **job.params), (ref.ndim, *ref.shape))
         values = np.asarray(flow[(slice(None), *keep)], dtype=np.float32)
+        mov_array, mov_start = job.moving.open(), _starts(tile.read)
     else:
         from ._warp_volume import sample_bounds  # it imports this package's flow
 
@@ -169,10 +215,11 @@ def flow_tile(task: TileTask) -> dict:
             return values
 
         initial = initial_flow(read_coarse, tile.read, ref_shape, coarse.shape[1:])
-        moving = job.moving.open()
-        bounds = sample_bounds(initial, tile.read, moving.shape, 3)
-        mov_raw = moving[bounds]
-        region = np.asarray(mov_raw, dtype=np.float32)
+        mov_array = job.moving.open()
+        bounds = sample_bounds(initial, tile.read, mov_array.shape, 3)
+        mov_raw = mov_array[bounds]
+        mov = region = np.asarray(mov_raw, dtype=np.float32)
+        mov_start = _starts(bounds)
         check_finite(region, f"moving in {task}")
         read = raw.nbytes + mov_raw.nbytes + read_bytes[0]
         t1 = time.perf_counter()
@@ -182,10 +229,28 @@ def flow_tile(task: TileTask) -> dict:
         )  # fmt: skip
     t2 = time.perf_counter()
     written = scratch.write(tile.index, values)
+    t3 = time.perf_counter()
+    if scratch.qc:  # measured here, where both volumes are in memory; the blend reports it
+        in_read = tuple(
+            slice(c.start - r.start, c.stop - r.start)
+            for c, r in zip(tile.core, tile.read, strict=True)
+        )
+        in_blend = tuple(
+            slice(c.start - b.start, c.stop - b.start)
+            for c, b in zip(tile.core, blend.read, strict=True)
+        )
+        scratch.write_qc(
+            task.number,
+            *_quality(
+                ref[in_read], (mov_array, mov, mov_start), values[(slice(None), *in_blend)],
+                tile.core,
+            ),
+        )  # fmt: skip
     return {
         "bytes_read": read,
         "bytes_written": written,
         "seconds": t2 - t1,
         "read_seconds": t1 - t0,
-        "write_seconds": time.perf_counter() - t2,
+        "write_seconds": t3 - t2,
+        "qc_seconds": time.perf_counter() - t3,
     }

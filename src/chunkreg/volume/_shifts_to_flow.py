@@ -19,6 +19,7 @@ from .._validation import per_axis
 from ..errors import InputError
 from ..execution import RunReport, open_client, run_tasks
 from ..io import (
+    FIELD_COMPRESSORS,
     ArrayRef,
     array_ref,
     open_output_group,
@@ -299,6 +300,7 @@ def shifts_to_flow(
                 chunks=(1, *chunks),
                 fill_value=np.nan,
                 dimension_names=axes,
+                compressors=FIELD_COMPRESSORS,
                 attributes={
                     "description": (
                         "dense displacement field interpolated from per-block shifts: "

@@ -7,22 +7,24 @@ with ``depth = band``, ``band = depth // 2``), so the values blended are at leas
 
 A task cannot blend alone: the chunks around its core need its neighbours' results. So
 
-1. each tile task writes its result over its *blend region* (core grown by ``band``) to a
-   scratch array, into a block of its own (one zarr shard per tile, small inner chunks so
-   that reading a neighbour's band decodes little more than the band);
-2. a blend task per tile reads, from the scratch blocks of the tiles whose blend region
-   overlaps its core, just the overlapping parts, sums them with their weights and writes its
-   core of the flow once.
+1. each tile task writes its result over its *blend region* (core grown by ``band``) to
+   scratch arrays, cut into pieces along the bands: per axis the band shared with the tile
+   before, the middle that no other tile reads, and the band shared with the tile after (up to
+   ``3**ndim`` pieces), each piece one uncompressed zarr chunk that the tile alone writes;
+2. a blend task per tile reads, from the tiles whose blend region overlaps its core, just the
+   pieces that overlap it, sums them with their weights and writes its core of the flow once.
 
-Both passes own their outputs whole, so each is write-once, resumable and idempotent.
+Cutting along the bands makes each piece a single chunk read or written whole: a neighbour
+reads exactly the band it blends, with no inner chunks to decode around it. Both passes own
+their outputs whole, so each is write-once, resumable and idempotent.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,44 +32,148 @@ import zarr
 
 from ..errors import InputError
 from ..io import ArrayRef
-from ..registration import normalized_cross_correlation
-from ..tiling import TileGrid, blend_weights
+from ..tiling import TileGrid, blend_profiles
 from ._planning import BLEND_KIND
 from ._qc import seam_sums
 
 __all__ = ["BlendJob", "BlendTask", "Scratch", "blend_tile", "create_scratch", "group_ref"]
 
-#: Smallest inner chunk edge of the scratch array.
-_MIN_INNER = 32
+# piece classes along one axis: a band shared by two tiles, the middle of a tile, or (where
+# the bands are too wide to cut, 2 * band > tile, or absent) the tile's whole blend region
+_BAND, _MIDDLE, _WHOLE = "b", "m", "w"
+_QC = "qc"
 
 
 @dataclass(frozen=True)
 class Scratch:
-    """Where the tile results of one level live before blending: one block per tile."""
+    """Where the tile results of one level live before blending.
 
-    array: ArrayRef
+    ``group`` holds one array per combination of piece classes (``p`` + one letter per axis),
+    whose chunks are the pieces, and, with ``qc``, an array ``qc`` of each tile's NCC before
+    and after registration (measured by the tile task, reported by the blend task).
+    """
+
+    group: ArrayRef  # the scratch group: store and path
     grid: TileGrid  # the level's tiles (depth = the halo read)
     band: tuple[int, ...]
-    block: tuple[int, ...]  # block (shard) edge per axis
+    qc: bool = False
 
     @property
     def band_grid(self) -> TileGrid:
         """The tiles with ``depth = band``: their read regions are the blend regions."""
         return dataclasses.replace(self.grid, depth=self.band, chunks=None)
 
-    def block_slices(self, index) -> tuple[slice, ...]:
-        """Where tile ``index`` (grid index) keeps its blend region in the scratch array."""
-        return (
-            slice(None),
-            *tuple(slice(i * p, i * p + p) for i, p in zip(index, self.block, strict=True)),
-        )
+    def _cut(self, axis: int) -> bool:
+        b, t = self.band[axis], self.grid.tile_shape[axis]
+        return 0 < 2 * b <= t
+
+    def classes(self, axis: int) -> dict[str, tuple[int, int]]:
+        """``{class: (piece edge, pieces along the axis)}`` of one axis."""
+        b, t = self.band[axis], self.grid.tile_shape[axis]
+        n, g = self.grid.shape[axis], self.grid.grid_shape[axis]
+        if not self._cut(axis):
+            return {_WHOLE: (min(t + 2 * b, n), g)}
+        out = {_BAND: (2 * b, 2 * g)}
+        if t > 2 * b:
+            out[_MIDDLE] = (t - 2 * b, g)
+        return out
+
+    def segments(self, axis: int, i: int) -> list[tuple[int, int, str, int]]:
+        """``(start, stop, class, slot)`` of the pieces of tile ``i``'s blend region along an
+        axis, in level coordinates; they cover the blend region without overlapping."""
+        b, t, n = self.band[axis], self.grid.tile_shape[axis], self.grid.shape[axis]
+        c0, c1 = i * t, min((i + 1) * t, n)
+        r0, r1 = max(c0 - b, 0), min(c1 + b, n)
+        if not self._cut(axis):
+            return [(r0, r1, _WHOLE, i)]
+        a = min(max(c0 + b, r0), r1)
+        z = min(max(c1 - b, a), r1)
+        parts = [(r0, a, _BAND, 2 * i), (a, z, _MIDDLE, i), (z, r1, _BAND, 2 * i + 1)]
+        return [p for p in parts if p[1] > p[0]]
+
+    def _open(self, name: str, cache: dict, mode: str = "r") -> zarr.Array:
+        if name not in cache:
+            ref = self.group
+            cache[name] = zarr.open_array(ref.store, path=f"{ref.path}/{name}", mode=mode)
+        return cache[name]
+
+    def _pieces(self, index) -> Iterator[tuple[str, tuple[slice, ...], tuple[slice, ...]]]:
+        """(array name, chunk slices, level slices) of each piece of tile ``index``."""
+        per_axis = [self.segments(axis, i) for axis, i in enumerate(index)]
+        for combo in itertools.product(*per_axis):
+            name = "p" + "".join(c for _, _, c, _ in combo)
+            edges = [self.classes(axis)[c][0] for axis, (_, _, c, _) in enumerate(combo)]
+            chunk = tuple(
+                slice(slot * e, slot * e + e)
+                for (_, _, _, slot), e in zip(combo, edges, strict=True)
+            )
+            yield name, chunk, tuple(slice(s0, s1) for s0, s1, _, _ in combo)
 
     def write(self, index, values: np.ndarray) -> int:
-        """Write one tile's blend-region result into its block (the whole shard, once)."""
-        block = np.full((values.shape[0], *self.block), np.nan, dtype=np.float32)
-        block[(slice(None), *tuple(slice(0, n) for n in values.shape[1:]))] = values
-        self.array.open(mode="r+")[self.block_slices(index)] = block
-        return block.nbytes
+        """Write one tile's blend-region result, each piece as one whole chunk (once)."""
+        blend = self.band_grid.tile(index)
+        arrays: dict[str, zarr.Array] = {}
+        written = 0
+        for name, chunk, where in self._pieces(blend.index):
+            local = tuple(
+                slice(w.start - r.start, w.stop - r.start)
+                for w, r in zip(where, blend.read, strict=True)
+            )
+            piece = values[(slice(None), *local)]
+            edges = tuple(c.stop - c.start for c in chunk)
+            if piece.shape[1:] == edges:
+                block = np.ascontiguousarray(piece, dtype=np.float32)
+            else:  # a piece cut short by the volume's edge: fill the chunk, write it whole
+                block = np.full((values.shape[0], *edges), np.nan, dtype=np.float32)
+                block[(slice(None), *tuple(slice(0, n) for n in piece.shape[1:]))] = piece
+            self._open(name, arrays, "r+")[(slice(None), *chunk)] = block
+            written += block.nbytes
+        return written
+
+    def read(self, index, region) -> Iterator[tuple[tuple[slice, ...], np.ndarray, tuple]]:
+        """The parts of tile ``index``'s result that overlap ``region`` (level slices).
+
+        Yields ``(destination, values, local)``: slices of ``region``, the values there
+        ``(ndim, ...)``, and the same place as slices of the tile's blend region.
+        """
+        blend = self.band_grid.tile(index)
+        arrays: dict[str, zarr.Array] = {}
+        for name, chunk, where in self._pieces(blend.index):
+            inter = [
+                slice(max(w.start, s.start), min(w.stop, s.stop))
+                for w, s in zip(where, region, strict=True)
+            ]
+            if any(i.stop <= i.start for i in inter):
+                continue
+            src = tuple(
+                slice(c.start + i.start - w.start, c.start + i.stop - w.start)
+                for c, i, w in zip(chunk, inter, where, strict=True)
+            )
+            values = self._open(name, arrays)[(slice(None), *src)]
+            if not np.all(np.isfinite(values)):
+                raise InputError(
+                    f"the scratch result of tile {blend.index} is missing (NaN); its tile task "
+                    "did not complete. Run the same command again to finish it."
+                )
+            destination = tuple(
+                slice(i.start - s.start, i.stop - s.start)
+                for i, s in zip(inter, region, strict=True)
+            )
+            local = tuple(
+                slice(i.start - r.start, i.stop - r.start)
+                for i, r in zip(inter, blend.read, strict=True)
+            )
+            yield destination, values, local
+
+    def write_qc(self, number: int, ncc_before: float, ncc_after: float) -> None:
+        """Record tile ``number``'s NCC before and after registration (its own chunk)."""
+        array = self._open(_QC, {}, "r+")
+        array[number] = np.array([ncc_before, ncc_after], dtype=np.float64)
+
+    def read_qc(self, number: int) -> tuple[float, float]:
+        """Tile ``number``'s NCC before and after, as its tile task measured them."""
+        before, after = self._open(_QC, {})[number]
+        return float(before), float(after)
 
 
 def group_ref(group: zarr.Group, path: str) -> ArrayRef:
@@ -79,35 +185,31 @@ def group_ref(group: zarr.Group, path: str) -> ArrayRef:
     return ArrayRef(group.store, full)
 
 
-def _geometry(grid: TileGrid, band) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Block edge and inner chunk edge per axis."""
-    block, inner = [], []
-    for n, t, b in zip(grid.shape, grid.tile_shape, band, strict=True):
-        extent = min(t, n) + 2 * b
-        e = min(max(b, _MIN_INNER), extent)
-        block.append(math.ceil(extent / e) * e)
-        inner.append(e)
-    return tuple(block), tuple(inner)
-
-
-def create_scratch(group: zarr.Group, name: str, grid: TileGrid, band) -> Scratch:
-    """Create (or reopen) the scratch array of one level inside ``group``."""
+def create_scratch(
+    group: zarr.Group, name: str, grid: TileGrid, band, *, qc: bool = False
+) -> Scratch:
+    """Create (or reopen) the scratch arrays of one level in ``group[name]``."""
     band = tuple(int(b) for b in band)
-    block, inner = _geometry(grid, band)
-    shape = (grid.ndim, *tuple(g * p for g, p in zip(grid.grid_shape, block, strict=True)))
-    if name in group:
-        group[name]
-    else:
-        group.create_array(
-            name,
-            shape=shape,
-            dtype=np.float32,
-            chunks=(grid.ndim, *inner),
-            shards=(grid.ndim, *block),
-            fill_value=np.nan,
-            compressors=None,  # temporary, and flows compress poorly: save the time
+    sub = group.require_group(name)
+    scratch = Scratch(group_ref(group, name), grid, band, qc)
+    ndim = grid.ndim
+    per_axis = [scratch.classes(axis) for axis in range(ndim)]
+    for combo in itertools.product(*(c.items() for c in per_axis)):
+        array = "p" + "".join(c for c, _ in combo)
+        if array not in sub:
+            sub.create_array(
+                array,
+                shape=(ndim, *tuple(e * k for _, (e, k) in combo)),
+                dtype=np.float32,
+                chunks=(ndim, *tuple(e for _, (e, _) in combo)),
+                fill_value=np.nan,
+                compressors=None,  # temporary, and flows compress poorly: save the time
+            )
+    if qc and _QC not in sub:
+        sub.create_array(
+            _QC, shape=(len(grid), 2), dtype=np.float64, chunks=(1, 2), fill_value=np.nan
         )
-    return Scratch(group_ref(group, name), grid, band, block)
+    return scratch
 
 
 def _overlapping(band_grid: TileGrid, region) -> list[tuple[int, ...]]:
@@ -129,14 +231,13 @@ def _overlapping(band_grid: TileGrid, region) -> list[tuple[int, ...]]:
 def blend_region(
     scratch: Scratch, region, *, spread: bool = False
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """The blended flow over ``region`` (slices of the level), from the scratch blocks.
+    """The blended flow over ``region`` (slices of the level), from the scratch pieces.
 
     With ``spread``, also return how much the tiles that overlap there disagree: per voxel the
     norm of the per-component range (max - min) of their values, NaN where only one tile has a
     value. Blending hides disagreement from the seam metric (a step becomes a ramp), so this is
     what shows tiles that found different motion.
     """
-    array = scratch.array.open()
     bgrid = scratch.band_grid
     ndim = bgrid.ndim
     shape = tuple(s.stop - s.start for s in region)
@@ -146,46 +247,27 @@ def blend_region(
         hi = np.full((ndim, *shape), -np.inf, dtype=np.float32)
         count = np.zeros(shape, dtype=np.int8)
     for index in _overlapping(bgrid, region):
-        tile = bgrid.tile(index)
-        inter = [
-            slice(max(r.start, s.start), min(r.stop, s.stop))
-            for r, s in zip(tile.read, region, strict=True)
-        ]
-        local = tuple(
-            slice(i.start - r.start, i.stop - r.start)
-            for i, r in zip(inter, tile.read, strict=True)
-        )
-        block = scratch.block_slices(index)
-        src = (
-            slice(None),
-            *tuple(
-                slice(b.start + sl.start, b.start + sl.stop)
-                for b, sl in zip(block[1:], local, strict=True)
-            ),
-        )
-        values = array[src]
-        if not np.all(np.isfinite(values)):
-            raise InputError(
-                f"the scratch result of tile {index} is missing (NaN); its tile task did not "
-                "complete. Run the same command again to finish it."
-            )
-        weights = blend_weights(bgrid, index, kind=BLEND_KIND)[local]
-        dst = (
-            slice(None),
-            *tuple(
-                slice(i.start - r.start, i.stop - r.start)
-                for i, r in zip(inter, region, strict=True)
-            ),
-        )
-        out[dst] += values * weights
-        if spread:
-            np.minimum(lo[dst], values, out=lo[dst])
-            np.maximum(hi[dst], values, out=hi[dst])
-            count[dst[1:]] += 1
+        profiles = blend_profiles(bgrid, index, kind=BLEND_KIND)
+        for destination, values, local in scratch.read(index, region):
+            dst = (slice(None), *destination)
+            parts = [profile[sl] for profile, sl in zip(profiles, local, strict=True)]
+            if all((p == 1).all() for p in parts):  # no other tile reaches here: copy it
+                out[dst] += values
+                continue
+            weights = np.ones((), dtype=np.float32)
+            for p in parts:
+                weights = np.multiply.outer(weights, p.astype(np.float32))
+            out[dst] += values * weights
+            if spread:
+                np.minimum(lo[dst], values, out=lo[dst])
+                np.maximum(hi[dst], values, out=hi[dst])
+                count[destination] += 1
     if not spread:
         return out
-    diff = np.sqrt(((hi - lo) ** 2).sum(axis=0)) if ndim else np.zeros(shape)
-    return out, np.where(count > 1, diff, np.nan).astype(np.float32)
+    several = count > 1
+    diff = np.full(shape, np.nan, dtype=np.float32)
+    diff[several] = np.sqrt(((hi[:, several] - lo[:, several]) ** 2).sum(axis=0))
+    return out, diff
 
 
 @dataclass(frozen=True)
@@ -194,8 +276,6 @@ class BlendJob:
 
     scratch: Scratch
     output: ArrayRef  # the level's flow array
-    reference: ArrayRef | None = None  # set for level 0: quality control
-    moving: ArrayRef | None = None
 
 
 @dataclass(frozen=True)
@@ -210,29 +290,28 @@ class BlendTask:
 
 
 def blend_tile(task: BlendTask) -> dict:
-    """Blend one tile's core from the scratch blocks and write it (runs on a worker).
+    """Blend one tile's core from the scratch pieces and write it (runs on a worker).
 
     With quality control (level 0) it also returns the NCC between reference and moving over
-    the core before and after warping the moving image by the flow; the tile's partial seam
+    the core before and after registration (measured by the tile task); the tile's partial seam
     sums (:func:`chunkreg.volume.seam_sums` over its core plus one voxel below and two above,
     which it blends too); and the median disagreement (voxels) between the overlapping tiles'
     flows in the blend bands of its core.
     """
     job = task.job
-    grid = job.scratch.grid
+    scratch = job.scratch
+    grid = scratch.grid
     tile = grid.tile(task.number)
-    qc = job.reference is not None
+    qc = scratch.qc
     if qc:
         region = tuple(
             slice(max(c.start - 1, 0), min(c.stop + 2, n))
             for c, n in zip(tile.core, grid.shape, strict=True)
         )
+        flow, spread = blend_region(scratch, region, spread=True)
     else:
         region = tile.core
-    if qc:
-        flow, spread = blend_region(job.scratch, region, spread=True)
-    else:
-        flow = blend_region(job.scratch, region)
+        flow = blend_region(scratch, region)
     core_local = tuple(
         slice(c.start - r.start, c.stop - r.start) for c, r in zip(tile.core, region, strict=True)
     )
@@ -240,18 +319,7 @@ def blend_tile(task: BlendTask) -> dict:
     job.output.open(mode="r+")[(slice(None), *tile.core)] = core
     result = {"bytes_written": core.nbytes, "bytes_read": flow.nbytes}
     if qc:
-        from ._warp_volume import sample_bounds, sample_region  # it imports this package's flow
-
-        ref = np.asarray(job.reference.open()[tile.core], dtype=np.float32)
-        mov_array = job.moving.open()
-        before = np.asarray(mov_array[tile.core], dtype=np.float32)
-        bounds = sample_bounds(core, tile.core, mov_array.shape, 1)
-        moved = mov_array[bounds]
-        after = sample_region(
-            moved, [b.start for b in bounds], core, [c.start for c in tile.core], order=1
-        )
-        result["ncc_before"] = normalized_cross_correlation(ref, before)
-        result["ncc_after"] = normalized_cross_correlation(ref, after)
+        result["ncc_before"], result["ncc_after"] = scratch.read_qc(task.number)
         result["seam"] = seam_sums(
             flow,
             grid.tile_shape,
@@ -264,5 +332,4 @@ def blend_tile(task: BlendTask) -> dict:
         # the median: near the volume's faces, where content left the volume, every tile's flow
         # is poor and they disagree by voxels; that must not hide how the bulk agrees
         result["disagreement"] = float(np.median(band[overlapped])) if overlapped.any() else np.nan
-        result["bytes_read"] += ref.nbytes + before.nbytes + moved.nbytes
     return result

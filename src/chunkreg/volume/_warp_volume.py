@@ -91,6 +91,7 @@ def sample_region(
     order: int = 1,
     mode: str = "edge",
     cval: float = 0.0,
+    step: int = 1,
 ) -> np.ndarray:
     """Sample a region of the moving volume at ``x + flow(x)`` for the voxels of one tile.
 
@@ -110,6 +111,9 @@ def sample_region(
         Outside the volume: repeat the edge voxel, or use ``cval``.
     cval : float
         Fill value for ``mode="constant"``.
+    step : int
+        Spacing of the tile's voxels along every axis: ``flow_tile[:, j]`` belongs to voxel
+        ``core_start + step * j`` (a subsampled tile).
 
     Returns
     -------
@@ -122,7 +126,7 @@ def sample_region(
     coords = np.array(flow_tile, dtype=np.float64, copy=True)
     for axis in range(ndim):
         offset = core_start[axis] - region_start[axis]
-        axis_grid = np.arange(flow_tile.shape[1 + axis], dtype=np.float64) + offset
+        axis_grid = np.arange(flow_tile.shape[1 + axis], dtype=np.float64) * step + offset
         coords[axis] += axis_grid.reshape((-1,) + (1,) * (ndim - 1 - axis))
     return ndimage.map_coordinates(
         region, coords, output=dtype, order=order, mode=_MODES[mode], cval=cval
