@@ -13,6 +13,7 @@ from chunkreg.volume._block_kernels import (
     common_regions,
     estimate_shift,
     fill_unreliable,
+    find_outliers,
     hann_window,
     shifted_ncc,
 )
@@ -113,6 +114,40 @@ def test_fill_unreliable_uses_neighbour_median_ring_by_ring():
     line = np.array([[1.0], [np.nan], [np.nan], [np.nan]])
     assert_allclose(fill_unreliable(line, np.array([True, False, False, False]))[:, 0], 1.0)
     assert_array_equal(fill_unreliable(shifts, np.zeros((3, 4), dtype=bool)), 0.0)
+
+
+def test_find_outliers_rejects_the_worst_first_and_spares_its_neighbours():
+    # a row of blocks: the median of two neighbours is their mean, so a single pass would
+    # also reject 0.5 and 1.0, whose medians the 9 drags to 4.5 and 5.25
+    row = np.array([0.0, 0.5, 9.0, 1.0, 1.5])[None, :, None]
+    assert_array_equal(find_outliers(row, np.ones((1, 5), bool), 3.0), [[0, 0, 1, 0, 0]])
+    # a corner (3 neighbours) and an edge cell (5) are judged; the others stay
+    grid = np.broadcast_to([1.0, -2.0], (4, 5, 2)).copy()
+    grid[0, 0] = [8.0, -2.0]
+    grid[3, 2] = [1.0, 5.0]
+    expected = np.zeros((4, 5), bool)
+    expected[0, 0] = expected[3, 2] = True
+    assert_array_equal(find_outliers(grid, np.ones((4, 5), bool), 3.0), expected)
+    assert not find_outliers(grid, np.ones((4, 5), bool), 7.5).any()  # deviations are 7
+    # unreliable cells (NaN) neither count as neighbours nor get judged; nor does a cell
+    # with a single reliable neighbour
+    reliable = np.zeros((4, 5), bool)
+    reliable[0, :2] = True
+    nan_grid = np.where(reliable[..., None], grid, np.nan)
+    assert not find_outliers(nan_grid, reliable, 3.0).any()
+    reliable[1, 0] = True  # now (0, 0) has two: the median of (1, -2) twice
+    nan_grid = np.where(reliable[..., None], grid, np.nan)
+    assert_array_equal(find_outliers(nan_grid, reliable, 3.0), expected & reliable)
+    # nothing reliable: nothing to judge, no warning
+    assert not find_outliers(np.full((3, 3, 2), np.nan), np.zeros((3, 3), bool), 3.0).any()
+    # 3-D grid of 3-D shifts: the centre alone, among 26 neighbours
+    cube = np.zeros((3, 3, 3, 3))
+    cube[1, 1, 1] = [0.0, 0.0, 4.0]
+    assert_array_equal(find_outliers(cube, np.ones((3, 3, 3), bool), 3.0), cube[..., 2] > 0)
+    # a linear field with steps of 2 voxels: edges and corners are one-sided, still kept
+    i, j = np.indices((4, 5))
+    ramp = np.stack([2.0 * i, 2.0 * j], axis=-1)
+    assert not find_outliers(ramp, np.ones((4, 5), bool), 3.0).any()
 
 
 # -- blockwise_shifts --------------------------------------------------------------------------
