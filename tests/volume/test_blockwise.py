@@ -7,12 +7,14 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy import fft, ndimage
 
 from chunkreg import BlockShifts, blockwise_shifts, shifts_to_flow
+from chunkreg.cli import main
 from chunkreg.errors import IncompatibleOutputError, InputError
 from chunkreg.testing import textured_image
 from chunkreg.volume._block_kernels import (
     common_regions,
     estimate_shift,
     fill_unreliable,
+    find_outliers,
     hann_window,
     shifted_ncc,
 )
@@ -115,6 +117,40 @@ def test_fill_unreliable_uses_neighbour_median_ring_by_ring():
     assert_array_equal(fill_unreliable(shifts, np.zeros((3, 4), dtype=bool)), 0.0)
 
 
+def test_find_outliers_rejects_the_worst_first_and_spares_its_neighbours():
+    # a row of blocks: the median of two neighbours is their mean, so a single pass would
+    # also reject 0.5 and 1.0, whose medians the 9 drags to 4.5 and 5.25
+    row = np.array([0.0, 0.5, 9.0, 1.0, 1.5])[None, :, None]
+    assert_array_equal(find_outliers(row, np.ones((1, 5), bool), 3.0), [[0, 0, 1, 0, 0]])
+    # a corner (3 neighbours) and an edge cell (5) are judged; the others stay
+    grid = np.broadcast_to([1.0, -2.0], (4, 5, 2)).copy()
+    grid[0, 0] = [8.0, -2.0]
+    grid[3, 2] = [1.0, 5.0]
+    expected = np.zeros((4, 5), bool)
+    expected[0, 0] = expected[3, 2] = True
+    assert_array_equal(find_outliers(grid, np.ones((4, 5), bool), 3.0), expected)
+    assert not find_outliers(grid, np.ones((4, 5), bool), 7.5).any()  # deviations are 7
+    # unreliable cells (NaN) neither count as neighbours nor get judged; nor does a cell
+    # with a single reliable neighbour
+    reliable = np.zeros((4, 5), bool)
+    reliable[0, :2] = True
+    nan_grid = np.where(reliable[..., None], grid, np.nan)
+    assert not find_outliers(nan_grid, reliable, 3.0).any()
+    reliable[1, 0] = True  # now (0, 0) has two: the median of (1, -2) twice
+    nan_grid = np.where(reliable[..., None], grid, np.nan)
+    assert_array_equal(find_outliers(nan_grid, reliable, 3.0), expected & reliable)
+    # nothing reliable: nothing to judge, no warning
+    assert not find_outliers(np.full((3, 3, 2), np.nan), np.zeros((3, 3), bool), 3.0).any()
+    # 3-D grid of 3-D shifts: the centre alone, among 26 neighbours
+    cube = np.zeros((3, 3, 3, 3))
+    cube[1, 1, 1] = [0.0, 0.0, 4.0]
+    assert_array_equal(find_outliers(cube, np.ones((3, 3, 3), bool), 3.0), cube[..., 2] > 0)
+    # a linear field with steps of 2 voxels: edges and corners are one-sided, still kept
+    i, j = np.indices((4, 5))
+    ramp = np.stack([2.0 * i, 2.0 * j], axis=-1)
+    assert not find_outliers(ramp, np.ones((4, 5), bool), 3.0).any()
+
+
 # -- blockwise_shifts --------------------------------------------------------------------------
 
 
@@ -124,7 +160,8 @@ def test_piecewise_rigid_2d_recovered_and_blank_block_filled(tmp_path):
     ref, mov = piecewise_rigid((256, 256), (64, 64), true, seed=1)
     ref[64:128, 64:128] = 0.0  # an empty block: constant in both volumes
     mov[64:128, 64:128] = 0.0
-    result = run(tmp_path, ref, mov, (64, 64), block=64)
+    # independent random shifts: every block disagrees with its neighbours, keep them all
+    result = run(tmp_path, ref, mov, (64, 64), block=64, max_deviation=None)
     assert isinstance(result, BlockShifts) and result.report.ok
     blank = np.zeros((4, 4), dtype=bool)
     blank[1, 1] = True
@@ -138,7 +175,7 @@ def test_piecewise_rigid_2d_recovered_and_blank_block_filled(tmp_path):
     assert_allclose(result.centres[1, 2], [95.5, 159.5])
     # everything is in the output group, and read back identically
     loaded = load_block_shifts(tmp_path / "out.zarr")
-    for name in ("shifts", "measured_shifts", "quality", "reliable", "centres"):
+    for name in ("shifts", "measured_shifts", "quality", "reliable", "outlier", "centres"):
         assert_array_equal(getattr(loaded, name), getattr(result, name))
     qc = read_qc(tmp_path / "out.zarr")
     assert_array_equal(qc["reliable"], result.reliable)
@@ -152,12 +189,55 @@ def test_smooth_shift_field_2d_with_overlap(tmp_path):
     result = run(tmp_path, ref, mov, (64, 64), block=64, overlap=16)
     assert result.reliable.all()
     assert_allclose(result.measured_shifts, true, atol=0.2)
+    # neighbours differ by up to 2.1 voxels, 1.3 from their median (a corner): no outliers
+    assert not result.outlier.any()
+    assert zarr.open_group(tmp_path / "out.zarr", mode="r").attrs["blocks"]["n_outliers"] == 0
+
+
+def test_a_confident_wrong_block_is_rejected_as_an_outlier(tmp_path):
+    """One block of the moving volume shows the reference moved by a shift 9 voxels off the
+    smooth field (as a repetitive texture or a bright artefact can make a block register):
+    it correlates well at the wrong shift, is rejected, and filled from its neighbours."""
+    i, j = np.meshgrid(np.arange(4), np.arange(4), indexing="ij")
+    true = np.array([-6.0, 4.0]) + i[..., None] * [1.2, 0.7] + j[..., None] * [0.9, -1.1]
+    tampered = true.copy()
+    tampered[1, 2] += [7.0, -6.0]
+    ref, mov = piecewise_rigid((256, 256), (64, 64), tampered, seed=2)
+    result = run(tmp_path, ref, mov, (64, 64), block=64, overlap=16)
+    bad = np.zeros((4, 4), bool)
+    bad[1, 2] = True
+    assert_allclose(result.measured_shifts[1, 2], tampered[1, 2], atol=0.2)  # wrong, and
+    assert result.quality[1, 2] > 0.8  # confident (min_quality is 0.3): quality cannot tell
+    assert_array_equal(result.outlier, bad)
+    assert_array_equal(result.reliable, ~bad)
+    assert_allclose(result.shifts[1, 2], true[1, 2], atol=0.5)
+    assert_allclose(result.shifts[~bad], true[~bad], atol=0.2)
+    meta = zarr.open_group(tmp_path / "out.zarr", mode="r").attrs["blocks"]
+    assert (meta["n_outliers"], meta["n_reliable"], meta["max_deviation"]) == (1, 15, 5.0)
+    assert_array_equal(load_block_shifts(tmp_path / "out.zarr").outlier, bad)
+    assert "(1 rejected" in result.report.notes["reliable blocks"]
+    # without the rule the block is trusted, with its wrong shift (applied afresh: no rerun)
+    kept = run(tmp_path, ref, mov, (64, 64), block=64, overlap=16, max_deviation=None)
+    assert kept.report.n_done == 0
+    assert kept.reliable.all() and not kept.outlier.any()
+    assert np.linalg.norm(kept.shifts[1, 2] - true[1, 2]) > 9
+    assert zarr.open_group(tmp_path / "out.zarr", mode="r").attrs["blocks"]["n_outliers"] == 0
+    # the command line: a number or "none"
+    argv = ["blocks", *(str(tmp_path / n) for n in ("ref.zarr", "mov.zarr", "out.zarr"))]
+    argv += ["--block", "64", "--overlap", "16", "--scheduler", "synchronous", "--no-progress"]
+    assert main([*argv, "--max-deviation", "5"]) == 0
+    assert_array_equal(load_block_shifts(tmp_path / "out.zarr").outlier, bad)
+    assert main([*argv, "--max-deviation", "none"]) == 0
+    assert not load_block_shifts(tmp_path / "out.zarr").outlier.any()
+    with pytest.raises(SystemExit):
+        main([*argv, "--max-deviation", "far"])
 
 
 def test_piecewise_rigid_3d(tmp_path):
     true = np.random.default_rng(3).uniform(-8, 8, (2, 2, 2, 3))
     ref, mov = piecewise_rigid((64, 64, 64), (32, 32, 32), true, seed=3, sigma=1.5)
-    result = run(tmp_path, ref, mov, (32, 32, 32), block=32)
+    # independent random shifts: every block disagrees with its neighbours, keep them all
+    result = run(tmp_path, ref, mov, (32, 32, 32), block=32, max_deviation=None)
     assert result.reliable.all()
     assert_allclose(result.shifts, true, atol=0.2)
 
@@ -199,6 +279,10 @@ def test_resume_recomputes_only_missing_blocks(tmp_path):
     # reliability thresholds are applied afresh without recomputing
     strict = run(tmp_path, ref, mov, (32, 32), block=32, min_quality=1.0)
     assert strict.report.n_done == 0 and not strict.reliable.any()
+    # so is the outlier rule: these random shifts differ by up to 7.6 voxels
+    tight = run(tmp_path, ref, mov, (32, 32), block=32, max_deviation=1.0)
+    assert tight.report.n_done == 0 and tight.outlier.any()
+    assert_array_equal(tight.reliable, ~tight.outlier)
 
 
 def test_bad_input_is_refused_and_writes_nothing(tmp_path):
@@ -217,6 +301,9 @@ def test_bad_input_is_refused_and_writes_nothing(tmp_path):
         ({"upsample_factor": 0}, "upsample_factor"),
         ({"normalization": "foo"}, "normalization"),
         ({"min_quality": 2.0}, "min_quality"),
+        ({"max_deviation": 0}, "max_deviation must be > 0"),
+        ({"max_deviation": float("nan")}, "max_deviation must be > 0"),
+        ({"max_deviation": "none"}, "max_deviation must be a number"),
         ({"batch_size": 0}, "batch_size"),
     ]
     for kwargs, message in cases:

@@ -7,15 +7,26 @@ import argparse
 from ._common import add_cluster_arguments, cluster_options, finish, int_tuple
 
 
+def _max_deviation(text: str) -> float | None:
+    """Parse ``"none"`` as None (no outlier rejection), anything else as a float."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected voxels or 'none'; got {text!r}") from None
+
+
 def add_parser(subparsers) -> None:
     """Register the ``blocks`` sub-command."""
     parser = subparsers.add_parser(
         "blocks",
         help="one rigid shift per block (piecewise-rigid registration)",
         description="Estimate one shift per block of REFERENCE and MOVING by phase "
-        "cross-correlation, mark empty or poorly matching blocks unreliable and fill them from "
-        "their neighbours, and store the grid in OUTPUT. With --flow, also write the dense "
-        "displacement field for `chunkreg warp`. Running again resumes.",
+        "cross-correlation, mark empty or poorly matching blocks and outliers (shifts far from "
+        "their neighbours') unreliable and fill them from their neighbours, and store the grid "
+        "in OUTPUT. With --flow, also write the dense displacement field for `chunkreg warp`. "
+        "Running again resumes.",
     )
     parser.add_argument("reference", help="reference zarr array (or OME-Zarr group)")
     parser.add_argument("moving", help="moving zarr array (or OME-Zarr group), same shape")
@@ -47,6 +58,14 @@ def add_parser(subparsers) -> None:
         help="smallest NCC after shifting for a reliable block (default 0.3)",
     )
     parser.add_argument(
+        "--max-deviation",
+        type=_max_deviation,
+        default=5.0,
+        metavar="VOXELS",
+        help="reject as outliers blocks whose shift is further than this from the median of "
+        "their reliable neighbours' shifts (default 5; 'none' keeps every block)",
+    )
+    parser.add_argument(
         "--flow",
         metavar="FLOW",
         help="also write the dense displacement field (zarr group) here",
@@ -73,7 +92,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     options = cluster_options(args)
     result = blockwise_shifts(
-        args.reference, args.moving, args.output, min_quality=args.min_quality, **params, **options
+        args.reference,
+        args.moving,
+        args.output,
+        min_quality=args.min_quality,
+        max_deviation=args.max_deviation,
+        **params,
+        **options,
     )
     reports = [result.report]
     if args.flow is not None and result.report.ok:

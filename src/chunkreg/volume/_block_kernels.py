@@ -3,7 +3,8 @@
 A block's shift is estimated by windowed phase cross-correlation, refined once on the parts of
 the two blocks that show the same content at the integer shift, and scored by the normalised
 cross-correlation between the reference block and the moving block after shifting.
-Unusable blocks are filled from their reliable neighbours.
+Blocks whose shift disagrees with their neighbours' are outliers; unusable blocks are filled
+from their reliable neighbours.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "common_regions",
     "estimate_shift",
     "fill_unreliable",
+    "find_outliers",
     "hann_window",
     "shifted_ncc",
 ]
@@ -156,6 +158,28 @@ def shifted_ncc(
     return normalized_cross_correlation(reference[valid], sampled)
 
 
+def _neighbour_stack(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Each cell's neighbours' values (faces, edges, corners), NaN where unknown or outside.
+
+    ``values`` is ``(*grid_shape, ndim)``; the result is ``(3**grid_ndim - 1, *grid_shape,
+    ndim)``.
+    """
+    grid_shape = known.shape
+    padded = np.pad(
+        np.where(known[..., None], values, np.nan),
+        [*[(1, 1)] * known.ndim, (0, 0)],
+        "constant",
+        constant_values=np.nan,
+    )
+    offsets = [o for o in itertools.product((-1, 0, 1), repeat=known.ndim) if any(o)]
+    return np.stack(
+        [
+            padded[tuple(slice(1 + o, 1 + o + n) for o, n in zip(off, grid_shape, strict=True))]
+            for off in offsets
+        ]
+    )
+
+
 def fill_unreliable(shifts: np.ndarray, reliable: np.ndarray) -> np.ndarray:
     """Fill unreliable grid cells from the median of their filled neighbours, ring by ring.
 
@@ -190,23 +214,73 @@ def fill_unreliable(shifts: np.ndarray, reliable: np.ndarray) -> np.ndarray:
     out = np.where(known[..., None], shifts, 0.0)
     if not known.any():
         return out
-    offsets = [o for o in itertools.product((-1, 0, 1), repeat=known.ndim) if any(o)]
-    pad = [(1, 1)] * known.ndim
     while not known.all():
-        values = np.pad(
-            np.where(known[..., None], out, np.nan),
-            [*pad, (0, 0)],
-            "constant",
-            constant_values=np.nan,
-        )
-        stack = np.stack(
-            [
-                values[tuple(slice(1 + o, 1 + o + n) for o, n in zip(off, grid_shape, strict=True))]
-                for off in offsets
-            ]
-        )  # (n_offsets, *grid_shape, ndim)
+        stack = _neighbour_stack(out, known)  # (n_offsets, *grid_shape, ndim)
         count = np.isfinite(stack[..., 0]).sum(axis=0)
         todo = ~known & (count > 0)
         out[todo] = np.nanmedian(stack[:, todo], axis=0)
         known |= todo
     return out
+
+
+def find_outliers(
+    shifts: np.ndarray,
+    reliable: np.ndarray,
+    max_deviation: float,
+    *,
+    min_neighbours: int = 2,
+) -> np.ndarray:
+    """Reliable grid cells whose shift disagrees with their reliable neighbours' median.
+
+    A cell is an outlier when the Euclidean norm of its shift minus the component-wise median
+    of its reliable neighbours' shifts (faces, edges and corners) exceeds ``max_deviation``;
+    cells with fewer than ``min_neighbours`` reliable neighbours are not judged. The rule is
+    iterated: each pass flags only the cells whose deviation is the largest in their
+    neighbourhood, removes them from the reliable set and measures again, until no cell
+    exceeds the limit. A single pass would also flag the good neighbours of an outlier whose
+    median it drags (the median of two neighbours is their mean), and would miss a second
+    outlier whose median the first one dragged towards it.
+
+    Parameters
+    ----------
+    shifts : ndarray, shape (*grid_shape, ndim)
+        Per-block shifts; values of unreliable cells are ignored (may be NaN).
+    reliable : ndarray of bool, shape grid_shape
+        Cells to judge and to judge by.
+    max_deviation : float
+        Largest accepted distance, in voxels, from the neighbours' median.
+    min_neighbours : int
+        Fewest reliable neighbours needed to judge a cell.
+
+    Returns
+    -------
+    ndarray of bool, shape grid_shape
+        The outliers (a subset of ``reliable``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> shifts = np.array([[0.0], [0.5], [9.0], [1.0], [1.5]])[None]  # a 1 x 5 grid, 1-D shifts
+    >>> find_outliers(shifts, np.ones((1, 5), dtype=bool), 3.0)
+    array([[False, False,  True, False, False]])
+    """
+    shifts = np.asarray(shifts, dtype=np.float64)
+    good = np.asarray(reliable, dtype=bool).copy()
+    if shifts.shape[:-1] != good.shape:
+        raise ValueError(f"shifts {shifts.shape} do not match reliable {good.shape}")
+    outlier = np.zeros_like(good)
+    while True:
+        stack = _neighbour_stack(shifts, good)
+        judged = good & (np.isfinite(stack[..., 0]).sum(axis=0) >= min_neighbours)
+        deviation = np.full(good.shape, -np.inf)
+        median = np.nanmedian(stack[:, judged], axis=0)
+        deviation[judged] = np.linalg.norm(shifts[judged] - median, axis=-1)
+        over = deviation > max_deviation
+        if not over.any():
+            return outlier
+        # the worst cell of each neighbourhood: its neighbours are judged again without it
+        around = _neighbour_stack(np.where(over, deviation, np.nan)[..., None], over)
+        with np.errstate(invalid="ignore"):
+            worst = over & ~(around[..., 0] > deviation).any(axis=0)
+        outlier |= worst
+        good &= ~worst

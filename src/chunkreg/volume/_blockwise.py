@@ -3,9 +3,9 @@
 The volume is cut into blocks (a :class:`~chunkreg.tiling.TileGrid` with ``tile_shape=block``
 and ``depth=overlap``); a task reads each block's region of both volumes from the store and
 estimates one shift for it by phase cross-correlation. The result is a small grid of shifts
-with a quality score each; blocks without content or with a poor match are marked unreliable
-and filled from their reliable neighbours. :func:`~chunkreg.shifts_to_flow` turns the grid into
-a dense displacement field.
+with a quality score each; blocks without content, with a poor match or whose shift disagrees
+with their neighbours' (outliers) are marked unreliable and filled from their reliable
+neighbours. :func:`~chunkreg.shifts_to_flow` turns the grid into a dense displacement field.
 """
 
 from __future__ import annotations
@@ -24,7 +24,13 @@ from ..execution import RunReport, open_client, run_tasks
 from ..io import ArrayRef, array_ref, open_array, open_output_group, require_shared_store
 from ..registration import normalized_cross_correlation
 from ..tiling import TileGrid
-from ._block_kernels import common_regions, estimate_shift, fill_unreliable, shifted_ncc
+from ._block_kernels import (
+    common_regions,
+    estimate_shift,
+    fill_unreliable,
+    find_outliers,
+    shifted_ncc,
+)
 from ._qc import write_qc
 from ._sink import ResultSink
 
@@ -56,6 +62,9 @@ class BlockShifts:
         Phase-correlation error (0 best, 1 worst).
     reliable : ndarray of bool, shape grid_shape
         Blocks whose measured shift is trusted.
+    outlier : ndarray of bool, shape grid_shape
+        Blocks whose shift was measured with enough quality but disagreed with their reliable
+        neighbours' by more than ``max_deviation`` (not reliable either).
     centres : ndarray of float64, shape (*grid_shape, ndim)
         Centre of each block's core, in voxels.
     shape, block, overlap : tuple of int
@@ -74,6 +83,7 @@ class BlockShifts:
     ncc_before: np.ndarray
     error: np.ndarray
     reliable: np.ndarray
+    outlier: np.ndarray
     centres: np.ndarray
     shape: tuple[int, ...]
     block: tuple[int, ...]
@@ -312,7 +322,28 @@ def _centres(grid: TileGrid) -> np.ndarray:
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
 
 
-def _finalise(group, plan, values, min_quality, min_std, complete, report) -> BlockShifts:
+def _check_max_deviation(max_deviation) -> float | None:
+    if max_deviation is None:
+        return None
+    if isinstance(max_deviation, bool) or not isinstance(max_deviation, numbers.Real):
+        raise InputError(
+            f"max_deviation must be a number of voxels > 0 or None, got {max_deviation!r}."
+        )
+    if not (math.isfinite(max_deviation) and max_deviation > 0):
+        raise InputError(
+            f"max_deviation must be > 0 (or None to keep every block), got {max_deviation}."
+        )
+    return float(max_deviation)
+
+
+def _finalise(group, plan, values, thresholds: dict, complete, report) -> BlockShifts:
+    """Apply the reliability rules to the measured values, store and return the result.
+
+    ``thresholds`` holds ``min_quality``, ``min_std`` and ``max_deviation``; they are applied
+    afresh on every run (resuming with other values recomputes nothing).
+    """
+    min_quality, min_std = thresholds["min_quality"], thresholds["min_std"]
+    max_deviation = thresholds["max_deviation"]
     grid_shape, ndim = plan.grid.grid_shape, plan.grid.ndim
     measured = values["shift"].reshape(*grid_shape, ndim)
     quality = values["ncc_after"].reshape(grid_shape)
@@ -323,6 +354,11 @@ def _finalise(group, plan, values, min_quality, min_std, complete, report) -> Bl
             & (np.nan_to_num(quality, nan=-np.inf) >= min_quality)
             & (np.nan_to_num(std, nan=-np.inf) > min_std)
         )
+    if max_deviation is None:
+        outlier = np.zeros(grid_shape, dtype=bool)
+    else:
+        outlier = find_outliers(measured, reliable, max_deviation)
+    reliable &= ~outlier
     result = BlockShifts(
         shifts=fill_unreliable(measured, reliable),
         measured_shifts=measured,
@@ -330,6 +366,7 @@ def _finalise(group, plan, values, min_quality, min_std, complete, report) -> Bl
         ncc_before=values["ncc_before"].reshape(grid_shape),
         error=values["error"].reshape(grid_shape),
         reliable=reliable,
+        outlier=outlier,
         centres=_centres(plan.grid),
         shape=plan.grid.shape,
         block=plan.grid.tile_shape,
@@ -338,7 +375,15 @@ def _finalise(group, plan, values, min_quality, min_std, complete, report) -> Bl
         complete=complete,
         report=report,
     )
-    for name in ("shifts", "measured_shifts", "quality", "ncc_before", "error", "reliable"):
+    for name in (
+        "shifts",
+        "measured_shifts",
+        "quality",
+        "ncc_before",
+        "error",
+        "reliable",
+        "outlier",
+    ):
         value = getattr(result, name)
         group.create_array(
             name, shape=value.shape, dtype=value.dtype, chunks=value.shape or (1,), overwrite=True
@@ -366,7 +411,9 @@ def _finalise(group, plan, values, min_quality, min_std, complete, report) -> Bl
         "grid_shape": list(grid_shape),
         "min_quality": float(min_quality),
         "min_std": float(min_std),
+        "max_deviation": max_deviation,
         "n_reliable": int(reliable.sum()),
+        "n_outliers": int(outlier.sum()),
         "complete": bool(complete),
     }
     return result
@@ -383,6 +430,7 @@ def blockwise_shifts(
     normalization: str | None = None,
     min_quality: float = 0.3,
     min_std: float = 0.0,
+    max_deviation: float | None = 5.0,
     batch_size: int | None = None,
     client=None,
     scheduler: str | None = None,
@@ -395,12 +443,15 @@ def blockwise_shifts(
     Each block is read with ``overlap`` extra voxels per side from both volumes (clipped at the
     volume's edges), both are Hann-windowed and phase cross-correlated; both blocks are then
     cropped to the parts that show the same content at the integer shift and the residual is
-    measured again, which removes most of the bias that the blocks' edges cause. Quality is the normalised cross-correlation (NCC)
-    between the reference block's core and the moving volume shifted by the estimate. Blocks
-    that are constant (empty background), whose smaller standard deviation is at most
-    ``min_std``, or whose quality is below ``min_quality``, are marked unreliable and filled
-    with the median of their reliable neighbours (iteratively, ring by ring). A run whose
-    output exists with the same parameters resumes: finished blocks are not recomputed.
+    measured again, which removes most of the bias that the blocks' edges cause. Quality is
+    the normalised cross-correlation (NCC) between the reference block's core and the moving
+    volume shifted by the estimate. Blocks that are constant (empty background), whose smaller
+    standard deviation is at most ``min_std``, or whose quality is below ``min_quality``, are
+    marked unreliable. So are outliers: blocks whose shift is further than ``max_deviation``
+    voxels from the median of their reliable neighbours' shifts (a confident match to the
+    wrong place, e.g. on a repetitive texture or a bright artefact). Unreliable blocks are
+    filled with the median of their reliable neighbours (iteratively, ring by ring). A run
+    whose output exists with the same parameters resumes: finished blocks are not recomputed.
 
     Parameters
     ----------
@@ -409,8 +460,8 @@ def blockwise_shifts(
         them (OME-Zarr multiscale groups open at level 0).
     output : str, os.PathLike or zarr store
         Output group; it receives the arrays ``shifts`` ``(*grid_shape, ndim)``,
-        ``measured_shifts``, ``quality``, ``ncc_before``, ``error``, ``reliable``, ``centres``
-        ``(*grid_shape, ndim)`` and the ``qc`` group.
+        ``measured_shifts``, ``quality``, ``ncc_before``, ``error``, ``reliable``, ``outlier``,
+        ``centres`` ``(*grid_shape, ndim)`` and the ``qc`` group.
     block : int or sequence of int
         Block (core) shape, >= 8 per axis; the last block along an axis may be shorter.
     overlap : int or sequence of int
@@ -424,6 +475,16 @@ def blockwise_shifts(
         Smallest NCC after shifting for a block to be reliable.
     min_std : float
         Blocks whose reference or moving standard deviation is at most this are empty.
+    max_deviation : float or None
+        Largest distance, in voxels, between a block's shift and the component-wise median of
+        its reliable neighbours' shifts (faces, edges and corners; judged only with at least
+        two of them); further blocks are outliers, marked unreliable and filled. The rule is
+        iterated, rejecting only the worst block of each neighbourhood per pass, so one
+        outlier does not drag its neighbours' medians into rejection. The default, 5, keeps
+        smooth deformations whose neighbouring blocks differ by up to about 7 voxels; raise it
+        for stronger strain, and pass None to keep every block (e.g. slabs that moved against
+        each other, on a grid of a few blocks). Applied afresh on every run, like
+        ``min_quality``.
     batch_size : int, optional
         Blocks per task; by default a few million voxels per task.
     client, scheduler, n_workers :
@@ -442,8 +503,8 @@ def blockwise_shifts(
     Raises
     ------
     InputError
-        Bad input (see :func:`plan_blockwise_shifts`) or ``min_quality`` outside [-1, 1];
-        nothing is written.
+        Bad input (see :func:`plan_blockwise_shifts`), ``min_quality`` outside [-1, 1] or
+        ``max_deviation`` not a number > 0 or None; nothing is written.
     IncompatibleOutputError
         ``output`` exists from a different run (and ``overwrite`` is false).
 
@@ -478,6 +539,11 @@ def blockwise_shifts(
         raise InputError(f"min_quality must be within [-1, 1], got {min_quality}.")
     if not float(min_std) >= 0:
         raise InputError(f"min_std must be >= 0, got {min_std}.")
+    thresholds = {
+        "min_quality": min_quality,
+        "min_std": min_std,
+        "max_deviation": _check_max_deviation(max_deviation),
+    }
     grid, ndim = plan.grid, plan.grid.ndim
     with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         group = open_output_group(
@@ -514,9 +580,14 @@ def blockwise_shifts(
         finally:
             sink.flush()
     complete = bool(sink.record.complete)
-    result = _finalise(group, plan, sink.values, min_quality, min_std, complete, report)
+    result = _finalise(group, plan, sink.values, thresholds, complete, report)
     report.notes["blocks"] = f"{len(grid)} in a grid of {grid.grid_shape}"
     report.notes["reliable blocks"] = f"{int(result.reliable.sum())} of {len(grid)}"
+    if result.outlier.any():
+        report.notes["reliable blocks"] += (
+            f" ({int(result.outlier.sum())} rejected: further than {thresholds['max_deviation']:g}"
+            " voxels from their neighbours' median)"
+        )
     return result
 
 
@@ -569,8 +640,11 @@ def load_block_shifts(output) -> BlockShifts:
         }
     except KeyError as exc:
         raise IncompatibleOutputError(f"{output!s} lacks the array {exc}.") from exc
+    # outputs written before outlier rejection existed have no outliers
+    outlier = group["outlier"][...] if "outlier" in group else np.zeros_like(arrays["reliable"])
     return BlockShifts(
         **arrays,
+        outlier=outlier,
         shape=tuple(meta["shape"]),
         block=tuple(meta["block"]),
         overlap=tuple(meta["overlap"]),

@@ -166,6 +166,7 @@ def _as_blocks(blocks, shape, block) -> BlockShifts:
             ncc_before=nan,
             error=nan,
             reliable=reliable,
+            outlier=np.zeros(grid.grid_shape, dtype=bool),
             centres=_centres(grid),
             shape=shape,
             block=block,
