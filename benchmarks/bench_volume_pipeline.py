@@ -24,9 +24,9 @@ both volumes and returns its sum of |moving - reference|; each evaluation task c
 true flow of its block (fixed-point iteration), reads the flows, the reference and the
 registered volume there and returns partial sums of the errors, which this process adds up.
 
-Disk: a 1024³ pair (4 GiB per volume) needs about 63 GiB at the peak with the default 64³
-tiles (level 0's halo'd scratch blocks alone take 40 GiB until they are blended), 46 GiB with
-128³ tiles, 40 GiB with 256³ tiles, 12 GiB more plus a second scratch with ``--single``. The
+Disk: a 1024³ pair (4 GiB per volume) needs about 36-41 GiB at the peak: the pair, the flow
+(12 GiB), the pyramid, and level 0's scratch (every tile's blend region: 13-19 GiB with tiles of
+256³ down to 64³) until it is blended; 12 GiB more plus a second scratch with ``--single``. The
 script prints its estimate and stops before generating anything if ``--dir`` has less free.
 Generated data are deleted afterwards.
 
@@ -92,16 +92,14 @@ def _plans(paths, args):
 
 
 def _scratch_bytes(grid, band) -> int:
-    """Bytes of a level's scratch array (uncompressed, one block per tile).
+    """Bytes of a level's scratch arrays (uncompressed): every tile's blend region.
 
-    Mirrors the block geometry of ``chunkreg.volume._stitch``: per axis the tile's blend
-    region (tile + 2 band), rounded up to inner chunks of max(band, 32) voxels.
+    An upper bound after ``chunkreg.volume._stitch``: each tile writes its core grown by the
+    band, in pieces of whole chunks (those cut short at the volume's edges are padded).
     """
     voxels = 1
     for n, t, b, g in zip(grid.shape, grid.tile_shape, band, grid.grid_shape, strict=True):
-        extent = min(t, n) + 2 * b
-        inner = min(max(b, 32), extent)
-        voxels *= g * math.ceil(extent / inner) * inner
+        voxels *= g * (min(t, n) + 2 * b)
     return len(grid.shape) * voxels * 4
 
 
