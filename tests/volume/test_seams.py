@@ -7,7 +7,7 @@ import pytest
 import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 
 import chunkreg
 from chunkreg.cli import main
@@ -159,6 +159,11 @@ def test_blending_equal_tile_results_changes_nothing(tmp_path, shape, tile, dept
     expected[scratch.band_grid.tile(0).read] = blend_weights(scratch.band_grid, 0)
     assert_allclose(ramp, np.broadcast_to(expected, ramp.shape), rtol=0, atol=1e-6)
     assert np.nanmax(spread) == pytest.approx(np.sqrt(len(shape)))  # 0 vs 1 per component
+    # measured on every second voxel, the spread is the full one subsampled, from any origin
+    for region in (everything, tuple(slice(1, n) for n in shape)):
+        full = blend_region(scratch, region, spread=True)[1]
+        coarse = blend_region(scratch, region, spread=True, spread_step=2)[1]
+        assert_array_equal(coarse, full[(slice(None, None, 2),) * len(shape)])
 
 
 @settings(max_examples=60, deadline=None)

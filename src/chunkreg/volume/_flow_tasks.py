@@ -17,6 +17,7 @@ from ..io import ArrayRef
 from ..registration import normalized_cross_correlation
 from ._methods import kernel
 from ._multiscale import initial_flow, refine_region
+from ._planning import QC_STEP, QC_SUBSAMPLE_FROM
 from ._stitch import Scratch
 
 __all__ = ["LevelJob", "Residual", "TileTask", "TileTasks", "WholeTask", "flow_tile", "whole_level"]
@@ -129,11 +130,6 @@ class TileTasks(Sequence):
         return TileTask(self.job, number)
 
 
-#: Quality control samples every ``_QC_STEP``-th voxel per axis of cores this large or larger.
-_QC_SUBSAMPLE_FROM = 2**18
-_QC_STEP = 2
-
-
 def _quality(reference, moving, flow, core) -> tuple[float, float]:
     """NCC of the reference and the moving volume over a tile's core, before and after warping
     the moving one by the tile's flow (linear interpolation).
@@ -146,7 +142,7 @@ def _quality(reference, moving, flow, core) -> tuple[float, float]:
     from ._warp_volume import sample_bounds, sample_region  # it imports this package's flow
 
     array, region, start = moving
-    step = _QC_STEP if reference.size >= _QC_SUBSAMPLE_FROM else 1
+    step = QC_STEP if reference.size >= QC_SUBSAMPLE_FROM else 1
     sub = (slice(None, None, step),) * reference.ndim
     flow = flow[(slice(None), *sub)]
 

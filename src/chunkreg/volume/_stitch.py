@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ import zarr
 from ..errors import InputError
 from ..io import ArrayRef
 from ..tiling import TileGrid, blend_profiles
-from ._planning import BLEND_KIND
+from ._planning import BLEND_KIND, QC_STEP, QC_SUBSAMPLE_FROM
 from ._qc import seam_sums
 
 __all__ = ["BlendJob", "BlendTask", "Scratch", "blend_tile", "create_scratch", "group_ref"]
@@ -130,14 +131,17 @@ class Scratch:
             written += block.nbytes
         return written
 
-    def read(self, index, region) -> Iterator[tuple[tuple[slice, ...], np.ndarray, tuple]]:
+    def read(
+        self, index, region, arrays: dict | None = None
+    ) -> Iterator[tuple[tuple[slice, ...], np.ndarray, tuple]]:
         """The parts of tile ``index``'s result that overlap ``region`` (level slices).
 
         Yields ``(destination, values, local)``: slices of ``region``, the values there
-        ``(ndim, ...)``, and the same place as slices of the tile's blend region.
+        ``(ndim, ...)``, and the same place as slices of the tile's blend region. ``arrays``
+        caches the opened scratch arrays between calls.
         """
         blend = self.band_grid.tile(index)
-        arrays: dict[str, zarr.Array] = {}
+        arrays = {} if arrays is None else arrays
         for name, chunk, where in self._pieces(blend.index):
             inter = [
                 slice(max(w.start, s.start), min(w.stop, s.stop))
@@ -228,27 +232,38 @@ def _overlapping(band_grid: TileGrid, region) -> list[tuple[int, ...]]:
     return list(itertools.product(*ranges))
 
 
+def _every(sl: slice, step: int) -> tuple[slice, slice]:
+    """The voxels of ``sl`` at multiples of ``step``: their slice in the subsampled grid, and
+    the slice that picks them from an array over ``sl``."""
+    first = -(-sl.start // step)
+    return slice(first, -(-sl.stop // step)), slice(first * step - sl.start, None, step)
+
+
 def blend_region(
-    scratch: Scratch, region, *, spread: bool = False
+    scratch: Scratch, region, *, spread: bool = False, spread_step: int = 1
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """The blended flow over ``region`` (slices of the level), from the scratch pieces.
 
     With ``spread``, also return how much the tiles that overlap there disagree: per voxel the
     norm of the per-component range (max - min) of their values, NaN where only one tile has a
     value. Blending hides disagreement from the seam metric (a step becomes a ramp), so this is
-    what shows tiles that found different motion.
+    what shows tiles that found different motion. With ``spread_step`` > 1 it is measured on
+    every ``spread_step``-th voxel along each axis of ``region`` (from its first voxel) only, and
+    has the shape of that subsampled grid.
     """
     bgrid = scratch.band_grid
     ndim = bgrid.ndim
     shape = tuple(s.stop - s.start for s in region)
     out = np.zeros((ndim, *shape), dtype=np.float32)
     if spread:
-        lo = np.full((ndim, *shape), np.inf, dtype=np.float32)
-        hi = np.full((ndim, *shape), -np.inf, dtype=np.float32)
-        count = np.zeros(shape, dtype=np.int8)
+        sub_shape = tuple(-(-n // spread_step) for n in shape)
+        lo = np.full((ndim, *sub_shape), np.inf, dtype=np.float32)
+        hi = np.full((ndim, *sub_shape), -np.inf, dtype=np.float32)
+        count = np.zeros(sub_shape, dtype=np.int8)
+    arrays: dict[str, zarr.Array] = {}
     for index in _overlapping(bgrid, region):
         profiles = blend_profiles(bgrid, index, kind=BLEND_KIND)
-        for destination, values, local in scratch.read(index, region):
+        for destination, values, local in scratch.read(index, region, arrays):
             dst = (slice(None), *destination)
             parts = [profile[sl] for profile, sl in zip(profiles, local, strict=True)]
             if all((p == 1).all() for p in parts):  # no other tile reaches here: copy it
@@ -259,13 +274,16 @@ def blend_region(
                 weights = np.multiply.outer(weights, p.astype(np.float32))
             out[dst] += values * weights
             if spread:
-                np.minimum(lo[dst], values, out=lo[dst])
-                np.maximum(hi[dst], values, out=hi[dst])
-                count[destination] += 1
+                pairs = [_every(d, spread_step) for d in destination]
+                at = tuple(p[0] for p in pairs)
+                picked = values[(slice(None), *tuple(p[1] for p in pairs))]
+                np.minimum(lo[(slice(None), *at)], picked, out=lo[(slice(None), *at)])
+                np.maximum(hi[(slice(None), *at)], picked, out=hi[(slice(None), *at)])
+                count[at] += 1
     if not spread:
         return out
     several = count > 1
-    diff = np.full(shape, np.nan, dtype=np.float32)
+    diff = np.full(count.shape, np.nan, dtype=np.float32)
     diff[several] = np.sqrt(((hi[:, several] - lo[:, several]) ** 2).sum(axis=0))
     return out, diff
 
@@ -308,7 +326,9 @@ def blend_tile(task: BlendTask) -> dict:
             slice(max(c.start - 1, 0), min(c.stop + 2, n))
             for c, n in zip(tile.core, grid.shape, strict=True)
         )
-        flow, spread = blend_region(scratch, region, spread=True)
+        size = math.prod(c.stop - c.start for c in tile.core)
+        step = QC_STEP if size >= QC_SUBSAMPLE_FROM else 1
+        flow, spread = blend_region(scratch, region, spread=True, spread_step=step)
     else:
         region = tile.core
         flow = blend_region(scratch, region)
@@ -327,7 +347,7 @@ def blend_tile(task: BlendTask) -> dict:
             core=tile.core,
             shape=grid.shape,
         )
-        band = spread[core_local]
+        band = spread[tuple(_every(c, step)[0] for c in core_local)]
         overlapped = np.isfinite(band)
         # the median: near the volume's faces, where content left the volume, every tile's flow
         # is poor and they disagree by voxels; that must not hide how the bulk agrees
