@@ -101,6 +101,13 @@ def test_register_volumes_blockwise(tmp_path):
     assert "reliable" in result.stdout
     registered = zarr.open_group(tmp_path / "registered.zarr", mode="r")["0"][:]
     assert np.abs(registered - reference).mean() < np.abs(moving - reference).mean()
+    blocks = zarr.open_group(tmp_path / "blocks.zarr", mode="r")
+    assert blocks.attrs["blocks"]["max_deviation"] == 5.0
+    # TOML has no None: false switches the outlier rejection off
+    (tmp_path / "c.toml").write_text(config.replace("max_deviation = 5.0", "max_deviation = false"))
+    run_script("register_volumes", tmp_path, tmp_path / "c.toml")
+    blocks = zarr.open_group(tmp_path / "blocks.zarr", mode="r")
+    assert blocks.attrs["blocks"]["max_deviation"] is None
 
 
 def test_correct_timeseries(tmp_path):

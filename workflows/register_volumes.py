@@ -45,8 +45,13 @@ def run(config: dict) -> int:
                 config,
                 "blockwise",
                 required=["block"],
-                allowed=["overlap", "upsample_factor", "min_quality", "normalization"],
-            )
+                allowed=[
+                    "overlap", "upsample_factor", "min_quality", "min_std", "max_deviation",
+                    "normalization",
+                ],
+            )  # fmt: skip
+            if params.get("max_deviation") is False:  # TOML has no None
+                params["max_deviation"] = None
             if "blocks" not in out:
                 print(
                     "error: method 'blockwise' needs [output] blocks = 'PATH.zarr'", file=sys.stderr

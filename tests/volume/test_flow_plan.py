@@ -101,6 +101,13 @@ def test_plan_describes_geometry_and_costs(pair3d):
     assert sig["tile"] == [32, 32, 16] and sig["depth"] == [10, 10, 10]
     assert [lv["mode"] for lv in sig["levels"]] == ["tiled"]
     assert sig["reference"].endswith("reference.zarr") and sig["reference"].startswith("/")
+    # disk: the flow, and the scratch pieces (per axis, each tile's band / middle / band pieces
+    # padded to their chunk edges 10 / 22 / 10 (axis 0, 1) and 10 / 6 / 10 (axis 2): 84, 62
+    # and 62 voxels of chunks per axis)
+    assert plan.disk_bytes == {"flow": 3 * 48 * 40 * 36 * 4, "coarse": 0,
+                               "scratch": 3 * 4 * 84 * 62 * 62}  # fmt: skip
+    assert "disk (uncompressed): flow 810.0 KiB, pyramid and coarse levels 0.0 KiB, plus up to " \
+        "3.7 MiB of scratch" in text  # fmt: skip
 
 
 def test_plan_given_overlap_and_chunks(pair2d):

@@ -1,6 +1,7 @@
 """Seam-free stitching and the quality control ``compute_flow`` writes beside the flow."""
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -177,6 +178,7 @@ def test_scratch_pieces_cut_each_blend_region_into_whole_chunks(grid, data):
     band = tuple(data.draw(st.integers(0, d)) for d in grid.depth)
     scratch = Scratch(ArrayRef("unused"), grid, band)
     seen = set()
+    written = 0
     for tile in scratch.band_grid:
         cover = np.zeros(tile.read_shape, dtype=np.int32)
         for name, chunk, where in scratch._pieces(tile.index):
@@ -191,7 +193,9 @@ def test_scratch_pieces_cut_each_blend_region_into_whole_chunks(grid, data):
             key = (name, tuple(c.start for c in chunk))
             assert key not in seen
             seen.add(key)
+            written += 4 * grid.ndim * math.prod(c.stop - c.start for c in chunk)
         assert (cover == 1).all()
+    assert scratch.nbytes == written  # what the plan's disk estimate counts
 
 
 @pytest.mark.parametrize("large", [False, True], ids=["every-voxel", "subsampled"])

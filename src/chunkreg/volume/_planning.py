@@ -194,6 +194,25 @@ class FlowPlan:
             + self.grid.read_amplification(self.moving_chunks)
         ) / 2
 
+    @property
+    def disk_bytes(self) -> dict[str, int]:
+        """Uncompressed bytes the run writes: ``flow`` (level 0), ``coarse`` (the pyramid it
+        builds and the coarser levels' flows) and ``scratch`` (the largest level's tile results
+        before blending; deleted once that level is blended)."""
+        from ._stitch import Scratch  # it imports this module
+
+        ndim = self.ndim
+        coarse = 0
+        scratch = 0
+        for lp in self.levels:
+            if lp.level:
+                coarse += 4 * ndim * math.prod(lp.shape)
+                if lp.reference is None:  # pyramid levels of both inputs, float32
+                    coarse += 2 * 4 * math.prod(lp.shape)
+            if lp.mode != "whole":
+                scratch = max(scratch, Scratch(ArrayRef(""), lp.grid, lp.band).nbytes)
+        return {"flow": 4 * ndim * math.prod(self.shape), "coarse": coarse, "scratch": scratch}
+
     def signature(self) -> dict:
         """What determines the output's content (stored with it; resume checks it)."""
         return {
@@ -216,6 +235,7 @@ class FlowPlan:
         g = self.grid
         mib = 2**20
         n = len(self.levels)
+        disk = self.disk_bytes
         lines = [
             f"flow: method {self.method_name}, parameters "
             + ", ".join(f"{k}={v}" for k, v in self.params.items()),
@@ -244,8 +264,18 @@ class FlowPlan:
             f"read amplification vs the input chunk grid: {self.read_amplification:.2f}x",
             f"estimated memory: {self.task_memory / mib:.1f} MiB per task, "
             f"{self.worker_memory / mib:.0f} MiB per one-thread worker",
+            f"disk (uncompressed): flow {_size(disk['flow'])}, pyramid and coarse levels "
+            f"{_size(disk['coarse'])}, plus up to {_size(disk['scratch'])} of scratch while a "
+            "level is blended (deleted after)",
         ]
         return "\n".join(lines)
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes / 2**10:.1f} KiB"
 
 
 def _open_input(source, level, name) -> zarr.Array:

@@ -92,6 +92,19 @@ class Scratch:
         parts = [(r0, a, _BAND, 2 * i), (a, z, _MIDDLE, i), (z, r1, _BAND, 2 * i + 1)]
         return [p for p in parts if p[1] > p[0]]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all the pieces once every tile has written them (uncompressed chunks)."""
+        total = 4 * self.grid.ndim
+        for axis in range(self.grid.ndim):
+            edges = self.classes(axis)
+            total *= sum(
+                edges[c][0]
+                for i in range(self.grid.grid_shape[axis])
+                for _, _, c, _ in self.segments(axis, i)
+            )
+        return total
+
     def _open(self, name: str, cache: dict, mode: str = "r") -> zarr.Array:
         if name not in cache:
             ref = self.group
