@@ -136,8 +136,8 @@ def _quality(reference, moving, flow, core) -> tuple[float, float]:
 
     ``reference`` is the reference over the core, ``flow`` the tile's flow there; ``moving`` is
     ``(array, region, start)``: the moving zarr array and a part of it already in memory, used
-    where it holds what is needed. Large cores are measured on every second voxel per axis (an
-    eighth of the work in 3-D, still hundreds of thousands of samples).
+    where it holds what is needed. Cores of ``QC_SUBSAMPLE_FROM`` voxels or more are measured
+    on every ``QC_STEP``-th voxel per axis (in 3-D an eighth of the work, 32768 samples or more).
     """
     from ._warp_volume import sample_bounds, sample_region  # it imports this package's flow
 
