@@ -6,13 +6,20 @@ independent tasks on it with bounded parallelism, retries, progress and resume, 
 :class:`RunReport`.
 """
 
-from ._client import SYNCHRONOUS, default_n_workers, is_synchronous, open_client
+from ._client import (
+    SYNCHRONOUS,
+    WORKER_ALLOCATOR_ENV,
+    default_n_workers,
+    is_synchronous,
+    open_client,
+)
 from ._config import client_from_config
 from ._report import RunReport, TaskFailure
 from ._runner import run_tasks
 
 __all__ = [
     "SYNCHRONOUS",
+    "WORKER_ALLOCATOR_ENV",
     "RunReport",
     "TaskFailure",
     "client_from_config",

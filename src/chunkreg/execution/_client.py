@@ -40,11 +40,14 @@ def is_synchronous(client) -> bool:
     return client is SYNCHRONOUS
 
 
-# distributed starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also freezes glibc's
-# mmap threshold at 128 KiB: every large numpy temporary then becomes a fresh, page-faulting
-# mmap. Measured here, allocating and filling 8 MB took 1.3 ms in such a worker against 0.2 ms
-# with these settings, and whole kernels ran 2-2.5x slower. Arrays up to 32 MiB come from the
-# heap, and up to 256 MiB of freed heap is kept for reuse before it is returned to the system.
+#: Environment of the workers :func:`open_client` starts (glibc allocator settings), passed
+#: through dask's config ``distributed.nanny.pre-spawn-environ``; put the same there in the
+#: config of workers you start yourself for the same speed. distributed starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also
+#: freezes glibc's mmap threshold at 128 KiB: every large numpy temporary then becomes a fresh,
+#: page-faulting mmap. Measured here, allocating and filling 8 MB took 1.3 ms in such a worker
+#: against 0.2 ms with these settings, and whole kernels ran 2-2.5x slower. Arrays up to 32 MiB
+#: come from the heap, and up to 256 MiB of freed heap is kept for reuse before it is returned
+#: to the system (so a worker's resident memory may exceed what its tasks hold by about that).
 WORKER_ALLOCATOR_ENV = {
     "MALLOC_MMAP_THRESHOLD_": 32 * 2**20,
     "MALLOC_TRIM_THRESHOLD_": 256 * 2**20,
