@@ -171,6 +171,26 @@ def test_lost_records_and_damaged_chunks_are_recomputed(tmp_path, pair2d):
     assert snapshot(out) == before
 
 
+def test_unfinished_output_with_an_older_scratch_layout_is_recomputed(tmp_path, pair2d):
+    """An output left unblended by a version that kept its tile results in one scratch array
+    (named ``tiles``, with its own completion record) is finished correctly: the tiles are
+    computed again into the current layout, and the old scratch goes with the new."""
+    out = tmp_path / "out.zarr"
+    kwargs = {"method": box_flow, "tile": (80, 96), "overlap": 4, **SYNC}
+    compute_flow(pair2d.reference, pair2d.moving, out, **kwargs)
+    complete = read_flow(out)
+    group = zarr.open_group(str(out), mode="a")
+    group["_completion/tiles"][:] = 0  # no tile blended yet
+    group["flow"][...] = np.nan
+    old = group.require_group("_scratch/0")
+    old.create_array("tiles", shape=(2, 16, 16), dtype="float32", chunks=(2, 8, 8))[...] = 7.0
+    old.create_array("_completion/tiles", shape=(6,), dtype="uint8", chunks=(6,))[...] = 1
+    report = compute_flow(pair2d.reference, pair2d.moving, out, **kwargs)
+    assert (report.n_done, report.n_failed) == (12, 0)  # 6 tiles and 6 blends
+    assert_array_equal(read_flow(out), complete)
+    assert "_scratch/0" not in zarr.open_group(str(out), mode="r")
+
+
 @pytest.mark.parametrize(
     "change",
     [

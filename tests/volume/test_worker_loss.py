@@ -20,7 +20,7 @@ def _kill_one_worker_when_progressing(client, out, n_tasks, pids, killed, timeou
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            record = "_scratch/0/_completion/tiles"  # the tile stage (before the blend)
+            record = "_scratch/0/_completion/pieces"  # the tile stage (before the blend)
             done = int(zarr.open_array(str(out), path=record, mode="r")[:].sum())
         except (FileNotFoundError, KeyError, ValueError):
             done = 0

@@ -46,6 +46,7 @@ FLOW_ARRAY = "flow"
 _RECORD = "tiles"
 _AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 _SCRATCH = "_scratch"
+_PIECES = "pieces"
 
 
 def flow_path(level: int) -> str:
@@ -189,11 +190,13 @@ class _Run:
             self.report.n_skipped += 2 * len(lp.grid)
             return True
         scratch_group = group.require_group(f"{_SCRATCH}/{level}")
-        scratch = create_scratch(scratch_group, "tiles", lp.grid, lp.band, qc=level == 0)
+        # "pieces": an unfinished output of a version with another scratch layout has its
+        # scratch under another name, so its tiles are computed again, not misread
+        scratch = create_scratch(scratch_group, _PIECES, lp.grid, lp.band, qc=level == 0)
         ref, mov = self.sources(level)
         coarse = group_ref(group, flow_path(level + 1)) if lp.mode == "refine" else None
         job = LevelJob(ref, mov, coarse, scratch, plan.method, plan.params, level)
-        record = CompletionRecord(scratch_group, "tiles", len(lp.grid))
+        record = CompletionRecord(scratch_group, _PIECES, len(lp.grid))
         where = f"level {level} " if len(plan.levels) > 1 else ""
         if not self.stage(f"{where}tiles", flow_tile, TileTasks(job), record=record,
                           label=f"{where}tiles".strip()):  # fmt: skip
