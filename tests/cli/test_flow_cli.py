@@ -46,10 +46,10 @@ def _flow_files(out: Path) -> dict:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def _recorded(out: Path) -> int:
-    """Tiles recorded complete in an output (0 while it does not exist yet)."""
+def _recorded(group: Path, record: str = "tiles") -> int:
+    """Tasks recorded complete in a group (0 while it does not exist yet)."""
     try:
-        return int(zarr.open_array(str(out), path="_completion/tiles", mode="r")[:].sum())
+        return int(zarr.open_array(str(group), path=f"_completion/{record}", mode="r")[:].sum())
     except (FileNotFoundError, KeyError, ValueError):
         return 0
 
@@ -238,14 +238,14 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path):
         while done == 0:
             assert proc.poll() is None, (tmp_path / "first.log").read_text()
             assert time.monotonic() < deadline, "no tile completed in time"
-            done = _recorded(record)
+            done = _recorded(record, "pieces")
             time.sleep(0.02)
         os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its local cluster and its workers
         proc.wait(timeout=TIMEOUT)
     finally:
         _stop_group(proc)
     assert proc.returncode == -signal.SIGKILL
-    recorded = _recorded(record)
+    recorded = _recorded(record, "pieces")
     assert 0 < recorded < n_tiles, "the run was not interrupted part-way"
 
     result = _run_cli(args, tmp_path)
