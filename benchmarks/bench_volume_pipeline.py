@@ -91,42 +91,27 @@ def _plans(paths, args):
     return kwargs, single_kwargs, plan, single
 
 
-def _scratch_bytes(grid, band) -> int:
-    """Bytes of a level's scratch arrays (uncompressed): every tile's blend region.
-
-    An upper bound after ``chunkreg.volume._stitch``: each tile writes its core grown by the
-    band, in pieces of whole chunks (those cut short at the volume's edges are padded).
-    """
-    voxels = 1
-    for n, t, b, g in zip(grid.shape, grid.tile_shape, band, grid.grid_shape, strict=True):
-        voxels *= g * (min(t, n) + 2 * b)
-    return len(grid.shape) * voxels * 4
-
-
 def disk_needed(plan, single) -> tuple[dict[str, int], int]:
-    """Bytes each part of one run writes (uncompressed upper bounds), and the peak on disk.
+    """Bytes each part of one run writes (uncompressed, from the plans), and the peak on disk.
 
-    The scratch blocks of a level are deleted once it is blended, before the warp; the rest
-    stays until the end of the run.
+    The scratch of a level is deleted once it is blended, before the warp; the rest stays
+    until the end of the run.
     """
     volume = math.prod(plan.shape) * 4
-    coarse = [math.prod(lp.shape) * 4 for lp in plan.levels[1:]]
-    built = [math.prod(lp.shape) * 4 for lp in plan.levels[1:] if lp.reference is None]
-    scratch = max(_scratch_bytes(lp.grid, lp.band) for lp in plan.levels if lp.mode != "whole")
+    disk = plan.disk_bytes
     parts = {
         "pair": 2 * volume,
-        "pyramid + coarse flows": 2 * sum(built) + 3 * sum(coarse),
-        "flow": 3 * volume,
-        "flow scratch": scratch,
+        "pyramid + coarse flows": disk["coarse"],
+        "flow": disk["flow"],
+        "flow scratch": disk["scratch"],
         "registered": volume,
     }
     after = volume
     if single is not None:
-        parts["single-level flow + scratch"] = 3 * volume + _scratch_bytes(
-            single.grid, single.levels[0].band
-        )
+        one = single.disk_bytes
+        parts["single-level flow + scratch"] = one["flow"] + one["scratch"]
         after += parts["single-level flow + scratch"]
-    peak = 5 * volume + parts["pyramid + coarse flows"] + max(scratch, after)
+    peak = 2 * volume + disk["flow"] + disk["coarse"] + max(disk["scratch"], after)
     return parts, peak
 
 

@@ -36,6 +36,9 @@ from ._sink import ResultSink
 
 __all__ = ["BlockShifts", "blockwise_shifts", "load_block_shifts", "plan_blockwise_shifts"]
 
+#: Per-block arrays of the output group that every version wrote (``outlier`` came later).
+_GRID_ARRAYS = ("shifts", "measured_shifts", "quality", "ncc_before", "error", "reliable")
+
 MIN_BLOCK = 8  # smallest block side that phase correlation can work with
 _TARGET_VOXELS = 4_000_000  # voxels read per task: a few hundred ms of work
 _FIELDS = ("shift", "error", "ncc_before", "ncc_after", "std_reference", "std_moving")
@@ -375,15 +378,7 @@ def _finalise(group, plan, values, thresholds: dict, complete, report) -> BlockS
         complete=complete,
         report=report,
     )
-    for name in (
-        "shifts",
-        "measured_shifts",
-        "quality",
-        "ncc_before",
-        "error",
-        "reliable",
-        "outlier",
-    ):
+    for name in (*_GRID_ARRAYS, "outlier"):
         value = getattr(result, name)
         group.create_array(
             name, shape=value.shape, dtype=value.dtype, chunks=value.shape or (1,), overwrite=True
@@ -626,18 +621,7 @@ def load_block_shifts(output) -> BlockShifts:
             "output of chunkreg.blockwise_shifts / `chunkreg blocks`."
         )
     try:
-        arrays = {
-            name: group[name][...]
-            for name in (
-                "shifts",
-                "measured_shifts",
-                "quality",
-                "ncc_before",
-                "error",
-                "reliable",
-                "centres",
-            )
-        }
+        arrays = {name: group[name][...] for name in (*_GRID_ARRAYS, "centres")}
     except KeyError as exc:
         raise IncompatibleOutputError(f"{output!s} lacks the array {exc}.") from exc
     # outputs written before outlier rejection existed have no outliers

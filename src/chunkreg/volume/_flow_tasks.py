@@ -18,7 +18,7 @@ from ..registration import normalized_cross_correlation
 from ._methods import kernel
 from ._multiscale import initial_flow, refine_region
 from ._planning import QC_STEP, QC_SUBSAMPLE_FROM
-from ._stitch import Scratch
+from ._stitch import Scratch, describe_tile
 
 __all__ = ["LevelJob", "Residual", "TileTask", "TileTasks", "WholeTask", "flow_tile", "whole_level"]
 
@@ -107,10 +107,8 @@ class TileTask:
     number: int
 
     def __str__(self) -> str:
-        tile = self.job.scratch.grid.tile(self.number)
-        region = ", ".join(f"{s.start}:{s.stop}" for s in tile.core)
         where = f"level {self.job.level} " if self.job.level else ""
-        return f"{where}tile {tile.index} core [{region}]"
+        return where + describe_tile(self.job.scratch.grid.tile(self.number))
 
 
 class TileTasks(Sequence):
@@ -170,7 +168,7 @@ def _quality(reference, moving, flow, core) -> tuple[float, float]:
 
 
 def flow_tile(task: TileTask) -> dict:
-    """Compute one tile's flow over its blend region and write it to the scratch array."""
+    """Compute one tile's flow over its blend region and write it to the scratch pieces."""
     job = task.job
     scratch = job.scratch
     tile = scratch.grid.tile(task.number)
@@ -185,15 +183,16 @@ def flow_tile(task: TileTask) -> dict:
     raw = ref_array[tile.read]
     ref = np.asarray(raw, dtype=np.float32)
     check_finite(ref, f"reference in {task}")
+    mov_array = job.moving.open()
     if job.coarse is None:
-        mov_raw = job.moving.open()[tile.read]
+        mov_raw = mov_array[tile.read]
         mov = np.asarray(mov_raw, dtype=np.float32)
         check_finite(mov, f"moving in {task}")
         read = raw.nbytes + mov_raw.nbytes
         t1 = time.perf_counter()
         flow = _check_shape(kernel(job.method)(ref, mov, **job.params), (ref.ndim, *ref.shape))
         values = np.asarray(flow[(slice(None), *keep)], dtype=np.float32)
-        mov_array, mov_start = job.moving.open(), _starts(tile.read)
+        mov_start = _starts(tile.read)
     else:
         from ._warp_volume import sample_bounds  # it imports this package's flow
 
@@ -211,7 +210,6 @@ def flow_tile(task: TileTask) -> dict:
             return values
 
         initial = initial_flow(read_coarse, tile.read, ref_shape, coarse.shape[1:])
-        mov_array = job.moving.open()
         bounds = sample_bounds(initial, tile.read, mov_array.shape, 3)
         mov_raw = mov_array[bounds]
         mov = region = np.asarray(mov_raw, dtype=np.float32)

@@ -210,7 +210,8 @@ class FlowPlan:
                 if lp.reference is None:  # pyramid levels of both inputs, float32
                     coarse += 2 * 4 * math.prod(lp.shape)
             if lp.mode != "whole":
-                scratch = max(scratch, Scratch(ArrayRef(""), lp.grid, lp.band).nbytes)
+                geometry = Scratch(ArrayRef(""), lp.grid, lp.band)  # opens nothing
+                scratch = max(scratch, geometry.nbytes)
         return {"flow": 4 * ndim * math.prod(self.shape), "coarse": coarse, "scratch": scratch}
 
     def signature(self) -> dict:

@@ -37,7 +37,15 @@ from ..tiling import TileGrid, blend_profiles
 from ._planning import BLEND_KIND, QC_STEP, QC_SUBSAMPLE_FROM
 from ._qc import seam_sums
 
-__all__ = ["BlendJob", "BlendTask", "Scratch", "blend_tile", "create_scratch", "group_ref"]
+__all__ = [
+    "BlendJob",
+    "BlendTask",
+    "Scratch",
+    "blend_tile",
+    "create_scratch",
+    "describe_tile",
+    "group_ref",
+]
 
 # piece classes along one axis: a band shared by two tiles, the middle of a tile, or (where
 # the bands are too wide to cut, 2 * band > tile, or absent) the tile's whole blend region
@@ -136,7 +144,7 @@ class Scratch:
             piece = values[(slice(None), *local)]
             edges = tuple(c.stop - c.start for c in chunk)
             if piece.shape[1:] == edges:
-                block = np.ascontiguousarray(piece, dtype=np.float32)
+                block = np.asarray(piece, dtype=np.float32)  # zarr copies it into the chunk
             else:  # a piece cut short by the volume's edge: fill the chunk, write it whole
                 block = np.full((values.shape[0], *edges), np.nan, dtype=np.float32)
                 block[(slice(None), *tuple(slice(0, n) for n in piece.shape[1:]))] = piece
@@ -191,6 +199,12 @@ class Scratch:
         """Tile ``number``'s NCC before and after, as its tile task measured them."""
         before, after = self._open(_QC, {})[number]
         return float(before), float(after)
+
+
+def describe_tile(tile) -> str:
+    """``tile (i, j) core [a:b, c:d]``: how failures and progress name a tile."""
+    region = ", ".join(f"{s.start}:{s.stop}" for s in tile.core)
+    return f"tile {tile.index} core [{region}]"
 
 
 def group_ref(group: zarr.Group, path: str) -> ArrayRef:
@@ -315,9 +329,7 @@ class BlendTask:
     number: int
 
     def __str__(self) -> str:
-        tile = self.job.scratch.grid.tile(self.number)
-        region = ", ".join(f"{s.start}:{s.stop}" for s in tile.core)
-        return f"blend of tile {tile.index} core [{region}]"
+        return "blend of " + describe_tile(self.job.scratch.grid.tile(self.number))
 
 
 def blend_tile(task: BlendTask) -> dict:
