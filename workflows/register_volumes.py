@@ -38,6 +38,8 @@ def run(config: dict) -> int:
         return 2
     overwrite = out.get("overwrite", False)
     reports = []
+    if "registered" in out:  # refuse a bad warp option before the flow is computed
+        chunkreg.volume.check_warp_options(order=out.get("order", 1))
     with client_from_config(config.get("cluster")) as client:
         common = {"client": client, "overwrite": overwrite}
         if method == "blockwise":

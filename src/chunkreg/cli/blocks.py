@@ -103,4 +103,4 @@ def run(args: argparse.Namespace) -> int:
     reports = [result.report]
     if args.flow is not None and result.report.ok:
         reports.append(shifts_to_flow(args.output, args.flow, **options))
-    return finish(reports)
+    return finish(reports, strict=args.strict)

@@ -156,4 +156,4 @@ def run(args: argparse.Namespace) -> int:
         result.write_links(paths["links_csv"])
         print(result.summary())
         print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return finish(list(result.reports.values()))
+    return finish(list(result.reports.values()), strict=args.strict)

@@ -58,5 +58,6 @@ def run(args: argparse.Namespace) -> int:
         print(plan_warp_volume(args.moving, args.flow, **params))
         return 0
     return finish(
-        warp_volume(args.moving, args.flow, args.output, **params, **cluster_options(args))
+        warp_volume(args.moving, args.flow, args.output, **params, **cluster_options(args)),
+        strict=args.strict,
     )

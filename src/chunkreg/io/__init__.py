@@ -3,22 +3,36 @@
 This layer knows about zarr and the filesystem, nothing about registration or dask.
 """
 
-from ._arrays import FIELD_COMPRESSORS, ArrayRef, array_ref, create_array, open_array
+from ._arrays import (
+    CHECKSUM,
+    FIELD_COMPRESSORS,
+    ArrayRef,
+    array_ref,
+    create_array,
+    open_array,
+    output_codecs,
+)
+from ._chunks import missing_chunks, read_region, require_chunks
 from ._completion import CompletionRecord
 from ._ome import multiscale_dataset_paths, write_ome_multiscale_metadata
 from ._output import normalise_signature, open_output_group, require_shared_store
 from ._tiff import tiff_to_zarr, tiles_to_zarr
 
 __all__ = [
+    "CHECKSUM",
     "FIELD_COMPRESSORS",
     "ArrayRef",
     "CompletionRecord",
     "array_ref",
     "create_array",
+    "missing_chunks",
     "multiscale_dataset_paths",
     "normalise_signature",
     "open_array",
     "open_output_group",
+    "output_codecs",
+    "read_region",
+    "require_chunks",
     "require_shared_store",
     "tiff_to_zarr",
     "tiles_to_zarr",

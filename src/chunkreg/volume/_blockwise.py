@@ -31,7 +31,7 @@ from ._block_kernels import (
     find_outliers,
     shifted_ncc,
 )
-from ._qc import write_qc
+from ._qc import qc_regressions, write_qc
 from ._sink import ResultSink
 
 __all__ = ["BlockShifts", "blockwise_shifts", "load_block_shifts", "plan_blockwise_shifts"]
@@ -398,6 +398,9 @@ def _finalise(group, plan, values, thresholds: dict, complete, report) -> BlockS
         ncc_after=result.quality,
         extra={"reliable": reliable},
     )
+    # blocks judged unreliable are replaced by their neighbours' shifts: only the others count
+    report.warnings += qc_regressions(result.ncc_before, result.quality, skip=~reliable,
+                                      label="block")  # fmt: skip
     group.attrs["blocks"] = {
         "shape": list(result.shape),
         "block": list(result.block),

@@ -32,12 +32,13 @@ from ..io import (
 from ..registration import normalized_cross_correlation
 from ..tiling import TileGrid
 from ._flow import FLOW_ARRAY
-from ._qc import write_qc
+from ._qc import qc_regressions, write_qc
 from ._shifts_to_flow import default_tile
 from ._sink import ResultSink
 
 __all__ = [
     "WarpPlan",
+    "check_warp_options",
     "open_flow",
     "plan_warp_volume",
     "sample_bounds",
@@ -235,6 +236,26 @@ class WarpPlan:
         )
 
 
+def check_warp_options(*, order: int = 1, mode: str = "edge", cval: float = 0.0) -> None:
+    """Validate :func:`warp_volume`'s options without opening anything.
+
+    A workflow that computes a flow and then warps by it calls this first, so a bad option
+    fails before the flow is computed.
+
+    Raises
+    ------
+    InputError
+        If ``order`` is not an integer from 0 to 5, ``mode`` is unknown or ``cval`` is not a
+        number.
+    """
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or not 0 <= order <= 5:
+        raise InputError(f"order must be an integer from 0 to 5, got {order!r}.")
+    if mode not in _MODES:
+        raise InputError(f"mode must be one of {sorted(_MODES)}, got {mode!r}.")
+    if isinstance(cval, bool) or not isinstance(cval, numbers.Real):
+        raise InputError(f"cval must be a number, got {cval!r}.")
+
+
 def plan_warp_volume(
     moving,
     flow,
@@ -281,10 +302,7 @@ def plan_warp_volume(
             raise InputError(
                 f"reference and moving must have the same shape, got {ref.shape} and {mov.shape}."
             )
-    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or not 0 <= order <= 5:
-        raise InputError(f"order must be an integer from 0 to 5, got {order!r}.")
-    if mode not in _MODES:
-        raise InputError(f"mode must be one of {sorted(_MODES)}, got {mode!r}.")
+    check_warp_options(order=order, mode=mode, cval=cval)
     align = mov.shards or mov.chunks
     tile = default_tile(mov.shape, align, target=2**21) if tile is None else tile
     tiles = TileGrid(mov.shape, per_axis(tile, mov.ndim, "tile", minimum=1), (0,) * mov.ndim, align)
@@ -433,4 +451,5 @@ def warp_volume(
             report.notes["NCC to reference"] = (
                 f"median {np.nanmedian(before):.3f} before, {np.nanmedian(after):.3f} after"
             )
+        report.warnings += qc_regressions(before, after, label="tile")
     return report
