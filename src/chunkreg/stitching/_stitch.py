@@ -23,7 +23,7 @@ from ..io import (
     write_ome_multiscale_metadata,
 )
 from ._fuse import BLEND_MODES
-from ._layout import Layout, _read_spec, overlapping_pairs, read_layout
+from ._layout import Layout, _read_spec, overlapping_pairs, read_layout, refuse_coincident_tiles
 from ._pairwise import pair_regions
 from ._result import StitchResult
 from ._solve import solve_positions, unlinked_message
@@ -177,6 +177,7 @@ def stitch(
         raise InputError(f"order must be in 0..5, got {order}.")
 
     layout = _as_layout(layout, tiles)
+    refuse_coincident_tiles(layout)
     refs, shapes, dtype = resolve_tiles(tiles, layout)
     ndim = layout.ndim
     nominal = np.asarray(layout.positions)

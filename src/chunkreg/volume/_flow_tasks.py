@@ -62,8 +62,11 @@ def _read(array, region, intensity: Intensity, name: str, task):
     return values, raw.nbytes
 
 
-def _flat(ref, mov, intensities) -> bool:
-    """Whether the reference or the moving region has no usable texture."""
+def _flat(ref, mov, intensities, core=None) -> bool:
+    """Whether the reference or the moving image has no usable texture over a tile's core
+    (``core``: slices of both regions; None: all of them)."""
+    if core is not None:
+        ref, mov = ref[core], mov[core]
     return intensities[0].flat(ref) or intensities[1].flat(mov)
 
 
@@ -209,7 +212,7 @@ def flow_tile(task: TileTask) -> dict:
         mov, mov_bytes = _read(mov_array, tile.read, intensities[1], "moving", task)
         read += mov_bytes
         t1 = time.perf_counter()
-        flat = _flat(ref, mov, intensities)
+        flat = _flat(ref, mov, intensities, tile.core_in_read)
         if flat:  # nothing to match: zero flow, flagged, not noise
             values = np.zeros((ref.ndim, *blend.read_shape), dtype=np.float32)
         else:
@@ -239,7 +242,8 @@ def flow_tile(task: TileTask) -> dict:
         mov_start = _starts(bounds)
         read += mov_bytes + read_bytes[0]
         t1 = time.perf_counter()
-        flat = _flat(ref, mov, intensities)
+        # the moving region lies where the coarser flow points: judged whole
+        flat = intensities[0].flat(ref[tile.core_in_read]) or intensities[1].flat(mov)
         if flat:  # nothing to match: zero flow, flagged, not the upsampled neighbours' motion
             values = np.zeros((ref.ndim, *blend.read_shape), dtype=np.float32)
         else:
