@@ -12,7 +12,7 @@ from ._arrays import (
     open_array,
     output_codecs,
 )
-from ._chunks import missing_chunks, read_region, require_chunks
+from ._chunks import check_inputs_stored, missing_chunks, read_region, require_chunks
 from ._completion import CompletionRecord
 from ._ome import multiscale_dataset_paths, write_ome_multiscale_metadata
 from ._output import normalise_signature, open_output_group, require_shared_store
@@ -24,6 +24,7 @@ __all__ = [
     "ArrayRef",
     "CompletionRecord",
     "array_ref",
+    "check_inputs_stored",
     "create_array",
     "missing_chunks",
     "multiscale_dataset_paths",

@@ -18,7 +18,7 @@ from zarr.core.sync import sync
 
 from ..errors import InputError
 
-__all__ = ["missing_chunks", "read_region", "require_chunks"]
+__all__ = ["check_inputs_stored", "missing_chunks", "read_region", "require_chunks"]
 
 #: Missing chunks named in a message (the rest are counted).
 _NAMED = 5
@@ -67,6 +67,10 @@ def missing_chunks(array: zarr.Array) -> list[str]:
 def require_chunks(array: zarr.Array, name: str) -> None:
     """Raise :class:`InputError` naming the chunk files of ``array`` missing from its store.
 
+    An array of which no chunk is stored at all was never written (it reads as its fill value
+    everywhere, which is no accident) and passes; one of which some chunks are stored and
+    others missing has most likely lost files.
+
     Parameters
     ----------
     array : zarr.Array
@@ -77,10 +81,10 @@ def require_chunks(array: zarr.Array, name: str) -> None:
     if math.prod(array.shape) == 0:
         return
     missing = missing_chunks(array)
-    if not missing:
-        return
     _, grid = _grid(array)
     total = math.prod(grid)
+    if not missing or len(missing) == total:  # complete, or never written: all fill value
+        return
     kind = "shard" if getattr(array, "shards", None) else "chunk"
     named = ", ".join(missing[:_NAMED]) + (
         f" and {len(missing) - _NAMED} more" if len(missing) > _NAMED else ""
@@ -149,3 +153,19 @@ def read_region(array: zarr.Array, region, name: str) -> np.ndarray:
                     "truncated: restore it (or rewrite the input)."
                 ) from inner
         raise
+
+
+def check_inputs_stored(inputs: dict, allow_sparse: bool) -> None:
+    """:func:`require_chunks` for each ``{name: array}`` unless ``allow_sparse``.
+
+    Raises
+    ------
+    InputError
+        If ``allow_sparse`` is not a bool, or an input lacks chunk files.
+    """
+    if not isinstance(allow_sparse, bool):
+        raise InputError(f"allow_sparse must be True or False, got {allow_sparse!r}.")
+    if allow_sparse:
+        return
+    for name, array in inputs.items():
+        require_chunks(array, name)

@@ -13,7 +13,7 @@ import zarr
 
 from .._validation import per_axis
 from ..errors import InputError
-from ..io import ArrayRef, open_array, require_chunks
+from ..io import ArrayRef, check_inputs_stored, open_array
 from ..tiling import TileGrid
 from ._intensity import IDENTITY, Intensity, plan_intensity
 from ._levels import (
@@ -389,12 +389,6 @@ def plan_flow(
     ndim = ref.ndim
     shape = tuple(ref.shape)
     params = resolve_method(method, kernel_params)
-    if not isinstance(allow_sparse, bool):
-        raise InputError(f"allow_sparse must be True or False, got {allow_sparse!r}.")
-    if not allow_sparse:
-        require_chunks(ref, "reference")
-        require_chunks(mov, "moving")
-    ref_intensity, mov_intensity, intensity_note = plan_intensity(ref, mov, normalize)
     levels = parse_levels(levels)
     coarse_memory = _bytes(coarse_memory, "coarse_memory")
     out_chunks = ref.chunks if chunks is None else per_axis(chunks, ndim, "chunks", minimum=1)
@@ -434,6 +428,9 @@ def plan_flow(
             f"levels={count} makes the coarsest level {shapes[-1]}, smaller than "
             f"{MIN_LEVEL_EDGE} voxels along an axis; use fewer levels (or levels='auto')."
         )
+    # after every cheap check: the store listings and a sample of each input
+    check_inputs_stored({"reference": ref, "moving": mov}, allow_sparse)
+    ref_intensity, mov_intensity, intensity_note = plan_intensity(ref, mov, normalize)
     plans = []
     for lvl, (lshape, (ref_src, mov_src)) in enumerate(zip(shapes, sources, strict=True)):
         lchunks = tuple(min(c, n) for c, n in zip(out_chunks, lshape, strict=True))

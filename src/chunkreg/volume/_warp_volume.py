@@ -24,8 +24,11 @@ from ..execution import RunReport, open_client, run_tasks
 from ..io import (
     ArrayRef,
     array_ref,
+    check_inputs_stored,
+    create_array,
     open_array,
     open_output_group,
+    read_region,
     require_shared_store,
     write_ome_multiscale_metadata,
 )
@@ -167,7 +170,7 @@ def _warp_tile(task: _WarpTile) -> dict:
             "(unwritten parts of a chunkreg flow are NaN: run its command again to finish it)"
         )
     bounds = sample_bounds(flow, tile.core, moving.shape, task.order)
-    region = moving[bounds]
+    region = read_region(moving, bounds, "moving")
     warped = sample_region(
         region,
         [b.start for b in bounds],
@@ -184,8 +187,8 @@ def _warp_tile(task: _WarpTile) -> dict:
         "bytes_written": values.nbytes,
     }
     if task.reference is not None:
-        ref = task.reference.open()[tile.core]
-        before = moving[tile.core]
+        ref = read_region(task.reference.open(), tile.core, "reference")
+        before = read_region(moving, tile.core, "moving")
         result["bytes_read"] += ref.nbytes + before.nbytes
         result["ncc_before"] = normalized_cross_correlation(ref, before)
         result["ncc_after"] = normalized_cross_correlation(ref, values)
@@ -265,12 +268,13 @@ def plan_warp_volume(
     mode: str = "edge",
     cval: float = 0.0,
     reference=None,
+    allow_sparse: bool = False,
 ) -> WarpPlan:
     """Validate the inputs of :func:`warp_volume` and plan the run, writing nothing.
 
     Parameters
     ----------
-    moving, flow, order, tile, mode, cval, reference
+    moving, flow, order, tile, mode, cval, reference, allow_sparse
         As for :func:`warp_volume`.
 
     Returns
@@ -306,6 +310,8 @@ def plan_warp_volume(
     align = mov.shards or mov.chunks
     tile = default_tile(mov.shape, align, target=2**21) if tile is None else tile
     tiles = TileGrid(mov.shape, per_axis(tile, mov.ndim, "tile", minimum=1), (0,) * mov.ndim, align)
+    inputs = {"moving": mov, "flow": fl, **({} if ref is None else {"reference": ref})}
+    check_inputs_stored(inputs, allow_sparse)
     return WarpPlan(mov, fl, ref, tiles, int(order), mode, float(cval))
 
 
@@ -319,6 +325,7 @@ def warp_volume(
     mode: str = "edge",
     cval: float = 0.0,
     reference=None,
+    allow_sparse: bool = False,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -356,6 +363,9 @@ def warp_volume(
     reference : zarr.Array, str or os.PathLike, optional
         If given, the output's ``qc`` group records per tile the NCC between reference and
         moving before and after warping.
+    allow_sparse : bool
+        Accept inputs whose stores lack some chunk files (zarr reads those as the fill value);
+        by default a missing chunk is refused before anything runs, naming it.
     client, scheduler, n_workers, overwrite, progress :
         As for :func:`blockwise_shifts`.
 
@@ -388,8 +398,9 @@ def warp_volume(
     True
     """
     plan = plan_warp_volume(
-        moving, flow, order=order, tile=tile, mode=mode, cval=cval, reference=reference
-    )
+        moving, flow, order=order, tile=tile, mode=mode, cval=cval, reference=reference,
+        allow_sparse=allow_sparse,
+    )  # fmt: skip
     mov, tiles = plan.moving, plan.tiles
     with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         group = open_output_group(
@@ -397,8 +408,9 @@ def warp_volume(
         )
         require_shared_store(group, c)
         if "0" not in group:
-            group.create_array(
-                "0",
+            create_array(
+                group,
+                name="0",
                 shape=mov.shape,
                 dtype=mov.dtype,
                 chunks=mov.chunks,
