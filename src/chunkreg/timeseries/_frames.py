@@ -174,8 +174,8 @@ def check_frames_finite(frames: np.ndarray, start: int = 0) -> None:
         return
     bad = np.flatnonzero(~np.isfinite(frames.reshape(len(frames), -1)).all(axis=1)) + start
     named = ", ".join(str(int(t)) for t in bad[:10]) + (" ..." if bad.size > 10 else "")
-    which = "frame" if bad.size == 1 else "frames"
+    which = "frame {} of the stack holds" if bad.size == 1 else "frames {} of the stack hold"
     raise InputError(
-        f"{which} {named} of the stack contain NaN or infinite values; replace them (e.g. "
-        "np.nan_to_num, or copy a neighbouring frame) or cut them from the stack."
+        f"{which.format(named)} NaN or infinite values; replace them (e.g. np.nan_to_num, or "
+        "copy a neighbouring frame) or cut them from the stack."
     )

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..io import read_region
 from ..registration._coarse_to_fine import _to_float as _kernel_float
 
 __all__ = [
@@ -127,11 +128,12 @@ def _chunk_starts(shape, chunks, count: int) -> list[tuple[int, ...]]:
     return out
 
 
-def sample_percentiles(array, percentiles=PERCENTILES) -> tuple[float, float]:
+def sample_percentiles(array, percentiles=PERCENTILES, name: str = "input") -> tuple[float, float]:
     """Robust low and high percentiles of an input, in kernel intensities (dtype-scaled).
 
     Reads :data:`SAMPLE_CHUNKS` chunks spread evenly over the array's chunk grid (inner chunks
-    of a sharded array), at most :data:`SAMPLE_PER_CHUNK` values from each.
+    of a sharded array), at most :data:`SAMPLE_PER_CHUNK` values from each; a chunk that
+    cannot be decoded raises :class:`InputError` naming it (``name`` is the input's role).
     """
     chunks = tuple(array.chunks)
     parts = []
@@ -139,7 +141,7 @@ def sample_percentiles(array, percentiles=PERCENTILES) -> tuple[float, float]:
         region = tuple(
             slice(s, min(s + c, n)) for s, c, n in zip(start, chunks, array.shape, strict=True)
         )
-        values = to_float(array[region]).ravel()
+        values = to_float(read_region(array, region, name)).ravel()
         step = max(1, values.size // SAMPLE_PER_CHUNK)
         parts.append(values[::step])
     values = np.concatenate(parts)
@@ -191,7 +193,8 @@ def plan_intensity(reference, moving, normalize: str = "auto") -> tuple[Intensit
     """
     if normalize not in NORMALIZE_MODES:
         raise InputError(f"normalize must be one of {list(NORMALIZE_MODES)}, got {normalize!r}.")
-    ref_b, mov_b = sample_percentiles(reference), sample_percentiles(moving)
+    ref_b = sample_percentiles(reference, name="reference")
+    mov_b = sample_percentiles(moving, name="moving")
     differ = _differ(ref_b, mov_b)
     p_lo, p_hi = (f"{p:g}" for p in PERCENTILES)
     ranges = (
