@@ -327,31 +327,34 @@ def register_timeseries(
         "chunks": out_chunks,
         "batch_size": batch,
     }
-    group = open_output_group(output, signature=signature, overwrite=overwrite, kind="timeseries")
-    job = Job(
-        stack=array_ref(array),
-        output=_store_location(group.store),
-        output_path=group.path,
-        time_axis=time_axis,
-        n_time=n_time,
-        frame_shape=frame_shape,
-        mode="previous" if previous else "fixed",
-        strides=strides,
-        upsample_factor=upsample_factor,
-        normalization=normalization,
-        roi=roi_t,
-        has_mask=mask is not None,
-        piecewise=options,
-        interpolation=interpolation,
-        fill_value=float(fill_value),
-        apply=bool(apply),
-    )
-    batches = [
-        Batch(job, i, start, min(start + batch, n_time))
-        for i, start in enumerate(range(0, n_time, batch))
-    ]
-    _create_arrays(group, job, array.dtype, out_chunks, batch, mask)
     with open_client(client, scheduler=scheduler, n_workers=n_workers) as cl:
+        # the output is created once the cluster is reachable: a bad address leaves nothing
+        group = open_output_group(
+            output, signature=signature, overwrite=overwrite, kind="timeseries"
+        )
+        job = Job(
+            stack=array_ref(array),
+            output=_store_location(group.store),
+            output_path=group.path,
+            time_axis=time_axis,
+            n_time=n_time,
+            frame_shape=frame_shape,
+            mode="previous" if previous else "fixed",
+            strides=strides,
+            upsample_factor=upsample_factor,
+            normalization=normalization,
+            roi=roi_t,
+            has_mask=mask is not None,
+            piecewise=options,
+            interpolation=interpolation,
+            fill_value=float(fill_value),
+            apply=bool(apply),
+        )
+        batches = [
+            Batch(job, i, start, min(start + batch, n_time))
+            for i, start in enumerate(range(0, n_time, batch))
+        ]
+        _create_arrays(group, job, array.dtype, out_chunks, batch, mask)
         require_shared_store(group, cl)
         if not previous:
             _write_reference(group, job, spec, array)
