@@ -208,6 +208,8 @@ def create_array(
     overwrite : bool
         Replace an existing array.
 
+    Notes
+    -----
     Every chunk is stored, also one holding only the fill value, so that a chunk missing
     from the store later means it was lost (see :func:`chunkreg.io.require_chunks`).
     """
