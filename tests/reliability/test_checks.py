@@ -122,6 +122,21 @@ def test_tiled_flow_on_integer_inputs_matches_the_in_memory_kernel(
     assert epe(tiled, truth) < epe(kernel, truth) + 0.02
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16"])
+def test_dask_blocks_scale_integer_inputs_as_the_kernel(truth_pair, dtype):
+    import dask
+    import dask.array as da
+
+    import chunkreg.dask
+
+    ref, mov, _ = truth_pair
+    r, m = integer_version(ref, dtype), integer_version(mov, dtype)
+    kernel = chunkreg.optical_flow_tvl1(r, m)
+    with dask.config.set(scheduler="synchronous"):
+        lazy = chunkreg.dask.optical_flow_tvl1(da.from_array(r), da.from_array(m)).compute()
+    assert_allclose(lazy, kernel, rtol=0, atol=1e-6)  # one block: the kernel's own result
+
+
 # -- 2. mixed intensity scales ---------------------------------------------------------------
 
 
