@@ -70,8 +70,8 @@ def qc_regressions(
 
     Examples
     --------
-    >>> qc_regressions([0.9, 0.8], [0.95, 0.5])
-    ['1 of 2 tiles got worse by more than 0.05 in NCC (largest drop 0.300, tile 1)']
+    >>> qc_regressions([0.9, 0.8, 0.7], [0.95, 0.85, 0.4])
+    ['1 of 3 tiles got worse by more than 0.05 in NCC (largest drop 0.300, tile 2)']
     """
     before = np.asarray(ncc_before, dtype=np.float64).ravel()
     after = np.asarray(ncc_after, dtype=np.float64).ravel()

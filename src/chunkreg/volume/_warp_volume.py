@@ -389,8 +389,8 @@ def warp_volume(
     >>> moving = zarr.create_array("mov.zarr", data=textured_image((64, 64)), chunks=(32, 32),
     ...                            overwrite=True)
     >>> flow = zarr.create_array("flow.zarr", shape=(2, 64, 64), dtype="float32",
-    ...                          chunks=(1, 32, 32), fill_value=0.0, overwrite=True)
-    >>> flow[1] = 2.0  # sample two voxels to the right
+    ...                          chunks=(1, 32, 32), fill_value=np.nan, overwrite=True)
+    >>> flow[0], flow[1] = 0.0, 2.0  # sample two voxels to the right
     >>> report = warp_volume("mov.zarr", "flow.zarr", "warped.zarr", scheduler="synchronous",
     ...                      progress=False, overwrite=True)
     >>> warped = zarr.open_array("warped.zarr/0")
