@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tifffile
@@ -9,11 +7,9 @@ from numpy.testing import assert_array_equal
 from chunkreg.errors import InputError
 from chunkreg.io import open_array, tiff_to_zarr, tiles_to_zarr
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
-
-def test_real_stack_to_ome_zarr(tmp_path):
-    src = SHARED / "pystackreg-pc12" / "pc12-unreg.tif"
+def test_real_stack_to_ome_zarr(tmp_path, shared_data):
+    src = shared_data("pystackreg-pc12") / "pc12-unreg.tif"
     expected = tifffile.imread(src)
     arr = tiff_to_zarr(src, tmp_path / "pc12.zarr", chunks=(1, 128, 128), axes=("t", "y", "x"))
     assert arr.chunks == (1, 128, 128)
@@ -41,8 +37,8 @@ def test_folder_of_planes_and_2d(tmp_path):
     assert_array_equal(tiff_to_zarr(tmp_path / "one.tif", tmp_path / "one.zarr")[:], planes[0])
 
 
-def test_tiles_to_group(tmp_path):
-    paths = sorted((SHARED / "nist-mist-phase-contrast-5x5" / "tiles").glob("*.tif"))[:3]
+def test_tiles_to_group(tmp_path, shared_data):
+    paths = sorted((shared_data("nist-mist-phase-contrast-5x5") / "tiles").glob("*.tif"))[:3]
     group = tiles_to_zarr(paths, tmp_path / "tiles.zarr")
     assert sorted(group.array_keys()) == sorted(p.stem for p in paths)
     assert_array_equal(group[paths[1].stem][:], tifffile.imread(paths[1]))
