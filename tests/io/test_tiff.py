@@ -5,7 +5,7 @@ import zarr
 from numpy.testing import assert_array_equal
 
 from chunkreg.errors import InputError
-from chunkreg.io import open_array, tiff_to_zarr, tiles_to_zarr
+from chunkreg.io import natural_sort, open_array, tiff_to_zarr, tiles_to_zarr
 
 
 def test_real_stack_to_ome_zarr(tmp_path, shared_data):
@@ -61,3 +61,56 @@ def test_unknown_tiff_axes_default_to_zyx(tmp_path):
     tiff_to_zarr(tmp_path / "q.tif", tmp_path / "q.zarr")
     axes = zarr.open_group(tmp_path / "q.zarr", mode="r").attrs["ome"]["multiscales"][0]["axes"]
     assert [a["name"] for a in axes] == ["z", "y", "x"]
+
+
+def test_folder_planes_in_natural_order(tmp_path):
+    """0.tif ... 29.tif stack as 0, 1, 2, ..., 29 (not 0, 1, 10, 11, ...)."""
+    folder = tmp_path / "planes"
+    folder.mkdir()
+    for i in range(30):
+        tifffile.imwrite(folder / f"{i}.tif", np.full((3, 4), i, dtype=np.uint16))
+    (folder / ".hidden.tif").write_bytes(b"not an image")
+    stack = tiff_to_zarr(folder, tmp_path / "s.zarr")[:]
+    assert_array_equal(stack[:, 0, 0], np.arange(30))
+
+
+def test_folder_of_png_planes(tmp_path):
+    iio = pytest.importorskip("imageio.v3")
+    planes = np.random.default_rng(2).integers(0, 255, size=(12, 9, 11), dtype=np.uint8)
+    folder = tmp_path / "png"
+    folder.mkdir()
+    for i, p in enumerate(planes):
+        iio.imwrite(folder / f"slice_{i}.png", p)
+    assert_array_equal(tiff_to_zarr(folder, tmp_path / "p.zarr")[:], planes)
+
+
+def test_natural_sort_and_ambiguous_names():
+    assert natural_sort(["z10.tif", "Z2.tif", "z1.tif"]) == ["z1.tif", "Z2.tif", "z10.tif"]
+    assert natural_sort(["/a/b/img_2.png", "/a/b/img_10.png"]) == [
+        "/a/b/img_2.png",
+        "/a/b/img_10.png",
+    ]
+    with pytest.warns(UserWarning, match="'z01.tif' and 'z1.tif' number the same plane"):
+        natural_sort(["z1.tif", "z01.tif", "z2.tif"])
+    with pytest.warns(UserWarning, match="more than one number varies"):
+        natural_sort(["t1_z2.tif", "t2_z1.tif", "t1_z1.tif"])
+
+
+def test_folder_errors_name_the_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match=f"in folder '{empty}'"):
+        tiff_to_zarr(empty, tmp_path / "o.zarr")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    tifffile.imwrite(mixed / "0.tif", np.zeros((4, 5), np.uint8))
+    (mixed / "1.png").write_bytes(b"")
+    with pytest.raises(InputError, match=r"mixes plane formats \['.png', '.tif'\]"):
+        tiff_to_zarr(mixed, tmp_path / "o.zarr")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    tifffile.imwrite(odd / "0.tif", np.zeros((4, 5), np.uint8))
+    tifffile.imwrite(odd / "1.tif", np.zeros((4, 6), np.uint8))
+    with pytest.raises(InputError, match=r"plane .*1.tif' is \(4, 6\) uint8, the first plane"):
+        tiff_to_zarr(odd, tmp_path / "o.zarr")
+    assert not (tmp_path / "o.zarr").exists()

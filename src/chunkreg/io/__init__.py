@@ -7,7 +7,7 @@ from ._arrays import FIELD_COMPRESSORS, ArrayRef, array_ref, create_array, open_
 from ._completion import CompletionRecord
 from ._ome import multiscale_dataset_paths, write_ome_multiscale_metadata
 from ._output import normalise_signature, open_output_group, require_shared_store
-from ._tiff import tiff_to_zarr, tiles_to_zarr
+from ._tiff import natural_sort, tiff_to_zarr, tiles_to_zarr
 
 __all__ = [
     "FIELD_COMPRESSORS",
@@ -16,6 +16,7 @@ __all__ = [
     "array_ref",
     "create_array",
     "multiscale_dataset_paths",
+    "natural_sort",
     "normalise_signature",
     "open_array",
     "open_output_group",
