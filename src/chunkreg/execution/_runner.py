@@ -113,7 +113,8 @@ def run_tasks(
     else:
         todo = list(range(n))
     report.n_skipped = n - len(todo) + skipped
-    bar = Progress(len(todo), label, enabled=progress)
+    in_flight: list[int] = [0]  # tasks submitted and not yet returned, for the heartbeat
+    bar = Progress(len(todo), label, enabled=progress, running=lambda: in_flight[0])
     marks = _Marks(record)
     start = time.perf_counter()
 
@@ -134,10 +135,20 @@ def run_tasks(
 
     try:
         if is_synchronous(client):
+            in_flight[0] = 1
             _run_here(func, tasks, todo, retries, succeeded, failed)
         else:
             _run_on_cluster(
-                func, tasks, todo, client, label, retries, max_in_flight, succeeded, failed
+                func,
+                tasks,
+                todo,
+                client,
+                label,
+                retries,
+                max_in_flight,
+                succeeded,
+                failed,
+                in_flight,
             )
     finally:
         marks.flush()
@@ -161,7 +172,7 @@ def _run_here(func, tasks, todo, retries, succeeded, failed) -> None:
 
 
 def _run_on_cluster(
-    func, tasks, todo, client, label, retries, max_in_flight, succeeded, failed
+    func, tasks, todo, client, label, retries, max_in_flight, succeeded, failed, in_flight
 ) -> None:
     from distributed import as_completed
 
@@ -183,11 +194,13 @@ def _run_on_cluster(
             )
             index_of[future.key] = i
             futures.add(future)
+        in_flight[0] = len(index_of)
 
     fill()
     try:
         for future in futures:
             i = index_of.pop(future.key)
+            in_flight[0] = len(index_of)
             if future.status == "finished":
                 succeeded(i, future.result())
             else:
