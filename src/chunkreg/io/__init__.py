@@ -5,7 +5,7 @@ This layer knows about zarr and the filesystem, nothing about registration or da
 
 from ._arrays import FIELD_COMPRESSORS, ArrayRef, array_ref, create_array, open_array
 from ._completion import CompletionRecord
-from ._ome import multiscale_dataset_paths, write_ome_multiscale_metadata
+from ._ome import default_axes, multiscale_dataset_paths, write_ome_multiscale_metadata
 from ._output import normalise_signature, open_output_group, require_shared_store
 from ._tiff import natural_sort, tiff_to_zarr, tiles_to_zarr
 
@@ -15,6 +15,7 @@ __all__ = [
     "CompletionRecord",
     "array_ref",
     "create_array",
+    "default_axes",
     "multiscale_dataset_paths",
     "natural_sort",
     "normalise_signature",

@@ -22,7 +22,7 @@ import zarr
 
 from ..errors import InputError
 from ._arrays import create_array
-from ._ome import write_ome_multiscale_metadata
+from ._ome import default_axes, write_ome_multiscale_metadata
 from ._output import open_output_group
 
 __all__ = ["natural_sort", "tiff_to_zarr", "tiles_to_zarr"]
@@ -237,6 +237,27 @@ def _copy(src: _Source, dst: zarr.Array) -> None:
         dst[box] = block
 
 
+def _image_axes(axes, tiff_axes: str, shape) -> tuple[str, ...]:
+    """OME axis names: given, else the TIFF's when all are known, else the last of t, z, y, x."""
+    if axes is not None:
+        axes = tuple(axes)
+        if len(axes) != len(shape) or len(set(axes)) != len(axes):
+            raise InputError(
+                f"axes {axes} must name each of the {len(shape)} axes of the data {shape} once."
+            )
+        return axes
+    # TIFF axis codes: I (image sequence) is taken as z; Q (unknown) is not guessed.
+    codes = tiff_axes.lower().replace("i", "z").replace("s", "c")
+    if len(codes) == len(shape) and set(codes) <= set("tczyx"):
+        return tuple(codes)
+    try:
+        return default_axes(len(shape))
+    except ValueError:
+        raise InputError(
+            f"cannot guess the axis names of {len(shape)}-D data {shape}: pass axes=."
+        ) from None
+
+
 def tiff_to_zarr(
     source,
     output,
@@ -286,10 +307,17 @@ def tiff_to_zarr(
                 f"chunks {chunks} must have one entry per axis of the TIFF data {shape}."
             )
         if ome:
+            axes = _image_axes(axes, src.axes, shape)
             signature = {"source": "tiff", "shape": shape, "dtype": dtype.name, "chunks": chunks}
             group = open_output_group(output, signature=signature, overwrite=overwrite, kind="tiff")
             array = create_array(
-                group, name="0", shape=shape, dtype=dtype, chunks=chunks, overwrite=True
+                group,
+                name="0",
+                shape=shape,
+                dtype=dtype,
+                chunks=chunks,
+                overwrite=True,
+                dimension_names=axes,
             )
         else:
             array = create_array(
@@ -297,14 +325,6 @@ def tiff_to_zarr(
             )
         _copy(src, array)
         if ome:
-            if axes is None:
-                # TIFF axis codes: I (image sequence) is taken as z; Q (unknown) is not guessed.
-                tiff_axes = src.axes.lower().replace("i", "z").replace("s", "c")
-                axes = (
-                    tuple(tiff_axes)
-                    if len(tiff_axes) == len(shape) and set(tiff_axes) <= set("tczyx")
-                    else None
-                )
             write_ome_multiscale_metadata(group, paths=["0"], axes=axes)
         return array
     finally:

@@ -468,6 +468,7 @@ def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask) -> None
     if job.apply and "corrected" not in group:
         # zstd level 1: writes a 512² uint16 frame in 2.4 ms instead of 3.8 ms (zarr's default
         # level) at the same size on this data; the corrected stack is the largest output.
+        axes = ("t", *("z", "y", "x")[3 - ndim :])
         group.create_array(
             "corrected",
             shape=(t, *job.frame_shape),
@@ -475,8 +476,8 @@ def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask) -> None
             chunks=out_chunks,
             fill_value=0,
             compressors=ZstdCodec(level=1),
+            dimension_names=axes,
         )
-        axes = ("t", *("z", "y", "x")[3 - ndim :])
         write_ome_multiscale_metadata(group, paths=["corrected"], axes=axes, name="corrected")
 
 
