@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback as tb
 import uuid
@@ -16,6 +17,8 @@ from ._report import RunReport, TaskFailure
 __all__ = ["run_tasks"]
 
 _FLUSH_EVERY = 1.0  # seconds between completion-record writes
+
+logger = logging.getLogger(__name__)
 
 
 class _Marks:
@@ -113,6 +116,7 @@ def run_tasks(
     else:
         todo = list(range(n))
     report.n_skipped = n - len(todo) + skipped
+    logger.info("%s: %d to run, %d already complete", label, len(todo), report.n_skipped)
     in_flight: list[int] = [0]  # tasks submitted and not yet returned, for the heartbeat
     bar = Progress(len(todo), label, enabled=progress, running=lambda: in_flight[0])
     marks = _Marks(record)
@@ -127,6 +131,14 @@ def run_tasks(
         bar.update()
 
     def failed(i: int, exc: BaseException, trace: str) -> None:
+        logger.warning(
+            "%s: %s failed after %d attempt(s): %s: %s",
+            label,
+            _describe(describe, tasks[i]),
+            retries + 1,
+            type(exc).__name__,
+            exc,
+        )
         report.n_failed += 1
         report.failures.append(
             TaskFailure(i, _describe(describe, tasks[i]), f"{type(exc).__name__}: {exc}", trace)
