@@ -5,14 +5,51 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._logging import LEVELS
+
 __all__ = [
     "EXIT_QC_WARNING",
     "add_cluster_arguments",
     "add_input_check_arguments",
+    "add_logging_arguments",
     "cluster_options",
     "finish",
     "int_tuple",
 ]
+
+
+def add_logging_arguments(parser: argparse.ArgumentParser, *, top_level: bool = False) -> None:
+    """Add ``-v/--verbose``, ``-q/--quiet`` and ``--log-level``.
+
+    They are accepted before the command (``chunkreg -v flow ...``) and after it; the
+    sub-command's copies default to "not given" so they never undo the top-level ones.
+    """
+    group = parser.add_argument_group("messages") if not top_level else parser
+
+    def default(value):
+        return value if top_level else argparse.SUPPRESS
+
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default(0),
+        help="say more: -v what runs where (cluster, plan, retries), -vv debug messages",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default(False),
+        help="errors and the final summary only (no progress lines, no warnings)",
+    )
+    group.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LEVELS,
+        default=default(None),
+        help="log level (overrides -v/-q)",
+    )
 
 
 def int_tuple(text: str) -> tuple[int, ...] | int:
@@ -51,6 +88,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         help="exit with status 3 when every task succeeded but the quality control warns (e.g. "
         "registration made the images less similar)",
     )
+    add_logging_arguments(parser)
 
 
 def cluster_options(args: argparse.Namespace) -> dict:

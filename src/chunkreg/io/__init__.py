@@ -14,9 +14,9 @@ from ._arrays import (
 )
 from ._chunks import check_inputs_stored, missing_chunks, read_region, require_chunks
 from ._completion import CompletionRecord
-from ._ome import multiscale_dataset_paths, write_ome_multiscale_metadata
+from ._ome import default_axes, multiscale_dataset_paths, write_ome_multiscale_metadata
 from ._output import normalise_signature, open_output_group, require_shared_store
-from ._tiff import tiff_to_zarr, tiles_to_zarr
+from ._tiff import natural_sort, tiff_to_zarr, tiles_to_zarr
 
 __all__ = [
     "CHECKSUM",
@@ -26,8 +26,10 @@ __all__ = [
     "array_ref",
     "check_inputs_stored",
     "create_array",
+    "default_axes",
     "missing_chunks",
     "multiscale_dataset_paths",
+    "natural_sort",
     "normalise_signature",
     "open_array",
     "open_output_group",

@@ -26,6 +26,7 @@ from ..io import (
     array_ref,
     check_inputs_stored,
     create_array,
+    default_axes,
     open_array,
     open_output_group,
     read_region,
@@ -408,6 +409,8 @@ def warp_volume(
         )
         require_shared_store(group, c)
         if "0" not in group:
+            names = getattr(mov.metadata, "dimension_names", None)
+            axes = default_axes(mov.ndim, names) if mov.ndim <= 4 else names
             create_array(
                 group,
                 name="0",
@@ -416,10 +419,10 @@ def warp_volume(
                 chunks=mov.chunks,
                 shards=mov.shards,
                 fill_value=mov.fill_value,
-                dimension_names=getattr(mov.metadata, "dimension_names", None),
+                dimension_names=axes,
             )
             if mov.ndim <= 4:
-                write_ome_multiscale_metadata(group, paths=["0"], name="warped")
+                write_ome_multiscale_metadata(group, paths=["0"], axes=axes, name="warped")
         sink = ResultSink(
             group,
             "tiles",
