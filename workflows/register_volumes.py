@@ -19,6 +19,7 @@ import chunkreg
 from chunkreg._scripts import script_main, section
 from chunkreg.cli._common import finish
 from chunkreg.execution import client_from_config
+from chunkreg.volume import check_warp_options
 
 METHODS = ("ilk", "tvl1", "blockwise")
 
@@ -38,6 +39,8 @@ def run(config: dict) -> int:
         return 2
     overwrite = out.get("overwrite", False)
     reports = []
+    if "registered" in out:  # refuse a bad warp option before the flow is computed
+        check_warp_options(order=out.get("order", 1))
     with client_from_config(config.get("cluster")) as client:
         common = {"client": client, "overwrite": overwrite}
         if method == "blockwise":

@@ -16,15 +16,15 @@ import numpy as np
 
 from ._validation import per_axis
 from .errors import InputError
+from .volume._intensity import to_float
 from .volume._methods import depth_rule, kernel, resolve_method
 
 __all__ = ["optical_flow_ilk", "optical_flow_tvl1"]
 
 
 def _flow_block(reference, moving, *, method, params, out_dtype):
-    flow = kernel(method)(
-        np.asarray(reference, dtype=np.float32), np.asarray(moving, dtype=np.float32), **params
-    )
+    # integers scaled by their dtype's range exactly as the in-memory kernels scale them
+    flow = kernel(method)(to_float(reference), to_float(moving), **params)
     return np.asarray(flow, dtype=out_dtype)
 
 

@@ -42,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code.
 
     0: success; 1: some tiles/frames/chunks failed (listed; run again to retry them);
-    2: bad input or options (nothing was written); 130: interrupted.
+    2: bad input or options, or an output that cannot be written (nothing was written);
+    3: with ``--strict``, every task succeeded but the quality control warns; 130: interrupted.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -60,6 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ChunkregError as exc:
         print(f"chunkreg: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. an output directory that is read-only
+        where = f": {exc.filename}" if exc.filename else ""
+        print(
+            f"chunkreg: error: {exc.strerror or exc}{where}; choose an output location you can "
+            "write to.",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(

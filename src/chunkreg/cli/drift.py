@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import add_cluster_arguments, cluster_options, int_tuple
+from ._common import (
+    EXIT_QC_WARNING,
+    add_cluster_arguments,
+    add_input_check_arguments,
+    cluster_options,
+    int_tuple,
+)
 
 __all__ = ["add_parser"]
 
@@ -103,6 +109,7 @@ def add_parser(subparsers) -> None:
     )
     out.add_argument("--batch", type=int, metavar="N", help="frames per task")
     out.add_argument("--plot", metavar="PNG", help="also save a drift plot (needs matplotlib)")
+    add_input_check_arguments(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -144,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         min_quality=min_quality,
         bidiphase=args.bidiphase,
         batch_size=args.batch,
+        allow_sparse=args.allow_sparse,
         **cluster_options(args),
     )
     print(result.summary())
@@ -152,10 +160,12 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         plot_drift(result, args.plot)
         print(f"drift plot: {args.plot}")
+    for warning in result.warnings:
+        print(f"chunkreg: warning: {warning}", file=sys.stderr)
     if result.low_quality.any():
         print(
             "chunkreg: some frames have low quality (listed above); their shifts were "
             "interpolated from the neighbouring frames.",
             file=sys.stderr,
         )
-    return 0
+    return EXIT_QC_WARNING if args.strict and result.warnings else 0

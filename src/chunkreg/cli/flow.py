@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_cluster_arguments, cluster_options, finish, int_tuple
+from ._common import (
+    add_cluster_arguments,
+    add_input_check_arguments,
+    cluster_options,
+    finish,
+    int_tuple,
+)
 
 __all__ = ["add_parser"]
 
@@ -82,6 +88,16 @@ def add_parser(subparsers) -> None:
         "--chunks", type=int_tuple, metavar="N[,N...]", help="output chunks (default: input's)"
     )
     parser.add_argument(
+        "--normalize",
+        choices=("auto", "none", "percentile"),
+        default="auto",
+        help="make the inputs' intensities comparable: percentile maps each input's 1st-99th "
+        "percentile range to [0, 1]; auto (default) does so when their ranges differ by more "
+        "than a factor 4; none never does (integer inputs are always scaled by their dtype's "
+        "range, as the in-memory kernels do)",
+    )
+    add_input_check_arguments(parser)
+    parser.add_argument(
         "--dry-run", action="store_true", help="print the plan and estimates; write nothing"
     )
     kern = parser.add_argument_group("kernel parameters (scikit-image names and defaults)")
@@ -126,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         chunks=args.chunks,
         coarse_memory=args.coarse_memory,
+        normalize=args.normalize,
+        allow_sparse=args.allow_sparse,
         **_kernel_params(args),
     )
     print(plan.describe())
@@ -133,4 +151,4 @@ def run(args: argparse.Namespace) -> int:
         print("dry run: nothing written.")
         return 0
     report = run_flow_plan(plan, args.output, **cluster_options(args))
-    return finish(report)
+    return finish(report, strict=args.strict)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_cluster_arguments, cluster_options, finish, int_tuple
+from ._common import (
+    add_cluster_arguments,
+    add_input_check_arguments,
+    cluster_options,
+    finish,
+    int_tuple,
+)
 
 __all__ = ["add_parser", "sidecar_paths"]
 
@@ -124,6 +130,7 @@ def add_parser(subparsers) -> None:
         metavar="N[,N...]",
         help="output chunk shape (default 1024 in 2-D, 128 in 3-D)",
     )
+    add_input_check_arguments(p)
     add_cluster_arguments(p)
     p.set_defaults(func=run)
 
@@ -147,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         max_residual=args.max_residual,
         max_relative_residual=args.max_relative_residual,
         chunks=args.chunks,
+        allow_sparse=args.allow_sparse,
         **cluster_options(args),
     )
     if not args.fuse_only:
@@ -156,4 +164,4 @@ def run(args: argparse.Namespace) -> int:
         result.write_links(paths["links_csv"])
         print(result.summary())
         print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return finish(list(result.reports.values()))
+    return finish(list(result.reports.values()), strict=args.strict)

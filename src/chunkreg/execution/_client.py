@@ -122,8 +122,11 @@ def open_client(
     if scheduler is not None:
         try:
             c = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as exc:
-            raise InputError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from exc
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: not an address
+            raise InputError(
+                f"cannot reach the Dask scheduler at {scheduler!r}: {exc} (give an address "
+                "such as tcp://host:8786, or 'synchronous')"
+            ) from exc
         logger.info(
             "connected to the scheduler at %s (%d workers, dashboard %s)",
             scheduler,

@@ -19,11 +19,12 @@ from ..io import (
     array_ref,
     create_array,
     open_output_group,
+    require_chunks,
     require_shared_store,
     write_ome_multiscale_metadata,
 )
 from ._fuse import BLEND_MODES
-from ._layout import Layout, _read_spec, overlapping_pairs, read_layout
+from ._layout import Layout, _read_spec, overlapping_pairs, read_layout, refuse_coincident_tiles
 from ._pairwise import pair_regions
 from ._result import StitchResult
 from ._solve import solve_positions, unlinked_message
@@ -59,6 +60,7 @@ def stitch(
     chunks=None,
     blend_width=None,
     order: int = 3,
+    allow_sparse: bool = False,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -109,6 +111,9 @@ def stitch(
         Length of the blending ramps from each tile border; default half the tile.
     order : int
         Spline order for ``subpixel`` placement.
+    allow_sparse : bool
+        Accept tiles whose stores lack some chunk files (zarr reads those as the fill value);
+        by default a missing chunk is refused before anything runs, naming the tile and chunk.
     client : distributed.Client, optional
         Run on this client (left open).
     scheduler : str, optional
@@ -177,7 +182,13 @@ def stitch(
         raise InputError(f"order must be in 0..5, got {order}.")
 
     layout = _as_layout(layout, tiles)
+    refuse_coincident_tiles(layout)
     refs, shapes, dtype = resolve_tiles(tiles, layout)
+    if not isinstance(allow_sparse, bool):
+        raise InputError(f"allow_sparse must be True or False, got {allow_sparse!r}.")
+    if not allow_sparse:
+        for name, ref in zip(layout.names, refs, strict=True):
+            require_chunks(ref.open(), f"tile {name!r}")
     ndim = layout.ndim
     nominal = np.asarray(layout.positions)
     fixed = None if fixed_tile is None else _tile_index(layout, fixed_tile)

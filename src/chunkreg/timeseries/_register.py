@@ -15,6 +15,8 @@ from ..execution import open_client, run_tasks
 from ..io import (
     CompletionRecord,
     array_ref,
+    check_inputs_stored,
+    create_array,
     open_array,
     open_output_group,
     require_shared_store,
@@ -158,6 +160,7 @@ def register_timeseries(
     chunks=None,
     batch_size: int | None = None,
     csv_path=None,
+    allow_sparse: bool = False,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -240,6 +243,9 @@ def register_timeseries(
     csv_path : str, optional
         Where to write the CSV of shifts; default ``<output without .zarr>_shifts.csv`` next
         to a local output; ``False`` to skip.
+    allow_sparse : bool
+        Accept a stack whose store lacks some chunk files (zarr reads those as the fill
+        value); by default a missing chunk is refused before anything runs, naming it.
     client, scheduler, n_workers
         Where tasks run, see :func:`chunkreg.execution.open_client`
         (``scheduler="synchronous"`` runs everything in this process).
@@ -328,6 +334,7 @@ def register_timeseries(
         _resolve_min_quality(min_quality, np.zeros(0))
     out_chunks = _output_chunks(chunks, n_time, frame_shape)
     batch = _batch_size(batch_size, out_chunks[0], frame_shape, n_time)
+    check_inputs_stored({"stack": array}, allow_sparse)  # the store listing: after the cheap checks
     offset = _resolve_bidiphase(bidiphase, array, time_axis, min(n_time, n_reference_frames))
     signature = {
         "stack": {"shape": array.shape, "dtype": str(array.dtype), "chunks": array.chunks},
@@ -347,32 +354,35 @@ def register_timeseries(
         "chunks": out_chunks,
         "batch_size": batch,
     }
-    group = open_output_group(output, signature=signature, overwrite=overwrite, kind="timeseries")
-    job = Job(
-        stack=array_ref(array),
-        output=_store_location(group.store),
-        output_path=group.path,
-        time_axis=time_axis,
-        n_time=n_time,
-        frame_shape=frame_shape,
-        mode="previous" if previous else "fixed",
-        strides=strides,
-        upsample_factor=upsample_factor,
-        normalization=normalization,
-        roi=roi_t,
-        has_mask=mask is not None,
-        piecewise=options,
-        interpolation=interpolation,
-        fill_value=float(fill_value),
-        apply=bool(apply),
-        bidiphase=offset,
-    )
-    batches = [
-        Batch(job, i, start, min(start + batch, n_time))
-        for i, start in enumerate(range(0, n_time, batch))
-    ]
-    _create_arrays(group, job, array.dtype, out_chunks, batch, mask)
     with open_client(client, scheduler=scheduler, n_workers=n_workers) as cl:
+        # the output is created once the cluster is reachable: a bad address leaves nothing
+        group = open_output_group(
+            output, signature=signature, overwrite=overwrite, kind="timeseries"
+        )
+        job = Job(
+            stack=array_ref(array),
+            output=_store_location(group.store),
+            output_path=group.path,
+            time_axis=time_axis,
+            n_time=n_time,
+            frame_shape=frame_shape,
+            mode="previous" if previous else "fixed",
+            strides=strides,
+            upsample_factor=upsample_factor,
+            normalization=normalization,
+            roi=roi_t,
+            has_mask=mask is not None,
+            piecewise=options,
+            interpolation=interpolation,
+            fill_value=float(fill_value),
+            apply=bool(apply),
+            bidiphase=offset,
+        )
+        batches = [
+            Batch(job, i, start, min(start + batch, n_time))
+            for i, start in enumerate(range(0, n_time, batch))
+        ]
+        _create_arrays(group, job, array.dtype, out_chunks, batch, mask)
         require_shared_store(group, cl)
         if not previous:
             _write_reference(group, job, spec, array)
@@ -413,6 +423,12 @@ def register_timeseries(
         reports=reports,
         notes=notes,
     )
+    if spec.kind != "previous":  # against one reference: did registration make frames worse?
+        from ..volume._qc import qc_regressions
+
+        result.warnings = qc_regressions(
+            result.quality_before, result.quality_after, skip=result.low_quality, label="frame"
+        )
     result.csv_path = _write_csv(output, csv_path, result)
     group.attrs["timeseries"] = {
         "min_quality": threshold,
@@ -469,13 +485,14 @@ def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask) -> None
         # zstd level 1: writes a 512² uint16 frame in 2.4 ms instead of 3.8 ms (zarr's default
         # level) at the same size on this data; the corrected stack is the largest output.
         axes = ("t", *("z", "y", "x")[3 - ndim :])
-        group.create_array(
-            "corrected",
+        create_array(
+            group,
+            name="corrected",
             shape=(t, *job.frame_shape),
             dtype=dtype,
             chunks=out_chunks,
             fill_value=0,
-            compressors=ZstdCodec(level=1),
+            compressors=(ZstdCodec(level=1),),
             dimension_names=axes,
         )
         write_ome_multiscale_metadata(group, paths=["corrected"], axes=axes, name="corrected")

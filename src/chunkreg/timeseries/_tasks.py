@@ -22,9 +22,17 @@ from typing import Any
 import numpy as np
 import zarr
 
+from ..io import read_region
 from ._bidiphase import correct_bidiphase
 from ._estimate import FrameRegistrar
-from ._frames import cast_frame, fourier_shift_frame, linear_shift_frame, ncc, overlap_ncc
+from ._frames import (
+    cast_frame,
+    check_frames_finite,
+    fourier_shift_frame,
+    linear_shift_frame,
+    ncc,
+    overlap_ncc,
+)
 from ._links import link_targets
 from ._patches import PatchCorrelator
 from ._piecewise import (
@@ -98,11 +106,19 @@ def _open_group(job: Job) -> zarr.Group:
 def read_frames(
     stack: zarr.Array, time_axis: int, start: int, stop: int, bidiphase: float = 0.0
 ) -> np.ndarray:
-    """Read frames ``start:stop`` as float32, time first, scan phase corrected."""
-    index = [slice(None)] * stack.ndim
-    index[time_axis] = slice(start, stop)
-    block = np.moveaxis(np.asarray(stack[tuple(index)]), time_axis, 0)
-    return correct_bidiphase(block.astype(np.float32), bidiphase)
+    """Read frames ``start:stop`` as float32, time first, scan phase corrected.
+
+    A chunk that cannot be decoded, or a frame holding NaN or infinite values, raises an
+    :class:`~chunkreg.errors.InputError` naming the chunk or the frame.
+    """
+    index = tuple(
+        slice(start, stop) if axis == time_axis else slice(0, n)
+        for axis, n in enumerate(stack.shape)
+    )
+    block = np.moveaxis(np.asarray(read_region(stack, index, "stack")), time_axis, 0)
+    block = block.astype(np.float32)
+    check_frames_finite(block, start)
+    return correct_bidiphase(block, bidiphase)
 
 
 def registrar(job: Job, reference: np.ndarray, mask=None, *, upsample_factor=None, refine=True):

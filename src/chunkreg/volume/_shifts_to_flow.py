@@ -22,6 +22,7 @@ from ..io import (
     FIELD_COMPRESSORS,
     ArrayRef,
     array_ref,
+    create_array,
     open_output_group,
     require_shared_store,
     write_ome_multiscale_metadata,
@@ -294,8 +295,9 @@ def shifts_to_flow(
         if FLOW_ARRAY not in group:
             spatial = ("z", "y", "x")[-ndim:] if ndim <= 3 else None
             axes = None if spatial is None else ("c", *spatial)
-            group.create_array(
-                FLOW_ARRAY,
+            create_array(
+                group,
+                name=FLOW_ARRAY,
                 shape=(ndim, *result.shape),
                 dtype="float32",
                 chunks=(1, *chunks),
