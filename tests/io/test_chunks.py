@@ -36,7 +36,8 @@ def test_missing_chunks_are_listed_in_grid_order(tmp_path):
         os.remove(tmp_path / "a.zarr" / key)
     assert missing_chunks(array) == ["c/0/1", "c/2/1"]
     with pytest.raises(InputError, match=r"^moving .*a\.zarr: 2 of 6 chunk files are missing "
-                                         r"from the store \(c/0/1, c/2/1\)"):  # fmt: skip
+                                         r"from the store, and the data around some of "
+                                         r"them runs on into them \(c/0/1, c/2/1\)"):  # fmt: skip
         require_chunks(array, "moving")
     check_inputs_stored({"moving": array}, allow_sparse=True)  # accepted when asked
 
@@ -52,6 +53,20 @@ def test_arrays_inside_groups_and_shards(tmp_path):
         require_chunks(inner, "stack")
 
 
+def test_blank_regions_zarr_did_not_store_pass(tmp_path):
+    """Zero padding: zarr stores no all-fill chunk, and the data beside it ends in fill values."""
+    data = np.zeros((24, 30), np.uint16)
+    data[2:14, 3:17] = np.arange(12 * 14).reshape(12, 14) + 100  # tissue, then blank padding
+    array = zarr.create_array(str(tmp_path / "p.zarr"), data=data, chunks=(8, 10))
+    assert missing_chunks(array) == ["c/0/2", "c/1/2", "c/2/0", "c/2/1", "c/2/2"]
+    require_chunks(array, "moving")  # passes: nothing was lost
+    os.remove(tmp_path / "p.zarr" / "c" / "0" / "1")  # a chunk of the tissue is lost
+    with pytest.raises(
+        InputError, match=r"6 of 9 chunk files .* some of them runs on into them \(c/0/1\)"
+    ):
+        require_chunks(array, "moving")
+
+
 def test_an_array_never_written_passes(tmp_path):
     array = zarr.create_array(str(tmp_path / "e.zarr"), shape=(16, 16), chunks=(8, 8), dtype="f4")
     assert len(missing_chunks(array)) == 4
@@ -59,13 +74,22 @@ def test_an_array_never_written_passes(tmp_path):
 
 
 def test_many_missing_chunks_are_counted_not_all_named(tmp_path):
-    array = zarr.create_array(str(tmp_path / "m.zarr"), shape=(8, 80), chunks=(8, 8), dtype="u1")
+    array = zarr.create_array(str(tmp_path / "m.zarr"), shape=(8, 160), chunks=(8, 8), dtype="u1")
     array[:] = 1
-    for k in range(1, 9):
+    for k in range(1, 20, 2):
         os.remove(tmp_path / "m.zarr" / "c" / "0" / str(k))
     with pytest.raises(
-        InputError, match=r"8 of 10 .*\(c/0/1, c/0/2, c/0/3, c/0/4, c/0/5 and 3 more\)"
+        InputError, match=r"10 of 20 .*\(c/0/1, c/0/3, c/0/5, c/0/7, c/0/9 and 5 more\)"
     ):
+        require_chunks(array, "reference")
+
+
+def test_only_missing_files_beside_data_are_named(tmp_path):
+    array = zarr.create_array(str(tmp_path / "m.zarr"), shape=(8, 80), chunks=(8, 8), dtype="u1")
+    array[:] = 1
+    for k in range(1, 9):  # a run of lost files: only its ends touch stored data
+        os.remove(tmp_path / "m.zarr" / "c" / "0" / str(k))
+    with pytest.raises(InputError, match=r"8 of 10 .* runs on into them \(c/0/1, c/0/8\)"):
         require_chunks(array, "reference")
 
 

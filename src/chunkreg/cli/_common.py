@@ -135,6 +135,6 @@ def add_input_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-sparse",
         action="store_true",
-        help="accept inputs whose stores lack some chunk files (read as the fill value); "
-        "by default a missing chunk is refused, naming it",
+        help="accept inputs whose stores lack chunk files (read as the fill value); by "
+        "default a missing chunk next to stored data is refused, naming it",
     )

@@ -3,7 +3,8 @@
 Zarr reads a chunk that is not in the store as the array's fill value, so a deleted chunk file
 silently becomes a block of zeros. :func:`require_chunks` compares the store's listing with the
 array's chunk grid (its shard grid for sharded arrays, whose files are shards) before a run
-starts. :func:`read_region` turns a decoding error deep inside zarr into a message naming the
+starts. Zarr also leaves out, by design, chunks that hold only the fill value (blank padding),
+so a missing file counts as lost only where the stored data around it runs on into it. :func:`read_region` turns a decoding error deep inside zarr into a message naming the
 input and the chunk that cannot be read.
 """
 
@@ -22,6 +23,8 @@ __all__ = ["check_inputs_stored", "missing_chunks", "read_region", "require_chun
 
 #: Missing chunks named in a message (the rest are counted).
 _NAMED = 5
+#: Missing chunks whose neighbours are examined (spread over the grid), to bound the reads.
+_EXAMINED = 32
 
 
 def _where(array: zarr.Array) -> str:
@@ -41,6 +44,19 @@ def _grid(array: zarr.Array) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return file_shape, grid
 
 
+def _missing_indices(array: zarr.Array) -> list[tuple[int, ...]]:
+    """Grid indices of the chunk (shard) files the store does not hold, in grid order."""
+    prefix = f"{array.path}/" if array.path else ""
+    stored = {key[len(prefix) :] for key in sync(_list(array.store, prefix))}
+    _, grid = _grid(array)
+    encode = array.metadata.encode_chunk_key
+    return [
+        index
+        for index in itertools.product(*(range(g) for g in grid))
+        if encode(index) not in stored
+    ]
+
+
 def missing_chunks(array: zarr.Array) -> list[str]:
     """Keys (inside the array) of the chunk files (shard files) the store does not hold.
 
@@ -53,23 +69,53 @@ def missing_chunks(array: zarr.Array) -> list[str]:
     list of str
         Sorted in grid order; empty when every chunk of the grid is stored.
     """
-    prefix = f"{array.path}/" if array.path else ""
-    stored = {key[len(prefix) :] for key in sync(_list(array.store, prefix))}
-    _, grid = _grid(array)
     encode = array.metadata.encode_chunk_key
-    return [
-        key
-        for key in (encode(index) for index in itertools.product(*(range(g) for g in grid)))
-        if key not in stored
-    ]
+    return [encode(index) for index in _missing_indices(array)]
+
+
+def _is_fill(values: np.ndarray, fill) -> np.ndarray:
+    if fill is None:
+        return np.zeros(values.shape, bool)
+    fill = np.asarray(fill, dtype=values.dtype)
+    if values.dtype.kind in "fc" and np.isnan(fill):
+        return np.isnan(values)
+    return values == fill
+
+
+def _looks_lost(array: zarr.Array, index: tuple[int, ...], missing: set) -> bool:
+    """Whether stored data runs right up to the missing file ``index`` from a neighbour.
+
+    Zarr omits a chunk that holds only the fill value; blank regions are wider than a voxel,
+    so the neighbouring chunk's face that touches such a chunk is mostly fill value too. A
+    stored neighbour whose touching face is mostly data means data ran on: the file was lost.
+    """
+    file_shape, grid = _grid(array)
+    for axis in range(array.ndim):
+        for step in (-1, 1):
+            neighbour = list(index)
+            neighbour[axis] += step
+            if not 0 <= neighbour[axis] < grid[axis] or tuple(neighbour) in missing:
+                continue
+            face = [
+                slice(i * f, min((i + 1) * f, n))
+                for i, f, n in zip(index, file_shape, array.shape, strict=True)
+            ]
+            edge = index[axis] * file_shape[axis] - 1 if step < 0 else face[axis].stop
+            face[axis] = slice(edge, edge + 1)
+            values = np.asarray(array[tuple(face)])
+            if _is_fill(values, array.fill_value).mean() < 0.5:
+                return True
+    return False
 
 
 def require_chunks(array: zarr.Array, name: str) -> None:
     """Raise :class:`InputError` naming the chunk files of ``array`` missing from its store.
 
-    An array of which no chunk is stored at all was never written (it reads as its fill value
-    everywhere, which is no accident) and passes; one of which some chunks are stored and
-    others missing has most likely lost files.
+    Zarr does not store chunks that hold only the fill value, so a missing file is not lost
+    by itself. It counts as lost where a stored neighbouring chunk's face that touches it is
+    mostly data (under half fill value): data ran on into it, where a blank region leaves
+    mostly fill values on the faces around it. An array of which no chunk is stored was never
+    written and passes. Up to 32 missing files, spread over the grid, are examined this way.
 
     Parameters
     ----------
@@ -80,20 +126,26 @@ def require_chunks(array: zarr.Array, name: str) -> None:
     """
     if math.prod(array.shape) == 0:
         return
-    missing = missing_chunks(array)
+    missing = _missing_indices(array)
     _, grid = _grid(array)
     total = math.prod(grid)
     if not missing or len(missing) == total:  # complete, or never written: all fill value
         return
+    examined = missing[:: max(1, math.ceil(len(missing) / _EXAMINED))]
+    absent = set(missing)
+    encode = array.metadata.encode_chunk_key
+    lost = [encode(i) for i in examined if _looks_lost(array, i, absent)]
+    if not lost:
+        return  # blank regions zarr chose not to store
     kind = "shard" if getattr(array, "shards", None) else "chunk"
-    named = ", ".join(missing[:_NAMED]) + (
-        f" and {len(missing) - _NAMED} more" if len(missing) > _NAMED else ""
+    named = ", ".join(lost[:_NAMED]) + (
+        f" and {len(lost) - _NAMED} more" if len(lost) > _NAMED else ""
     )
     raise InputError(
         f"{name} {_where(array)}: {len(missing)} of {total} {kind} files are missing from the "
-        f"store ({named}); zarr would read them as the fill value {array.fill_value!r}. Restore "
-        "them, or pass allow_sparse=True (--allow-sparse) if the input is deliberately sparse "
-        "(zarr does not store chunks that hold only the fill value)."
+        f"store, and the data around some of them runs on into them ({named}): they were most likely lost, "
+        f"and zarr would read them as the fill value {array.fill_value!r}. Restore them, or "
+        "pass allow_sparse=True (--allow-sparse) if the input is deliberately sparse."
     )
 
 

@@ -113,7 +113,7 @@ def stitch(
         Spline order for ``subpixel`` placement.
     allow_sparse : bool
         Accept tiles whose stores lack some chunk files (zarr reads those as the fill value);
-        by default a missing chunk is refused before anything runs, naming the tile and chunk.
+        by default a missing chunk that stored data runs on into is refused before anything runs, naming the tile and chunk.
     client : distributed.Client, optional
         Run on this client (left open).
     scheduler : str, optional

@@ -245,7 +245,7 @@ def register_timeseries(
         to a local output; ``False`` to skip.
     allow_sparse : bool
         Accept a stack whose store lacks some chunk files (zarr reads those as the fill
-        value); by default a missing chunk is refused before anything runs, naming it.
+        value); by default a missing chunk that stored data runs on into is refused before anything runs, naming it.
     client, scheduler, n_workers
         Where tasks run, see :func:`chunkreg.execution.open_client`
         (``scheduler="synchronous"`` runs everything in this process).

@@ -498,7 +498,7 @@ def blockwise_shifts(
         Blocks per task; by default a few million voxels per task.
     allow_sparse : bool
         Accept inputs whose stores lack some chunk files (zarr reads those as the fill value);
-        by default a missing chunk is refused before anything runs, naming it.
+        by default a missing chunk that stored data runs on into is refused before anything runs, naming it.
     client, scheduler, n_workers :
         Where to run, see :func:`chunkreg.execution.open_client`.
     overwrite : bool

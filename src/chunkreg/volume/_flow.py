@@ -406,8 +406,8 @@ def compute_flow(
         states what was done.
     allow_sparse : bool
         Accept inputs whose stores lack some chunk files (zarr reads those as the fill
-        value). By default a missing chunk is refused at plan time, naming it: it usually
-        means a lost file.
+        value). By default a missing chunk that stored data runs on into is refused at plan
+        time, naming it: it was most likely lost (see :func:`chunkreg.io.require_chunks`).
     client : distributed.Client, optional
         Run on this client (left open).
     scheduler : str, optional

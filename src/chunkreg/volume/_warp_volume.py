@@ -366,7 +366,7 @@ def warp_volume(
         moving before and after warping.
     allow_sparse : bool
         Accept inputs whose stores lack some chunk files (zarr reads those as the fill value);
-        by default a missing chunk is refused before anything runs, naming it.
+        by default a missing chunk that stored data runs on into is refused before anything runs, naming it.
     client, scheduler, n_workers, overwrite, progress :
         As for :func:`blockwise_shifts`.
 
