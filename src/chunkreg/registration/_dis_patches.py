@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from itertools import product
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = ["PatchGrid", "patch_flow"]
 
-#: Patches per batch (bounds the memory of the per-patch blocks to a few MiB).
-_BATCH_PIXELS = 1 << 19
+#: Patch pixels per batch: the per-patch arrays of a batch stay cache-sized.
+_BATCH_PIXELS = 1 << 17
+#: Tikhonov damping of the patch Hessians, relative to their trace.
+_DAMPING = 1e-3
 
 
 @dataclass(frozen=True)
@@ -69,52 +70,77 @@ def _batches(counts: tuple[int, ...], size: int, ndim: int) -> list[tuple[int, i
     return [(a, min(a + step, counts[0])) for a in range(0, counts[0], step)]
 
 
-def _lerp_blocks(blocks: np.ndarray, frac: np.ndarray, out_shape) -> np.ndarray:
-    """Blend ``(P, s+1, ..., s+1)`` blocks linearly along each axis with per-patch ``frac``."""
+def _block_offsets(shape: tuple[int, ...], width: int) -> np.ndarray:
+    """Flat offsets, in an array of ``shape``, of a ``width``-wide block: shape (width,)*ndim."""
+    strides = [math.prod(shape[k + 1 :]) for k in range(len(shape))]
+    offsets = np.zeros((width,) * len(shape), dtype=np.intp)
+    for axis, stride in enumerate(strides):
+        view = [1] * len(shape)
+        view[axis] = width
+        offsets += (np.arange(width, dtype=np.intp) * stride).reshape(view)
+    return offsets
+
+
+class _Blocks:
+    """Gathers of ``width``-wide blocks of a padded image, patch index last: (w,...,w, P)."""
+
+    def __init__(self, image: np.ndarray, width: int) -> None:
+        self.flat = image.reshape(-1)
+        self.strides = np.array(
+            [math.prod(image.shape[k + 1 :]) for k in range(image.ndim)], dtype=np.intp
+        )
+        self.offsets = _block_offsets(image.shape, width)[..., np.newaxis]
+
+    def __call__(self, corner: np.ndarray) -> np.ndarray:
+        """Blocks whose first pixel is at ``corner`` (integer array, shape (ndim, P))."""
+        base = np.einsum("k,kp->p", self.strides, corner)
+        return np.take(self.flat, self.offsets + base)
+
+
+def _lerp(blocks: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """Linear blend of ``(w+1,)*ndim + (P,)`` blocks along each axis by ``frac`` (ndim, P)."""
     out = blocks
-    ndim = frac.shape[1]
-    for axis in range(ndim):
-        lo = out[(slice(None),) * (axis + 1) + (slice(0, -1),)]
-        hi = out[(slice(None),) * (axis + 1) + (slice(1, None),)]
-        weight = frac[:, axis].reshape((-1,) + (1,) * ndim)
-        step = hi - lo
+    for axis, weight in enumerate(frac):
+        lo = out[(slice(None),) * axis + (slice(0, -1),)]
+        step = np.subtract(out[(slice(None),) * axis + (slice(1, None),)], lo)
         step *= weight
         step += lo
         out = step
-    return out.reshape(out_shape)
+    return out
 
 
-def _template(ref_view, origin: np.ndarray, size: int, normalize: bool):
+def _template(blocks: np.ndarray, normalize: bool):
     """Reference patches, their gradients (central differences) and inverse Hessians.
 
-    ``ref_view`` is the sliding window view of the padded reference with windows of
-    ``size + 2`` (one pixel of context on each side for the gradient); ``origin`` holds the
-    padded position of each patch's first pixel.
+    ``blocks`` holds each patch with one pixel of context per side, ``(size+2,)*ndim + (P,)``.
+    Returns ``template`` (X, P), ``grads`` (ndim, X, P) and ``hinv`` (ndim, ndim, P), with
+    ``X = size**ndim``.
     """
-    ndim = origin.shape[1]
-    count = origin.shape[0]
-    ext = ref_view[tuple(origin[:, k] - 1 for k in range(ndim))]  # (P, size+2, ...)
-    inner = (slice(None),) + (slice(1, -1),) * ndim
-    template = np.ascontiguousarray(ext[inner]).reshape(count, -1)
-    grads = np.empty((count, ndim, size**ndim), dtype=template.dtype)
+    ndim = blocks.ndim - 1
+    count = blocks.shape[-1]
+    inner = (slice(1, -1),) * ndim
+    template = np.ascontiguousarray(blocks[inner]).reshape(-1, count)
+    grads = np.empty((ndim, template.shape[0], count), dtype=blocks.dtype)
     for axis in range(ndim):
-        fwd = list(inner)
-        bwd = list(inner)
-        fwd[axis + 1] = slice(2, None)
-        bwd[axis + 1] = slice(0, -2)
-        g = np.subtract(ext[tuple(fwd)], ext[tuple(bwd)])
+        fwd, bwd = list(inner), list(inner)
+        fwd[axis], bwd[axis] = slice(2, None), slice(0, -2)
+        g = np.subtract(blocks[tuple(fwd)], blocks[tuple(bwd)])
         g *= 0.5
-        grads[:, axis] = g.reshape(count, -1)
+        grads[axis] = g.reshape(-1, count)
     if normalize:
-        grads -= grads.mean(axis=2, keepdims=True)
-        template = template - template.mean(axis=1, keepdims=True)
-    hessian = np.einsum("pkx,plx->pkl", grads, grads, optimize=False)
+        grads -= grads.mean(axis=1, keepdims=True)
+        template = template - template.mean(axis=0)
+    hessian = np.empty((count, ndim, ndim), dtype=blocks.dtype)
+    for k in range(ndim):
+        for j in range(k, ndim):
+            hessian[:, k, j] = hessian[:, j, k] = np.einsum("xp,xp->p", grads[k], grads[j])
     trace = np.trace(hessian, axis1=1, axis2=2)
     # Damping: flat or pure-edge patches move only where they have texture.
-    damp = 1e-3 * trace / ndim + 1e-12
+    damp = _DAMPING * trace / ndim + 1e-12
     for k in range(ndim):
         hessian[:, k, k] += damp
-    return template, grads, np.linalg.inv(hessian)
+    hinv = np.moveaxis(np.linalg.inv(hessian), 0, -1)
+    return template, grads, np.ascontiguousarray(hinv)
 
 
 def patch_flow(
@@ -157,74 +183,146 @@ def patch_flow(
     grid = PatchGrid(shape, size, stride, margin)
     counts = grid.counts
     pads = grid.pad_widths()
-    ref_pad = np.pad(reference, pads, mode="edge")
+    ref_blocks = _Blocks(np.pad(reference, pads, mode="edge"), size + 2)
     mov_pad = np.pad(moving, pads, mode="edge")
-    ref_view = sliding_window_view(ref_pad, (size + 2,) * ndim)
-    mov_view = sliding_window_view(mov_pad, (size + 1,) * ndim)
-    upper = np.array([n - size - 1 for n in mov_pad.shape], dtype=dtype)
+    mov_blocks = _Blocks(mov_pad, size + 1)
+    upper = np.array([n - size - 1 for n in mov_pad.shape], dtype=dtype)[:, np.newaxis]
 
     # Initial displacement of every patch: the dense flow at the patch centre.
-    axes_idx = [np.minimum(np.arange(c) * stride + size // 2, n - 1) for c, n in zip(counts, shape)]
-    init = np.stack([flow[k][np.ix_(*axes_idx)] for k in range(ndim)], axis=-1)  # (*counts, nd)
-
+    centres = [
+        np.minimum(np.arange(c) * stride + size // 2, n - 1)
+        for c, n in zip(counts, shape, strict=True)
+    ]
+    init = np.stack([flow[k][np.ix_(*centres)] for k in range(ndim)])  # (ndim, *counts)
+    grid_axes = [np.arange(c) * stride + margin for c in counts[1:]]
+    batches = _batches(counts, size, ndim)
+    first = iterations // 2
+    state = init.astype(dtype, copy=True)
     num = np.zeros((ndim, *grid.canvas), dtype=dtype)
     den = np.zeros(grid.canvas, dtype=dtype)
     offsets = list(product(range(size), repeat=ndim))
-    grid_axes = [np.arange(c) * stride + margin for c in counts[1:]]
-
-    for r0, r1 in _batches(counts, size, ndim):
-        rows = np.arange(r0, r1) * stride + margin
-        origin = np.stack(
-            [g.ravel() for g in np.meshgrid(rows, *grid_axes, indexing="ij")], axis=1
-        ).astype(dtype)  # (P, nd) padded position of each patch's first pixel
-        count = origin.shape[0]
-        template, grads, hinv = _template(ref_view, origin.astype(np.intp), size, normalize)
-        u = init[r0:r1].reshape(count, ndim).astype(dtype, copy=True)
-        lo = -origin
-        hi = upper - origin
-        np.clip(u, lo, hi, out=u)
-
-        def residual(disp):
-            pos = origin + disp
-            base = np.floor(pos)
-            np.minimum(base, upper - 1, out=base)
-            frac = pos - base
-            blocks = mov_view[tuple(base[:, k].astype(np.intp) for k in range(ndim))]
-            warped = _lerp_blocks(blocks, frac, template.shape)
-            if normalize:
-                warped -= warped.mean(axis=1, keepdims=True)
-            warped -= template
-            return warped
-
-        best = u.copy()
-        best_err = np.full(count, np.inf, dtype=dtype)
-        for it in range(iterations + 1):
-            err = residual(u)
-            ssd = np.einsum("px,px->p", err, err)
-            better = ssd < best_err
-            best[better] = u[better]
-            best_err[better] = ssd[better]
-            if it == iterations:
-                break
-            b = np.einsum("pkx,px->pk", grads, err)
-            du = np.einsum("pkl,pl->pk", hinv, b)
-            u -= du
-            np.clip(u, lo, hi, out=u)
-        err = residual(best)
-        np.abs(err, out=err)
-        np.maximum(err, floor, out=err)
-        weights = np.reciprocal(err).reshape(r1 - r0, *counts[1:], *(size,) * ndim)
-        disp = best.reshape(r1 - r0, *counts[1:], ndim)
-        for off in offsets:
-            target = (slice(off[0] + r0 * stride, off[0] + (r1 - 1) * stride + 1, stride),) + tuple(
-                slice(o, o + (c - 1) * stride + 1, stride)
-                for o, c in zip(off[1:], counts[1:], strict=True)
-            )
-            w = weights[(slice(None),) * ndim + off]
-            den[target] += w
-            for k in range(ndim):
-                num[k][target] += w * disp[..., k]
+    # Pass 1: half the iterations from the coarse flow. Pass 2: each patch also tries its
+    # grid neighbours' results of pass 1 (spatial propagation), then the other half.
+    for last in (False, True):
+        previous = state.copy() if last else None
+        for r0, r1 in batches:
+            rows = np.arange(r0, r1) * stride + margin
+            corner = np.stack(
+                [g.ravel() for g in np.meshgrid(rows, *grid_axes, indexing="ij")]
+            )  # (ndim, P): padded position of each patch's first pixel
+            search = _Search(ref_blocks, mov_blocks, corner, upper, normalize)
+            u = state[:, r0:r1].reshape(ndim, -1).copy()
+            if last:
+                candidates = [
+                    _neighbours(previous, r0, r1, axis, step)
+                    for axis in range(ndim)
+                    for step in (-1, 1)
+                ]
+                u = search.best_of(u, candidates)
+            u = search.run(u, first if not last else iterations - first)
+            state[:, r0:r1] = u.reshape(ndim, r1 - r0, *counts[1:])
+            if last:
+                err = search.residual(u)
+                np.abs(err, out=err)
+                np.maximum(err, floor, out=err)
+                weights = np.reciprocal(err).reshape(*(size,) * ndim, r1 - r0, *counts[1:])
+                disp = u.reshape(ndim, r1 - r0, *counts[1:])
+                _accumulate(num, den, weights, disp, offsets, r0, r1, stride, counts)
     crop = tuple(slice(0, n) for n in shape)
     out = num[(slice(None), *crop)]
     out /= den[crop]
     return np.ascontiguousarray(out)
+
+
+def _neighbours(state: np.ndarray, r0: int, r1: int, axis: int, step: int) -> np.ndarray:
+    """Displacements of each patch's grid neighbour ``step`` along ``axis`` (edge: itself)."""
+    ndim = state.shape[0]
+    n = state.shape[axis + 1]
+    index = np.clip(np.arange(n) + step, 0, n - 1)
+    shifted = np.take(state, index, axis=axis + 1) if axis else None
+    if axis == 0:
+        rows = np.clip(np.arange(r0, r1) + step, 0, n - 1)
+        return state[:, rows].reshape(ndim, -1)
+    return shifted[:, r0:r1].reshape(ndim, -1)
+
+
+def _accumulate(num, den, weights, disp, offsets, r0, r1, stride, counts) -> None:
+    """Add each patch pixel's weight (and weighted displacement) to the dense canvases."""
+    ndim = disp.shape[0]
+    for off in offsets:
+        target = (slice(off[0] + r0 * stride, off[0] + (r1 - 1) * stride + 1, stride),) + tuple(
+            slice(o, o + (c - 1) * stride + 1, stride)
+            for o, c in zip(off[1:], counts[1:], strict=True)
+        )
+        w = weights[off]
+        den[target] += w
+        for k in range(ndim):
+            num[k][target] += w * disp[k]
+
+
+class _Search:
+    """Inverse-compositional Gauss-Newton for one batch of patches (patch index last)."""
+
+    def __init__(self, ref_blocks, mov_blocks, corner, upper, normalize: bool) -> None:
+        self.template, self.grads, self.hinv = _template(ref_blocks(corner - 1), normalize)
+        self.mov_blocks = mov_blocks
+        self.origin = corner.astype(self.template.dtype)
+        self.upper = upper
+        self.lo = -self.origin
+        self.hi = upper - self.origin
+        self.normalize = normalize
+        self.tmp = np.empty_like(self.template)
+
+    def residual(self, disp: np.ndarray) -> np.ndarray:
+        """Moving patch at ``disp`` minus the reference patch, shape (X, P)."""
+        pos = self.origin + disp
+        base = np.floor(pos)
+        np.minimum(base, self.upper - 1, out=base)
+        pos -= base
+        warped = _lerp(self.mov_blocks(base.astype(np.intp)), pos)
+        warped = warped.reshape(self.template.shape)
+        if self.normalize:
+            warped -= warped.mean(axis=0)
+        warped -= self.template
+        return warped
+
+    def ssd(self, err: np.ndarray) -> np.ndarray:
+        np.multiply(err, err, out=self.tmp)
+        return self.tmp.sum(axis=0)
+
+    def best_of(self, u: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray:
+        """Per patch, the displacement of lowest SSD among ``u`` and ``candidates``."""
+        best = u.copy()
+        best_err = self.ssd(self.residual(u))
+        for cand in candidates:
+            cand = np.clip(cand, self.lo, self.hi)
+            err = self.ssd(self.residual(cand))
+            better = err < best_err
+            best[:, better] = cand[:, better]
+            best_err[better] = err[better]
+        return best
+
+    def run(self, u: np.ndarray, iterations: int) -> np.ndarray:
+        """``iterations`` Gauss-Newton steps from ``u``; per patch the best visited."""
+        ndim = u.shape[0]
+        np.clip(u, self.lo, self.hi, out=u)
+        best = u.copy()
+        best_err = np.full(u.shape[1], np.inf, dtype=u.dtype)
+        b = np.empty_like(u)
+        tmp = self.tmp
+        for it in range(iterations + 1):
+            err = self.residual(u)
+            np.multiply(err, err, out=tmp)
+            ssd = tmp.sum(axis=0)
+            better = ssd < best_err
+            best[:, better] = u[:, better]
+            best_err[better] = ssd[better]
+            if it == iterations:
+                break
+            for k in range(ndim):
+                np.multiply(self.grads[k], err, out=tmp)
+                tmp.sum(axis=0, out=b[k])
+            for k in range(ndim):
+                u[k] -= (self.hinv[k] * b).sum(axis=0)
+            np.clip(u, self.lo, self.hi, out=u)
+        return best
