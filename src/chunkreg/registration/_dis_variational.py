@@ -29,6 +29,8 @@ __all__ = ["variational_refine"]
 DATA_EPS = 1e-2
 #: Charbonnier epsilon of the smoothness term, in pixels of flow per pixel.
 SMOOTH_EPS = 1e-2
+#: Over-relaxation factor of the red-black sweeps.
+OMEGA = 1.6
 
 
 def _along(ndim: int, axis: int, sl: slice) -> tuple[slice, ...]:
@@ -86,7 +88,20 @@ def _diffusivity(flow, phi, slabs) -> None:
     np.reciprocal(phi, out=phi)
 
 
-def _sweep(flow, h, b, phi, smoothness, slabs) -> None:
+_BOARDS: dict = {}
+
+
+def _checkerboard(shape: tuple[int, ...], parity: int) -> np.ndarray:
+    """Boolean mask of the voxels whose index sum has ``parity`` (cached per shape)."""
+    key = (shape, parity)
+    if key not in _BOARDS:
+        total = sum(np.indices(shape, sparse=True))
+        _BOARDS.clear() if len(_BOARDS) > 16 else None
+        _BOARDS[key] = (total % 2) == parity
+    return _BOARDS[key]
+
+
+def _sweep(flow, h, b, phi, smoothness, slabs, parity, omega) -> None:
     """One relaxation sweep over all slabs (see the module docstring)."""
     ndim = flow.shape[0]
     n0 = flow.shape[1]
@@ -143,7 +158,11 @@ def _sweep(flow, h, b, phi, smoothness, slabs) -> None:
         for k in range(ndim):
             total[k] -= hs[k] * hr
         total /= weight_sum
-        u[...] = total
+        # over-relaxed update of the voxels of one colour of the checkerboard
+        total -= u
+        total *= omega
+        total += u
+        np.copyto(u, total, where=_checkerboard(u.shape[1:], (s0 + parity) % 2))
 
 
 def variational_refine(
@@ -176,5 +195,6 @@ def variational_refine(
         _linearise(reference, moving, flow, contrast, h, b, warped, slabs, scratch)
         for _ in range(iterations):
             _diffusivity(flow, phi, slabs)
-            _sweep(flow, h, b, phi, smoothness, slabs)
+            for parity in (0, 1):
+                _sweep(flow, h, b, phi, smoothness, slabs, parity, OMEGA)
     return flow

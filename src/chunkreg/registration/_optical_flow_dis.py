@@ -51,6 +51,7 @@ DIS_PRESETS: dict[str, dict[str, object]] = {
 DEFAULT_SMOOTHNESS = 0.05
 #: Densification weights are 1 / max(|residual|, floor * contrast).
 _DENSE_FLOOR = 1.0 / 255
+_VAR_WARPS = 1
 
 
 def _check_int(value, name: str, minimum: int) -> int:
@@ -168,6 +169,7 @@ def dis_pyramid(ref: np.ndarray, mov: np.ndarray, params: DISParams) -> np.ndarr
             iterations=params.variational_iterations,
             smoothness=params.smoothness,
             contrast=contrast,
+            warps=_VAR_WARPS,
         )
         if level:
             refs[level] = movs[level] = None
