@@ -20,7 +20,7 @@ from chunkreg._scripts import script_main, section
 from chunkreg.cli._common import finish
 from chunkreg.execution import client_from_config
 
-METHODS = ("ilk", "tvl1", "blockwise")
+METHODS = ("ilk", "tvl1", "dis", "blockwise")
 
 
 def run(config: dict) -> int:

@@ -22,27 +22,27 @@ from ._pyramid import pyramid_reduce, resample_axis
 
 __all__ = ["DIS_PRESETS", "optical_flow_dis"]
 
-#: Preset name -> parameters (per number of dimensions where they differ).
+#: Preset name -> parameters.
 DIS_PRESETS: dict[str, dict[str, object]] = {
     "fast": {
         "patch_size": 8,
         "patch_stride": 6,
         "finest_level": 1,
-        "gd_iterations": 12,
+        "gd_iterations": 8,
         "variational_iterations": 5,
     },
     "medium": {
         "patch_size": 8,
-        "patch_stride": 4,
-        "finest_level": 1,
-        "gd_iterations": 16,
+        "patch_stride": 6,
+        "finest_level": 0,
+        "gd_iterations": 8,
         "variational_iterations": 5,
     },
     "fine": {
         "patch_size": 8,
-        "patch_stride": 3,
+        "patch_stride": 4,
         "finest_level": 0,
-        "gd_iterations": 25,
+        "gd_iterations": 12,
         "variational_iterations": 10,
     },
 }
@@ -51,7 +51,6 @@ DIS_PRESETS: dict[str, dict[str, object]] = {
 DEFAULT_SMOOTHNESS = 0.05
 #: Densification weights are 1 / max(|residual|, floor * contrast).
 _DENSE_FLOOR = 1.0 / 255
-_VAR_WARPS = 1
 
 
 def _check_int(value, name: str, minimum: int) -> int:
@@ -93,6 +92,12 @@ class DISParams:
             raise InputError(
                 f"normalize_patches must be True or False, got {self.normalize_patches!r}."
             )
+
+
+def resolve_params(params: dict) -> DISParams:
+    """:class:`DISParams` from :func:`optical_flow_dis`'s keywords (None: from the preset)."""
+    params = dict(params)
+    return _resolve(params.pop("preset", "medium"), params)
 
 
 def _resolve(preset: str, overrides: dict) -> DISParams:
@@ -169,7 +174,6 @@ def dis_pyramid(ref: np.ndarray, mov: np.ndarray, params: DISParams) -> np.ndarr
             iterations=params.variational_iterations,
             smoothness=params.smoothness,
             contrast=contrast,
-            warps=_VAR_WARPS,
         )
         if level:
             refs[level] = movs[level] = None
@@ -215,9 +219,9 @@ def optical_flow_dis(
         Greyscale image to register onto the reference.
     preset : {"fast", "medium", "fine"}, optional
         Default values of the parameters below: "fast" (patch 8, stride 6, finest level 1,
-        12 Gauss-Newton iterations, 5 refinement sweeps), "medium" (patch 8, stride 4,
-        finest level 1, 16 iterations, 5 sweeps) or "fine" (patch 8, stride 3, full
-        resolution, 25 iterations, 10 sweeps). Explicit parameters override the preset.
+        8 Gauss-Newton iterations, 5 refinement sweeps), "medium" (the same at full
+        resolution) or "fine" (patch 8, stride 4, full resolution, 12 iterations, 10
+        sweeps). Explicit parameters override the preset.
     patch_size : int, optional
         Patch width in pixels along every axis (>= 2). Larger patches find larger motions
         and resist noise, smaller ones follow finer detail.
