@@ -52,7 +52,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("reference", metavar="REFERENCE", help="zarr array or OME-Zarr group")
     parser.add_argument("moving", metavar="MOVING", help="zarr array or OME-Zarr group")
     parser.add_argument("output", metavar="OUTPUT", help="output zarr group (created)")
-    parser.add_argument("--method", choices=("ilk", "tvl1", "dis"), default="ilk", help="flow kernel")
+    parser.add_argument(
+        "--method", choices=("ilk", "tvl1", "dis"), default="ilk", help="flow kernel"
+    )
     parser.add_argument("--level", type=int, help="multiscale level of OME-Zarr inputs (0)")
     parser.add_argument(
         "--levels",

@@ -51,9 +51,19 @@ class PatchGrid:
         return tuple(max(1, math.ceil((n - self.size) / self.stride) + 1) for n in self.shape)
 
     @property
+    def parts(self) -> int:
+        """Grid cells (of ``stride`` pixels) a patch spans along each axis."""
+        return math.ceil(self.size / self.stride)
+
+    @property
+    def cells(self) -> tuple[int, ...]:
+        """Cells of ``stride`` pixels covering all patches, along each axis."""
+        return tuple(c + self.parts - 1 for c in self.counts)
+
+    @property
     def canvas(self) -> tuple[int, ...]:
-        """Shape covered by all patches (>= ``shape`` along every axis)."""
-        return tuple((c - 1) * self.stride + self.size for c in self.counts)
+        """Shape of whole cells covering all patches (>= ``shape`` along every axis)."""
+        return tuple(c * self.stride for c in self.cells)
 
     def pad_widths(self) -> list[tuple[int, int]]:
         """Padding per axis so that every patch, displaced within the margin, is in bounds."""
@@ -200,7 +210,6 @@ def patch_flow(
     state = init.astype(dtype, copy=True)
     num = np.zeros((ndim, *grid.canvas), dtype=dtype)
     den = np.zeros(grid.canvas, dtype=dtype)
-    offsets = list(product(range(size), repeat=ndim))
     # Pass 1: half the iterations from the coarse flow. Pass 2: each patch also tries its
     # grid neighbours' results of pass 1 (spatial propagation), then the other half.
     for last in (False, True):
@@ -227,7 +236,7 @@ def patch_flow(
                 np.maximum(err, floor, out=err)
                 weights = np.reciprocal(err).reshape(*(size,) * ndim, r1 - r0, *counts[1:])
                 disp = u.reshape(ndim, r1 - r0, *counts[1:])
-                _accumulate(num, den, weights, disp, offsets, r0, r1, stride, counts)
+                _accumulate(num, den, weights, disp, grid, r0)
     crop = tuple(slice(0, n) for n in shape)
     out = num[(slice(None), *crop)]
     out /= den[crop]
@@ -246,18 +255,36 @@ def _neighbours(state: np.ndarray, r0: int, r1: int, axis: int, step: int) -> np
     return shifted[:, r0:r1].reshape(ndim, -1)
 
 
-def _accumulate(num, den, weights, disp, offsets, r0, r1, stride, counts) -> None:
-    """Add each patch pixel's weight (and weighted displacement) to the dense canvases."""
+def _accumulate(num, den, weights, disp, grid: PatchGrid, r0: int) -> None:
+    """Add each patch pixel's weight (and weighted displacement) to the dense canvases.
+
+    The canvases are viewed as cells of ``stride`` pixels, shape ``(cells_0, stride,
+    cells_1, stride, ...)``; the pixels at offsets ``q * stride ... (q + 1) * stride - 1`` of
+    a patch in grid cell ``i`` fall into cell ``i + q`` along that axis, so each combination
+    of such parts over the axes is one vectorised addition over all patches of the batch.
+    """
     ndim = disp.shape[0]
-    for off in offsets:
-        target = (slice(off[0] + r0 * stride, off[0] + (r1 - 1) * stride + 1, stride),) + tuple(
-            slice(o, o + (c - 1) * stride + 1, stride)
-            for o, c in zip(off[1:], counts[1:], strict=True)
-        )
-        w = weights[off]
-        den[target] += w
+    s = grid.stride
+    rows = disp.shape[1]
+    view_shape = [n for c in grid.cells for n in (c, s)]
+    den_view = den.reshape(view_shape)
+    num_views = [n.reshape(view_shape) for n in num]
+    # weights: (size,)*ndim + (rows, *counts[1:]) -> interleave (cell, offset) per axis
+    order = [ax for k in range(ndim) for ax in (ndim + k, k)]
+    w_all = weights.transpose(order)
+    d_all = [d.reshape([n for c in d.shape for n in (c, 1)]) for d in disp]
+    counts = (rows, *grid.counts[1:])
+    for parts in product(range(grid.parts), repeat=ndim):
+        src, dst = [], []
+        for k, q in enumerate(parts):
+            lo, hi = q * s, min((q + 1) * s, grid.size)
+            start = (r0 if k == 0 else 0) + q
+            src += [slice(None), slice(lo, hi)]
+            dst += [slice(start, start + counts[k]), slice(0, hi - lo)]
+        w = w_all[tuple(src)]
+        den_view[tuple(dst)] += w
         for k in range(ndim):
-            num[k][target] += w * disp[k]
+            num_views[k][tuple(dst)] += w * d_all[k]
 
 
 class _Search:
