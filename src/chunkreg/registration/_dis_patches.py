@@ -74,9 +74,14 @@ class PatchGrid:
 
 
 def _batches(counts: tuple[int, ...], size: int, ndim: int) -> list[tuple[int, int]]:
-    """Split the patch-grid rows (axis 0) into batches of about ``_BATCH_PIXELS`` pixels."""
+    """Split the patch-grid rows (axis 0) into batches of about ``_BATCH_PIXELS`` pixels.
+
+    Small levels get smaller batches (an eighth of their patch pixels, at least 2**14), so
+    the batch buffers stay a small multiple of the image.
+    """
     per_row = math.prod(counts[1:]) * size**ndim
-    step = max(1, _BATCH_PIXELS // max(per_row, 1))
+    target = min(_BATCH_PIXELS, max(1 << 14, per_row * counts[0] // 8))
+    step = max(1, target // max(per_row, 1))
     return [(a, min(a + step, counts[0])) for a in range(0, counts[0], step)]
 
 
@@ -170,8 +175,9 @@ def patch_flow(
     ----------
     reference, moving : ndarray, shape S
         The level's images, of one float dtype.
-    flow : ndarray, shape (ndim, *S)
-        Initial dense flow; each patch starts from its value at the patch centre.
+    flow : ndarray, shape (ndim, ...)
+        Initial dense flow, of this level's shape or a coarser one; each patch starts from
+        its value at the patch centre.
     size, stride : int
         Patch width and grid step, in pixels.
     iterations : int
@@ -184,7 +190,7 @@ def patch_flow(
     Returns
     -------
     ndarray, shape (ndim, *S)
-        The dense flow, same dtype as ``reference``.
+        The dense flow, same dtype as ``reference`` (a view into a slightly larger array).
     """
     ndim = reference.ndim
     dtype = reference.dtype
@@ -198,12 +204,12 @@ def patch_flow(
     mov_blocks = _Blocks(mov_pad, size + 1)
     upper = np.array([n - size - 1 for n in mov_pad.shape], dtype=dtype)[:, np.newaxis]
 
-    # Initial displacement of every patch: the dense flow at the patch centre.
+    # Initial displacement of every patch: the (coarser) flow at the patch centre.
     centres = [
         np.minimum(np.arange(c) * stride + size // 2, n - 1)
         for c, n in zip(counts, shape, strict=True)
     ]
-    init = np.stack([flow[k][np.ix_(*centres)] for k in range(ndim)])  # (ndim, *counts)
+    init = _sample_grid(flow, centres, shape)  # (ndim, *counts)
     grid_axes = [np.arange(c) * stride + margin for c in counts[1:]]
     batches = _batches(counts, size, ndim)
     first = iterations // 2
@@ -240,7 +246,34 @@ def patch_flow(
     crop = tuple(slice(0, n) for n in shape)
     out = num[(slice(None), *crop)]
     out /= den[crop]
-    return np.ascontiguousarray(out)
+    return out
+
+
+def _sample_grid(flow: np.ndarray, centres: list[np.ndarray], shape) -> np.ndarray:
+    """Sample a flow given on a grid of any size at pixel ``centres`` of a level of ``shape``.
+
+    Linear interpolation, pixel-centre aligned, values scaled by the size ratio; exact (a
+    plain gather) when the flow already has the level's shape.
+    """
+    ndim = flow.shape[0]
+    out = []
+    for k in range(ndim):
+        values = flow[k]
+        for axis, (pos, n) in enumerate(zip(centres, shape, strict=True)):
+            m = flow.shape[axis + 1]
+            if m == n:
+                values = np.take(values, pos, axis=axis)
+                continue
+            x = np.clip((pos + 0.5) * (m / n) - 0.5, 0, m - 1)
+            lo = np.minimum(np.floor(x).astype(np.intp), max(m - 2, 0))
+            hi = np.minimum(lo + 1, m - 1)
+            view = [1] * values.ndim
+            view[axis] = len(pos)
+            w = (x - lo).astype(flow.dtype).reshape(view)
+            a = np.take(values, lo, axis=axis)
+            values = a + w * (np.take(values, hi, axis=axis) - a)
+        out.append(values * flow.dtype.type(shape[k] / flow.shape[k + 1]))
+    return np.stack(out)
 
 
 def _neighbours(state: np.ndarray, r0: int, r1: int, axis: int, step: int) -> np.ndarray:

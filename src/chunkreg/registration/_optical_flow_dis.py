@@ -159,8 +159,6 @@ def dis_pyramid(ref: np.ndarray, mov: np.ndarray, params: DISParams) -> np.ndarr
     flow = np.zeros((ref.ndim, *refs[-1].shape), dtype=ref.dtype)
     for level in range(count - 1, finest - 1, -1):
         r, m = refs[level], movs[level]
-        if flow.shape[1:] != r.shape:
-            flow = _resize_flow(flow, r.shape)
         flow = patch_flow(
             r,
             m,
@@ -182,8 +180,8 @@ def dis_pyramid(ref: np.ndarray, mov: np.ndarray, params: DISParams) -> np.ndarr
         if level:
             refs[level] = movs[level] = None
     if flow.shape[1:] != ref.shape:
-        flow = _resize_flow(flow, ref.shape)
-    return flow
+        return _resize_flow(flow, ref.shape)
+    return np.ascontiguousarray(flow)
 
 
 def optical_flow_dis(
