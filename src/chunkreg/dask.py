@@ -190,6 +190,7 @@ def optical_flow_dis(
     gd_iterations: int | None = None,
     variational_iterations: int | None = None,
     smoothness: float | None = None,
+    robust_smoothness: bool | None = None,
     normalize_patches: bool | None = None,
     dtype=np.float32,
 ) -> da.Array:
@@ -202,7 +203,7 @@ def optical_flow_dis(
     depth : "auto", int or tuple of int
         Halo per axis; ``"auto"`` uses :func:`chunkreg.volume.flow_depth` (motion up to 4 px).
     preset, patch_size, patch_stride, num_levels, finest_level, gd_iterations, \
-variational_iterations, smoothness, normalize_patches :
+variational_iterations, smoothness, robust_smoothness, normalize_patches :
         As in :func:`chunkreg.optical_flow_dis` (None: the preset's value).
     dtype : dtype
         Output dtype.
@@ -233,6 +234,7 @@ variational_iterations, smoothness, normalize_patches :
         "gd_iterations": gd_iterations,
         "variational_iterations": variational_iterations,
         "smoothness": smoothness,
+        "robust_smoothness": robust_smoothness,
         "normalize_patches": normalize_patches,
     }
     return _lazy_flow(reference_image, moving_image, "dis", depth, dtype, params)

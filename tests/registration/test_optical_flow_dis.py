@@ -6,7 +6,7 @@ import hashlib
 import numpy as np
 import pytest
 import zarr
-from numpy.testing import assert_allclose, assert_array_equal
+from numpy.testing import assert_array_equal
 
 import chunkreg
 from chunkreg import optical_flow_dis, warp
@@ -67,7 +67,7 @@ def test_2d_smooth_flow_is_recovered(pair2d, preset, bound):
 
 def test_3d_smooth_flow_is_recovered(pair3d):
     """3-D, up to 2.5 px: mean endpoint error < 0.14 px away from the border band (measured
-    0.105), < 0.22 over the whole volume (measured 0.174)."""
+    0.118), < 0.22 over the whole volume (measured 0.178)."""
     ref, mov, truth = pair3d
     flow = optical_flow_dis(ref, mov)
     assert flow.shape == (3, *ref.shape) and flow.dtype == np.float32

@@ -39,10 +39,13 @@ def _along(ndim: int, axis: int, sl: slice) -> tuple[slice, ...]:
     return tuple(index)
 
 
-def _linearise(reference, moving, flow, contrast, h, b, warped, slabs, scratch):
-    """Fill ``h`` (weighted gradients) and ``b`` (weighted offsets) for the current flow."""
+def _linearise(reference, moving, flow, contrast, h, hb, slabs, scratch):
+    """Fill ``h`` (weighted gradients) and ``hb`` (``h`` times the weighted offsets).
+
+    The linearised, weighted data residual at flow ``U`` is ``h . U + b``.
+    """
     ndim = reference.ndim
-    warp_into(moving, flow, warped, coords=scratch[0])
+    warped = warp_into(moving, flow, np.empty_like(reference), coords=scratch[0])
     gw, g0 = scratch
     for s0, s1 in slabs:
         m = s1 - s0
@@ -51,8 +54,7 @@ def _linearise(reference, moving, flow, contrast, h, b, warped, slabs, scratch):
         hs = h[:, s0:s1]
         np.add(gw[:, :m], g0[:, :m], out=hs)
         hs *= 0.5 / contrast
-        bs = b[s0:s1]
-        np.subtract(warped[s0:s1], reference[s0:s1], out=bs)
+        bs = np.subtract(warped[s0:s1], reference[s0:s1])
         bs *= 1.0 / contrast
         # weight of the Charbonnier data term at the linearisation point
         weight = np.square(bs)
@@ -66,6 +68,7 @@ def _linearise(reference, moving, flow, contrast, h, b, warped, slabs, scratch):
             bs -= tmp
         hs *= weight
         bs *= weight
+        np.multiply(hs, bs, out=hb[:, s0:s1])
 
 
 def _diffusivity(flow, phi, slabs) -> None:
@@ -101,62 +104,93 @@ def _checkerboard(shape: tuple[int, ...], parity: int) -> np.ndarray:
     return _BOARDS[key]
 
 
-def _sweep(flow, h, b, phi, smoothness, slabs, parity, omega) -> None:
-    """One relaxation sweep over all slabs (see the module docstring)."""
+def _neighbour_pairs(ndim: int, m: int, ext: int, off: int):
+    """(target in the slab, target in the extended rows, neighbour in the extended rows).
+
+    The slab is rows ``off ... off + m - 1`` of the extended rows ``0 ... ext - 1`` (the slab
+    plus the rows just above and below it, where the array has them); each entry is one
+    axis and direction, restricted to the voxels whose neighbour exists.
+    """
+    full = (slice(None),) * (ndim - 1)
+    pairs = []
+    below = min(m, ext - off - 1)  # targets 0 .. below-1 have a row below
+    if below > 0:
+        pairs.append(
+            ((slice(0, below), *full), (slice(off, off + below), *full),
+             (slice(off + 1, off + 1 + below), *full))
+        )  # fmt: skip
+    start = max(0, 1 - off)  # targets start .. m-1 have a row above
+    if start < m:
+        pairs.append(
+            ((slice(start, m), *full), (slice(off + start, off + m), *full),
+             (slice(off + start - 1, off + m - 1), *full))
+        )  # fmt: skip
+    rows = slice(off, off + m)
+    for axis in range(1, ndim):
+        first = _along(ndim, axis, slice(0, -1))[1:]
+        second = _along(ndim, axis, slice(1, None))[1:]
+        pairs.append(((slice(None), *first), (rows, *first), (rows, *second)))
+        pairs.append(((slice(None), *second), (rows, *second), (rows, *first)))
+    return pairs
+
+
+_COUNTS: dict = {}
+
+
+def _neighbour_counts(shape: tuple[int, ...], ext: int, off: int, dtype) -> np.ndarray:
+    """Number of neighbours of each voxel of a slab (the quadratic penalty's weight sums)."""
+    key = (shape, ext, off, np.dtype(dtype).str)
+    if key not in _COUNTS:
+        counts = np.zeros(shape, dtype=dtype)
+        for target, _, _ in _neighbour_pairs(len(shape), shape[0], ext, off):
+            counts[target] += 1
+        if len(_COUNTS) > 64:
+            _COUNTS.clear()
+        _COUNTS[key] = counts
+    return _COUNTS[key]
+
+
+def _sweep(flow, h, hb, phi, smoothness, slabs, parity, omega) -> None:
+    """Update the voxels of one checkerboard colour, slab by slab (see the module docstring).
+
+    ``phi`` holds the smoothness weights per voxel (an edge weighs the mean of its two
+    ends); None means the quadratic penalty (every edge weighs 1).
+    """
     ndim = flow.shape[0]
     n0 = flow.shape[1]
+    comps = (slice(None),)
     for s0, s1 in slabs:
         m = s1 - s0
         lo, hi = max(s0 - 1, 0), min(s1 + 1, n0)
         off = s0 - lo
         u_ext = flow[:, lo:hi]
-        p_ext = phi[lo:hi]
-        p = p_ext[off : off + m]
-        total = np.zeros((ndim, m, *flow.shape[2:]), dtype=flow.dtype)
-        weight_sum = np.zeros(p.shape, dtype=flow.dtype)
-        # axis 0, with the rows just outside the slab
-        if off + m < hi - lo:  # a row below
-            w = np.add(p_ext[off + 1 : off + m + 1], p)
-            w *= 0.5
-            weight_sum += w
-            total += w * u_ext[:, off + 1 : off + m + 1]
-        else:
-            w = np.add(p_ext[off + 1 : off + m], p[:-1])
-            w *= 0.5
-            weight_sum[:-1] += w
-            total[:, :-1] += w * u_ext[:, off + 1 : off + m]
-        if off == 1:  # a row above
-            w = np.add(p_ext[0:m], p)
-            w *= 0.5
-            weight_sum += w
-            total += w * u_ext[:, 0:m]
-        else:
-            w = np.add(p[1:], p[:-1])
-            w *= 0.5
-            weight_sum[1:] += w
-            total[:, 1:] += w * u_ext[:, off : off + m - 1]
         u = u_ext[:, off : off + m]
-        for axis in range(1, ndim):
-            first = _along(ndim, axis, slice(0, -1))
-            second = _along(ndim, axis, slice(1, None))
-            w = np.add(p[first], p[second])
-            w *= 0.5
-            weight_sum[first] += w
-            weight_sum[second] += w
-            for k in range(ndim):
-                total[k][first] += w * u[k][second]
-                total[k][second] += w * u[k][first]
+        pairs = _neighbour_pairs(ndim, m, hi - lo, off)
+        total = np.zeros(u.shape, dtype=flow.dtype)
+        if phi is None:
+            weight_sum = _neighbour_counts(u.shape[1:], hi - lo, off, flow.dtype) * smoothness
+            for target, _, there in pairs:
+                total[comps + target] += u_ext[comps + there]
+        else:
+            p_ext = phi[lo:hi]
+            weight_sum = np.zeros(u.shape[1:], dtype=flow.dtype)
+            scratch = np.empty_like(weight_sum)
+            for target, here, there in pairs:
+                w = scratch[target]
+                np.add(p_ext[here], p_ext[there], out=w)
+                w *= 0.5
+                weight_sum[target] += w
+                total[comps + target] += w * u_ext[comps + there]
+            weight_sum *= smoothness
         # (h hᵀ + c I) u = c * mean_neighbours - h b, with c = smoothness * weight_sum
         hs = h[:, s0:s1]
-        weight_sum *= smoothness
         total *= smoothness
-        total -= hs * b[s0:s1]
+        total -= hb[:, s0:s1]
         hr = np.einsum("k...,k...->...", hs, total)
         norm = np.einsum("k...,k...->...", hs, hs)
         norm += weight_sum
         hr /= norm
-        for k in range(ndim):
-            total[k] -= hs[k] * hr
+        total -= hs * hr
         total /= weight_sum
         # over-relaxed update of the voxels of one colour of the checkerboard
         total -= u
@@ -173,6 +207,7 @@ def variational_refine(
     iterations: int,
     smoothness: float,
     contrast: float,
+    robust: bool = True,
     warps: int = 1,
 ) -> np.ndarray:
     """Refine ``flow`` in place (see the module docstring) and return it."""
@@ -184,17 +219,17 @@ def variational_refine(
     slabs = row_slabs(shape)
     rows = slabs[0][1] - slabs[0][0]
     h = np.empty((ndim, *shape), dtype=dtype)
-    b = np.empty(shape, dtype=dtype)
-    phi = np.empty(shape, dtype=dtype)
-    warped = np.empty(shape, dtype=dtype)
+    hb = np.empty((ndim, *shape), dtype=dtype)
+    phi = np.empty(shape, dtype=dtype) if robust else None
     scratch = (
         np.empty((ndim, rows, *shape[1:]), dtype=dtype),
         np.empty((ndim, rows, *shape[1:]), dtype=dtype),
     )
     for _ in range(warps):
-        _linearise(reference, moving, flow, contrast, h, b, warped, slabs, scratch)
+        _linearise(reference, moving, flow, contrast, h, hb, slabs, scratch)
         for _ in range(iterations):
-            _diffusivity(flow, phi, slabs)
+            if robust:
+                _diffusivity(flow, phi, slabs)
             for parity in (0, 1):
-                _sweep(flow, h, b, phi, smoothness, slabs, parity, OMEGA)
+                _sweep(flow, h, hb, phi, smoothness, slabs, parity, OMEGA)
     return flow

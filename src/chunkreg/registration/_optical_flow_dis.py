@@ -22,33 +22,32 @@ from ._pyramid import pyramid_reduce, resample_axis
 
 __all__ = ["DIS_PRESETS", "optical_flow_dis"]
 
-#: Preset name -> parameters.
-DIS_PRESETS: dict[str, dict[str, object]] = {
+#: Preset name -> parameters, for 2-D images and for volumes (3-D and more). Volumes use
+#: smaller patches (6³ holds as many pixels as 15²) and fewer iterations: their deformations
+#: are smooth and the refinement does more of the work.
+DIS_PRESETS: dict[str, dict[int, dict[str, object]]] = {
     "fast": {
-        "patch_size": 8,
-        "patch_stride": 6,
-        "finest_level": 1,
-        "gd_iterations": 8,
-        "variational_iterations": 5,
+        2: {"patch_size": 8, "patch_stride": 6, "finest_level": 1, "gd_iterations": 8,
+            "variational_iterations": 5},
+        3: {"patch_size": 6, "patch_stride": 6, "finest_level": 1, "gd_iterations": 4,
+            "variational_iterations": 5},
     },
     "medium": {
-        "patch_size": 8,
-        "patch_stride": 6,
-        "finest_level": 0,
-        "gd_iterations": 8,
-        "variational_iterations": 5,
+        2: {"patch_size": 8, "patch_stride": 6, "finest_level": 0, "gd_iterations": 8,
+            "variational_iterations": 5},
+        3: {"patch_size": 6, "patch_stride": 6, "finest_level": 0, "gd_iterations": 4,
+            "variational_iterations": 5},
     },
     "fine": {
-        "patch_size": 8,
-        "patch_stride": 4,
-        "finest_level": 0,
-        "gd_iterations": 12,
-        "variational_iterations": 10,
+        2: {"patch_size": 8, "patch_stride": 4, "finest_level": 0, "gd_iterations": 12,
+            "variational_iterations": 10},
+        3: {"patch_size": 6, "patch_stride": 5, "finest_level": 0, "gd_iterations": 6,
+            "variational_iterations": 8},
     },
-}
+}  # fmt: skip
 
-#: Default weight of the smoothness term of the variational refinement.
-DEFAULT_SMOOTHNESS = 0.05
+#: Default weight of the smoothness term: robust (Charbonnier) and quadratic penalty.
+DEFAULT_SMOOTHNESS = {True: 0.05, False: 1.0}
 #: Densification weights are 1 / max(|residual|, floor * contrast).
 _DENSE_FLOOR = 1.0 / 255
 
@@ -71,6 +70,7 @@ class DISParams:
     variational_iterations: int
     smoothness: float
     normalize_patches: bool
+    robust_smoothness: bool
 
     def __post_init__(self) -> None:
         _check_int(self.patch_size, "patch_size", 2)
@@ -88,26 +88,27 @@ class DISParams:
         s = self.smoothness
         if isinstance(s, bool) or not isinstance(s, numbers.Real) or not (0 < s < math.inf):
             raise InputError(f"smoothness must be a finite number > 0, got {s!r}.")
-        if not isinstance(self.normalize_patches, bool):
-            raise InputError(
-                f"normalize_patches must be True or False, got {self.normalize_patches!r}."
-            )
+        for name in ("normalize_patches", "robust_smoothness"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}.")
 
 
-def resolve_params(params: dict) -> DISParams:
+def resolve_params(params: dict, ndim: int = 2) -> DISParams:
     """:class:`DISParams` from :func:`optical_flow_dis`'s keywords (None: from the preset)."""
     params = dict(params)
-    return _resolve(params.pop("preset", "medium"), params)
+    return _resolve(params.pop("preset", "medium"), params, ndim)
 
 
-def _resolve(preset: str, overrides: dict) -> DISParams:
+def _resolve(preset: str, overrides: dict, ndim: int) -> DISParams:
     if not isinstance(preset, str) or preset not in DIS_PRESETS:
         raise InputError(f"preset must be one of {sorted(DIS_PRESETS)}, got {preset!r}.")
-    values = dict(DIS_PRESETS[preset])
+    values = dict(DIS_PRESETS[preset][2 if ndim <= 2 else 3])
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.setdefault("num_levels", None)
-    values.setdefault("smoothness", DEFAULT_SMOOTHNESS)
     values.setdefault("normalize_patches", True)
+    robust = values.setdefault("robust_smoothness", ndim <= 2)
+    if isinstance(robust, bool):
+        values.setdefault("smoothness", DEFAULT_SMOOTHNESS[robust])
     return DISParams(**values)
 
 
@@ -176,6 +177,7 @@ def dis_pyramid(ref: np.ndarray, mov: np.ndarray, params: DISParams) -> np.ndarr
             iterations=params.variational_iterations,
             smoothness=params.smoothness,
             contrast=contrast,
+            robust=params.robust_smoothness,
         )
         if level:
             refs[level] = movs[level] = None
@@ -196,6 +198,7 @@ def optical_flow_dis(
     gd_iterations: int | None = None,
     variational_iterations: int | None = None,
     smoothness: float | None = None,
+    robust_smoothness: bool | None = None,
     normalize_patches: bool | None = None,
     dtype=np.float32,
 ) -> np.ndarray:
@@ -220,10 +223,12 @@ def optical_flow_dis(
     moving_image : ndarray, shape (M, N[, P[, ...]])
         Greyscale image to register onto the reference.
     preset : {"fast", "medium", "fine"}, optional
-        Default values of the parameters below: "fast" (patch 8, stride 6, finest level 1,
-        8 Gauss-Newton iterations, 5 refinement sweeps), "medium" (the same at full
-        resolution) or "fine" (patch 8, stride 4, full resolution, 12 iterations, 10
-        sweeps). Explicit parameters override the preset.
+        Default values of the parameters below. In 2-D: "fast"
+        (patch 8, stride 6, finest level 1, 8 Gauss-Newton iterations, 5 refinement
+        sweeps), "medium" (the same at full resolution) or "fine" (patch 8, stride 4, 12
+        iterations, 10 sweeps). In 3-D: "fast" (patch 6, stride 6, finest level 1, 4
+        iterations, 5 sweeps), "medium" (the same at full resolution), "fine" (patch 6,
+        stride 5, 6 iterations, 8 sweeps). Explicit parameters override the preset.
     patch_size : int, optional
         Patch width in pixels along every axis (>= 2). Larger patches find larger motions
         and resist noise, smaller ones follow finer detail.
@@ -241,8 +246,12 @@ def optical_flow_dis(
     variational_iterations : int, optional
         Relaxation sweeps of the variational refinement per level; 0 skips it.
     smoothness : float, optional
-        Weight (> 0) of the smoothness term of the refinement (default 0.05); larger gives
-        smoother flows.
+        Weight (> 0) of the smoothness term of the refinement; larger gives smoother flows.
+        Default 0.05 with the robust penalty, 1.0 with the quadratic one.
+    robust_smoothness : bool, optional
+        Penalise the flow's gradient by the robust Charbonnier function, which keeps motion
+        edges sharp (True), or quadratically, which suits smooth deformations and is faster
+        (False). Default: True for 2-D images, False for volumes.
     normalize_patches : bool, optional
         Compare patches after subtracting their mean intensity (default True), which makes
         the patch search robust to slow brightness changes.
@@ -300,8 +309,10 @@ def optical_flow_dis(
             "gd_iterations": gd_iterations,
             "variational_iterations": variational_iterations,
             "smoothness": smoothness,
+            "robust_smoothness": robust_smoothness,
             "normalize_patches": normalize_patches,
         },
+        np.ndim(reference_image),
     )
     ref, mov = prepare_images(
         reference_image,

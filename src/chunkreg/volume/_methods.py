@@ -91,6 +91,7 @@ _PARAMS: dict[str, dict[str, _Param]] = {
         "gd_iterations": _Param(None, numbers.Integral, 0),
         "variational_iterations": _Param(None, numbers.Integral, 0),
         "smoothness": _Param(None, numbers.Real, 0, exclusive=True),
+        "robust_smoothness": _Param(None, bool),
         "normalize_patches": _Param(None, bool),
     },
 }
@@ -101,7 +102,8 @@ _KERNELS = {"ilk": "optical_flow_ilk", "tvl1": "optical_flow_tvl1", "dis": "opti
 # TV-L1 measured ~12-13x in 2-D and ~22x in 3-D (ru_maxrss, 1024² and 96³-128³ inputs); the
 # factors below add ~20% margin. An unknown (custom) kernel is assumed as hungry as
 # scikit-image's iLK in 3-D (~54x).
-X
+# chunkreg's DIS measured up to 14.7x in 2-D and 11.5x in 3-D at 96³ (tracemalloc,
+# benchmarks/bench_dis.py); ~20% margin as well.
 _MEMORY_FACTOR = {
     ("ilk", 2): 16,
     ("ilk", 3): 26,
@@ -217,7 +219,7 @@ def depth_rule(method, *, motion: float = DEFAULT_MOTION, **params) -> tuple[int
     if method == "dis":
         from ..registration._optical_flow_dis import resolve_params
 
-        p = resolve_params(full)
+        p = resolve_params(full)  # 2-D presets: patches at least as large as 3-D ones
         sweeps = 2 * math.ceil(math.sqrt(2 * p.variational_iterations))
         depth = p.patch_size + p.patch_stride + sweeps + 2 + math.ceil(motion)
         rule = "patch_size+patch_stride+2*ceil(sqrt(2*variational_iterations))+2"
