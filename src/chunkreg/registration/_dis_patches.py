@@ -246,7 +246,7 @@ def patch_flow(
     crop = tuple(slice(0, n) for n in shape)
     out = num[(slice(None), *crop)]
     out /= den[crop]
-    return out
+    return np.ascontiguousarray(out)
 
 
 def _sample_grid(flow: np.ndarray, centres: list[np.ndarray], shape) -> np.ndarray:
@@ -342,7 +342,9 @@ class _Search:
         warped = _lerp(self.mov_blocks(base.astype(np.intp)), pos)
         warped = warped.reshape(self.template.shape)
         if self.normalize:
-            warped -= warped.mean(axis=0)
+            mean = np.add.reduce(warped, axis=0)
+            mean *= 1.0 / warped.shape[0]
+            warped -= mean
         warped -= self.template
         return warped
 

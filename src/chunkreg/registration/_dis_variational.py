@@ -18,8 +18,12 @@ full-size buffers are ``h`` (ndim), the data offset and the smoothness weights. 
 
 from __future__ import annotations
 
+from itertools import product
+
 import numpy as np
 
+from ._dis_sweeps import diffusivity as compiled_diffusivity
+from ._dis_sweeps import sweep as compiled_sweep
 from ._filters import gradient_rows, row_slabs
 from ._warp import warp_into
 
@@ -71,8 +75,11 @@ def _linearise(reference, moving, flow, contrast, h, hb, slabs, scratch):
         np.multiply(hs, bs, out=hb[:, s0:s1])
 
 
-def _diffusivity(flow, phi, slabs) -> None:
-    """Smoothness weights ``1 / sqrt(|grad U|^2 + eps^2)`` (forward differences)."""
+def _diffusivity(flow, phi, slabs, scale: float) -> None:
+    """Smoothness weights ``scale / sqrt(|grad U|^2 + eps^2)`` (forward differences).
+
+    With ``scale = smoothness / 2``, an edge weighs the sum of its two ends' values.
+    """
     ndim = flow.shape[0]
     n0 = flow.shape[1]
     for s0, s1 in slabs:
@@ -88,7 +95,7 @@ def _diffusivity(flow, phi, slabs) -> None:
                 d = np.diff(comp[:m], axis=axis)
                 out[_along(ndim, axis, slice(0, -1))] += np.square(d)
     np.sqrt(phi, out=phi)
-    np.reciprocal(phi, out=phi)
+    np.divide(scale, phi, out=phi)
 
 
 _BOARDS: dict = {}
@@ -153,7 +160,7 @@ def _neighbour_counts(shape: tuple[int, ...], ext: int, off: int, dtype) -> np.n
 def _sweep(flow, h, hb, phi, smoothness, slabs, parity, omega) -> None:
     """Update the voxels of one checkerboard colour, slab by slab (see the module docstring).
 
-    ``phi`` holds the smoothness weights per voxel (an edge weighs the mean of its two
+    ``phi`` holds half the edge weights per voxel, smoothness included (an edge weighs the
     ends); None means the quadratic penalty (every edge weighs 1).
     """
     ndim = flow.shape[0]
@@ -171,6 +178,7 @@ def _sweep(flow, h, hb, phi, smoothness, slabs, parity, omega) -> None:
             weight_sum = _neighbour_counts(u.shape[1:], hi - lo, off, flow.dtype) * smoothness
             for target, _, there in pairs:
                 total[comps + target] += u_ext[comps + there]
+            total *= smoothness
         else:
             p_ext = phi[lo:hi]
             weight_sum = np.zeros(u.shape[1:], dtype=flow.dtype)
@@ -178,13 +186,10 @@ def _sweep(flow, h, hb, phi, smoothness, slabs, parity, omega) -> None:
             for target, here, there in pairs:
                 w = scratch[target]
                 np.add(p_ext[here], p_ext[there], out=w)
-                w *= 0.5
                 weight_sum[target] += w
                 total[comps + target] += w * u_ext[comps + there]
-            weight_sum *= smoothness
         # (h hᵀ + c I) u = c * mean_neighbours - h b, with c = smoothness * weight_sum
         hs = h[:, s0:s1]
-        total *= smoothness
         total -= hb[:, s0:s1]
         hr = np.einsum("k...,k...->...", hs, total)
         norm = np.einsum("k...,k...->...", hs, hs)
@@ -197,6 +202,80 @@ def _sweep(flow, h, hb, phi, smoothness, slabs, parity, omega) -> None:
         total *= omega
         total += u
         np.copyto(u, total, where=_checkerboard(u.shape[1:], (s0 + parity) % 2))
+
+
+def _lattice(offset) -> tuple[slice, ...]:
+    return (slice(None), *(slice(o, None, 2) for o in offset))
+
+
+def _sweep_colour(flow, h, hb, phi, smoothness, colour: int, omega: float) -> None:
+    """Over-relaxed update of the voxels of one checkerboard colour, computed for them only.
+
+    A colour is the union of the sub-lattices ``x = offset + 2 * i`` whose offset (0 or 1 per
+    axis) has that parity; a voxel's neighbours along axis ``k`` lie on the sub-lattice with
+    ``offset[k]`` flipped, at index ``i`` or ``i -+ 1``. So every array operation runs over
+    one sub-lattice (a strided view) and the other colour is never computed. ``phi`` holds
+    half the edge weights per voxel (see :func:`_diffusivity`); None: quadratic penalty.
+    """
+    ndim = flow.shape[0]
+    for offset in product((0, 1), repeat=ndim):
+        if sum(offset) % 2 != colour:
+            continue
+        index = _lattice(offset)
+        u = flow[index]
+        if 0 in u.shape:
+            continue
+        shape = u.shape[1:]
+        total = np.zeros(u.shape, dtype=flow.dtype)
+        weight_sum = np.zeros(shape, dtype=flow.dtype)
+        w_buf = np.empty(shape, dtype=flow.dtype)
+        t_buf = np.empty(shape, dtype=flow.dtype)
+        p = None if phi is None else phi[index[1:]]
+        for k in range(ndim):
+            other = list(offset)
+            other[k] = 1 - offset[k]
+            o_index = _lattice(other)
+            un = flow[o_index]
+            pn = None if phi is None else phi[o_index[1:]]
+            for delta in (0, 1) if offset[k] else (-1, 0):
+                a, b = max(0, -delta), min(shape[k], un.shape[k + 1] - delta)
+                if b <= a:
+                    continue
+                t = _along(ndim, k, slice(a, b))
+                n = _along(ndim, k, slice(a + delta, b + delta))
+                if p is None:
+                    weight_sum[t] += smoothness
+                    for c in range(ndim):
+                        total[c][t] += un[c][n]
+                else:
+                    w = w_buf[t]
+                    np.add(p[t], pn[n], out=w)
+                    weight_sum[t] += w
+                    tmp = t_buf[t]
+                    for c in range(ndim):
+                        np.multiply(un[c][n], w, out=tmp)
+                        total[c][t] += tmp
+        if p is None:
+            total *= smoothness
+        # (h hᵀ + c I) u = c * mean_neighbours - h b, c the weight sum
+        hs = h[index]
+        total -= hb[index]
+        hr = np.multiply(hs[0], total[0])
+        norm = np.square(hs[0])
+        for c in range(1, ndim):
+            np.multiply(hs[c], total[c], out=t_buf)
+            hr += t_buf
+            np.square(hs[c], out=t_buf)
+            norm += t_buf
+        norm += weight_sum
+        hr /= norm
+        for c in range(ndim):
+            np.multiply(hs[c], hr, out=t_buf)
+            total[c] -= t_buf
+            total[c] /= weight_sum
+            total[c] -= u[c]
+            total[c] *= omega
+            u[c] += total[c]
 
 
 def variational_refine(
@@ -228,8 +307,13 @@ def variational_refine(
     for _ in range(warps):
         _linearise(reference, moving, flow, contrast, h, hb, slabs, scratch)
         for _ in range(iterations):
-            if robust:
-                _diffusivity(flow, phi, slabs)
-            for parity in (0, 1):
-                _sweep(flow, h, hb, phi, smoothness, slabs, parity, OMEGA)
+            if robust and not compiled_diffusivity(flow, phi, 0.5 * smoothness, SMOOTH_EPS):
+                _diffusivity(flow, phi, slabs, 0.5 * smoothness)
+            if compiled_sweep(flow, h, hb, phi, smoothness, OMEGA):
+                continue
+            for colour in (0, 1):
+                if ndim <= 2:  # sub-lattices measured faster in 2-D, slabs in 3-D
+                    _sweep_colour(flow, h, hb, phi, smoothness, colour, OMEGA)
+                else:
+                    _sweep(flow, h, hb, phi, smoothness, slabs, colour, OMEGA)
     return flow
