@@ -51,8 +51,8 @@ def pair3d():
 @pytest.mark.parametrize(("preset", "bound"), [("fast", 0.13), ("medium", 0.06), ("fine", 0.05)])
 def test_2d_smooth_flow_is_recovered(pair2d, preset, bound):
     """Up to 4 px of smooth motion: mean endpoint error away from the 8-px border band (where
-    content leaves the frame) below the stated bound per preset (measured 0.098 / 0.039 /
-    0.035), far below the 2 px of no registration; over the whole image < 2.5x that."""
+    content leaves the frame) below the stated bound per preset (measured 0.095 / 0.036 /
+    0.036), far below the 2 px of no registration; over the whole image < 2.5x that."""
     ref, mov, truth = pair2d
     flow = optical_flow_dis(ref, mov, preset=preset)
     assert flow.shape == (2, *ref.shape) and flow.dtype == np.float32
@@ -76,7 +76,7 @@ def test_3d_smooth_flow_is_recovered(pair3d):
 
 
 def test_large_motion_needs_and_uses_the_pyramid():
-    """A 12 px smooth motion on 192²: found through the pyramid (measured 0.064), lost with
+    """A 12 px smooth motion on 192²: found through the pyramid (measured 0.065), lost with
     one level (3.0)."""
     ref, mov, truth = _pair((192, 192), 12.0, seed=4)
     assert epe(optical_flow_dis(ref, mov), truth, border=16) < 0.1
@@ -86,8 +86,8 @@ def test_large_motion_needs_and_uses_the_pyramid():
 def test_parameters_override_the_preset(pair2d):
     ref, mov, truth = pair2d
     plain = optical_flow_dis(ref, mov, preset="medium")
-    same = optical_flow_dis(ref, mov, preset="fast", finest_level=0)
-    assert_array_equal(plain, same)  # "medium" is "fast" at full resolution
+    same = optical_flow_dis(ref, mov, preset="fast", finest_level=0, variational_iterations=8)
+    assert_array_equal(plain, same)  # in 2-D "medium" is "fast" at full resolution, 8 sweeps
     coarse = optical_flow_dis(ref, mov, gd_iterations=0, variational_iterations=0)
     assert epe(coarse, truth) > epe(plain, truth)
 
@@ -184,8 +184,8 @@ def test_registry_entry():
     with pytest.raises(InputError, match="unknown parameter"):
         resolve_method("dis", {"radius": 3})
     # depth = patch_size + patch_stride + 2 * ceil(sqrt(2 * sweeps)) + 2 + motion
-    assert flow_depth("dis") == 8 + 6 + 8 + 2 + 4
-    assert flow_depth("dis", preset="fine", motion=0) == 8 + 4 + 10 + 2
+    assert flow_depth("dis") == 8 + 8 + 8 + 2 + 4
+    assert flow_depth("dis", preset="fine", motion=0) == 8 + 6 + 10 + 2
     assert kernel_memory_factor("dis", 3) < kernel_memory_factor("ilk", 3)
 
 

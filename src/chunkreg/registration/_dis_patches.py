@@ -29,6 +29,8 @@ __all__ = ["PatchGrid", "patch_flow"]
 _BATCH_PIXELS = 1 << 17
 #: Tikhonov damping of the patch Hessians, relative to their trace.
 _DAMPING = 1e-3
+#: Use the compiled kernels of :mod:`._dis_search`.
+_COMPILED = True
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,10 @@ def patch_flow(
         for c, n in zip(counts, shape, strict=True)
     ]
     init = _sample_grid(flow, centres, shape)  # (ndim, *counts)
+    if _COMPILED:
+        return _compiled_patch_flow(
+            np.pad(reference, pads, mode="edge"), mov_pad, init, grid, iterations, normalize, floor
+        )
     grid_axes = [np.arange(c) * stride + margin for c in counts[1:]]
     batches = _batches(counts, size, ndim)
     first = iterations // 2
@@ -274,6 +280,55 @@ def _sample_grid(flow: np.ndarray, centres: list[np.ndarray], shape) -> np.ndarr
             values = a + w * (np.take(values, hi, axis=axis) - a)
         out.append(values * flow.dtype.type(shape[k] / flow.shape[k + 1]))
     return np.stack(out)
+
+
+def _compiled_patch_flow(ref_pad, mov_pad, init, grid: PatchGrid, iterations, normalize, floor):
+    """:func:`patch_flow` by the compiled kernels of :mod:`._dis_search`."""
+    from ._dis_search import densify, search
+
+    ndim = ref_pad.ndim
+    counts = grid.counts
+    size = grid.size
+    strides = np.array([math.prod(ref_pad.shape[k + 1 :]) for k in range(ndim)], np.int64)
+    offs = _block_offsets(ref_pad.shape, size).ravel().astype(np.int64)
+    corners = np.array(list(product((0, 1), repeat=ndim)), dtype=np.int64)
+    axes = [np.arange(c, dtype=np.int64) * grid.stride for c in counts]
+    cells = np.stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")], axis=1)
+    origins = np.ascontiguousarray(cells + grid.margin)
+    upper = np.array([n - size - 1 for n in mov_pad.shape], dtype=np.float64)
+    ref_flat, mov_flat = ref_pad.reshape(-1), mov_pad.reshape(-1)
+    state = np.ascontiguousarray(init.reshape(ndim, -1).T, dtype=np.float64)
+    first = iterations // 2
+    passes = [(first, None), (iterations - first, True)]
+    for its, propagate in passes:
+        if propagate:
+            grid_state = state.T.reshape(ndim, *counts)
+            cand = np.stack(
+                [
+                    _neighbours(grid_state, 0, counts[0], axis, step).T
+                    for axis in range(ndim)
+                    for step in (-1, 1)
+                ],
+                axis=1,
+            )
+        else:
+            cand = np.empty((state.shape[0], 0, ndim))
+        out = np.empty_like(state)
+        search(ref_flat, mov_flat, strides, offs, corners, origins, state, np.ascontiguousarray(cand),
+               its, normalize, upper, _DAMPING, out)  # fmt: skip
+        state = out
+    canvas = grid.canvas
+    num = np.zeros((ndim, math.prod(canvas)), dtype=ref_pad.dtype)
+    den = np.zeros(math.prod(canvas), dtype=ref_pad.dtype)
+    cstrides = np.array([math.prod(canvas[k + 1 :]) for k in range(ndim)], np.int64)
+    canvas_starts = cells @ cstrides
+    canvas_offs = _block_offsets(canvas, size).ravel().astype(np.int64)
+    densify(ref_flat, mov_flat, strides, offs, corners, origins, state, normalize, upper,
+            float(floor), canvas_starts, canvas_offs, num, den)  # fmt: skip
+    crop = tuple(slice(0, n) for n in grid.shape)
+    out = num.reshape(ndim, *canvas)[(slice(None), *crop)]
+    out /= den.reshape(canvas)[crop]
+    return np.ascontiguousarray(out)
 
 
 def _neighbours(state: np.ndarray, r0: int, r1: int, axis: int, step: int) -> np.ndarray:

@@ -27,19 +27,19 @@ __all__ = ["DIS_PRESETS", "optical_flow_dis"]
 #: are smooth and the refinement does more of the work.
 DIS_PRESETS: dict[str, dict[int, dict[str, object]]] = {
     "fast": {
-        2: {"patch_size": 8, "patch_stride": 6, "finest_level": 1, "gd_iterations": 8,
+        2: {"patch_size": 8, "patch_stride": 8, "finest_level": 1, "gd_iterations": 6,
             "variational_iterations": 5},
         3: {"patch_size": 6, "patch_stride": 6, "finest_level": 1, "gd_iterations": 4,
             "variational_iterations": 5},
     },
     "medium": {
-        2: {"patch_size": 8, "patch_stride": 6, "finest_level": 0, "gd_iterations": 8,
-            "variational_iterations": 5},
+        2: {"patch_size": 8, "patch_stride": 8, "finest_level": 0, "gd_iterations": 6,
+            "variational_iterations": 8},
         3: {"patch_size": 6, "patch_stride": 6, "finest_level": 0, "gd_iterations": 4,
             "variational_iterations": 5},
     },
     "fine": {
-        2: {"patch_size": 8, "patch_stride": 4, "finest_level": 0, "gd_iterations": 12,
+        2: {"patch_size": 8, "patch_stride": 6, "finest_level": 0, "gd_iterations": 8,
             "variational_iterations": 10},
         3: {"patch_size": 6, "patch_stride": 5, "finest_level": 0, "gd_iterations": 6,
             "variational_iterations": 8},

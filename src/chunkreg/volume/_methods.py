@@ -174,7 +174,7 @@ def flow_depth(method: str = "ilk", *, motion: float = DEFAULT_MOTION, **params)
       also tried its grid neighbours' (``patch_stride``), and the refinement's sweeps spread
       information over about ``2 * sqrt(2 * variational_iterations)`` pixels:
       ``depth = patch_size + patch_stride + 2 * ceil(sqrt(2 * variational_iterations)) + 2
-      + motion`` (28 with the "medium" preset).
+      + motion`` (30 with the 2-D presets "fast" and "medium").
 
     With the defaults (``radius=7``; ``num_warp=5, num_iter=10``) and ``motion=4`` this gives
     20 and 22 pixels. Measured on textured images with smooth displacements of up to 2 px, the
@@ -200,8 +200,8 @@ def flow_depth(method: str = "ilk", *, motion: float = DEFAULT_MOTION, **params)
     --------
     >>> flow_depth("ilk"), flow_depth("ilk", radius=3, motion=10), flow_depth("tvl1")
     (20, 18, 22)
-    >>> flow_depth("dis"), flow_depth("dis", preset="fast")
-    (28, 28)
+    >>> flow_depth("dis"), flow_depth("dis", preset="fine")
+    (30, 30)
     """
     return depth_rule(method, motion=motion, **params)[0]
 
