@@ -102,15 +102,15 @@ _KERNELS = {"ilk": "optical_flow_ilk", "tvl1": "optical_flow_tvl1", "dis": "opti
 # TV-L1 measured ~12-13x in 2-D and ~22x in 3-D (ru_maxrss, 1024² and 96³-128³ inputs); the
 # factors below add ~20% margin. An unknown (custom) kernel is assumed as hungry as
 # scikit-image's iLK in 3-D (~54x).
-# chunkreg's DIS measured up to 14.7x in 2-D and 11.5x in 3-D at 96³ (tracemalloc,
-# benchmarks/bench_dis.py); ~20% margin as well.
+# chunkreg's DIS measured up to 13.3x in 2-D and 13.3x in 3-D at 96³ (tracemalloc, all
+# presets, benchmarks/bench_dis.py); ~20% margin as well.
 _MEMORY_FACTOR = {
     ("ilk", 2): 16,
     ("ilk", 3): 26,
     ("tvl1", 2): 16,
     ("tvl1", 3): 26,
-    ("dis", 2): 18,
-    ("dis", 3): 14,
+    ("dis", 2): 16,
+    ("dis", 3): 16,
 }
 _UNKNOWN_MEMORY_FACTOR = 54
 
