@@ -18,14 +18,14 @@ __all__ = ["densify", "search"]
 
 
 @numba.njit(cache=True, nogil=True)
-def _residual(
-    mov, strides, offs, corners, shifts, origin, u, upper, template, normalize, err, work
-):
+def _residual(ctx, origin, u, template, err, work):
     """Fill ``err`` with the moving patch at ``u`` minus the template; return the SSD.
 
-    ``work`` is float scratch of shape (2, max(ndim, 2**ndim)); the corners' flat shifts are
-    ``corners @ strides``.
+    ``ctx`` is ``(mov, strides, offs, corners, shifts, upper, normalize)`` (the corners'
+    flat shifts are ``corners @ strides``); ``work`` is float scratch of shape
+    (2, max(ndim, 2**ndim)).
     """
+    mov, strides, offs, corners, shifts, upper, normalize = ctx
     ndim = strides.shape[0]
     base = 0
     frac = work[0]
@@ -68,6 +68,25 @@ def _shifts(corners, strides):
         for k in range(strides.shape[0]):
             out[c] += corners[c, k] * strides[k]
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _setup(mov, strides, offs, corners, upper, normalize):
+    """Per-call scratch (template, residual, work) and the residual's context tuple."""
+    npix = offs.shape[0]
+    work = np.empty((2, max(strides.shape[0], corners.shape[0])))
+    ctx = (mov, strides, offs, corners, _shifts(corners, strides), upper, normalize)
+    return np.empty(npix), np.empty(npix), work, ctx
+
+
+@numba.njit(cache=True, nogil=True)
+def _patch_origin(origins, p, strides, origin):
+    """Copy patch ``p``'s origin into ``origin``; return its flat index."""
+    start = 0
+    for k in range(strides.shape[0]):
+        origin[k] = origins[p, k]
+        start += origins[p, k] * strides[k]
+    return start
 
 
 @numba.njit(cache=True, nogil=True)
@@ -159,11 +178,8 @@ def search(
     """
     count, ndim = origins.shape
     npix = offs.shape[0]
-    template = np.empty(npix)
+    template, err, work, ctx = _setup(mov, strides, offs, corners, upper, normalize)
     grads = np.empty((ndim, npix))
-    err = np.empty(npix)
-    work = np.empty((2, max(ndim, corners.shape[0])))
-    shifts = _shifts(corners, strides)
     hessian = np.empty((ndim, ndim))
     hinv = np.empty((ndim, ndim))
     u = np.empty(ndim)
@@ -171,54 +187,23 @@ def search(
     trial = np.empty(ndim)
     origin = np.empty(ndim)
     for p in range(count):
-        start = 0
-        for k in range(ndim):
-            origin[k] = origins[p, k]
-            start += origins[p, k] * strides[k]
+        start = _patch_origin(origins, p, strides, origin)
         _template(ref, strides, offs, start, normalize, damping, template, grads, hessian, hinv)
         for k in range(ndim):
             best[k] = init[p, k]
         _clip(best, origin, upper)
-        best_ssd = _residual(
-            mov, strides, offs, corners, shifts, origin, best, upper, template, normalize, err, work
-        )
+        best_ssd = _residual(ctx, origin, best, template, err, work)
         for c in range(candidates.shape[1]):
             for k in range(ndim):
                 trial[k] = candidates[p, c, k]
             _clip(trial, origin, upper)
-            ssd = _residual(
-                mov,
-                strides,
-                offs,
-                corners,
-                shifts,
-                origin,
-                trial,
-                upper,
-                template,
-                normalize,
-                err,
-                work,
-            )
+            ssd = _residual(ctx, origin, trial, template, err, work)
             if ssd < best_ssd:
                 best_ssd = ssd
                 best[:] = trial
         u[:] = best
         if iterations:  # err must hold the residual at u
-            _residual(
-                mov,
-                strides,
-                offs,
-                corners,
-                shifts,
-                origin,
-                u,
-                upper,
-                template,
-                normalize,
-                err,
-                work,
-            )
+            _residual(ctx, origin, u, template, err, work)
         for _ in range(iterations):
             for k in range(ndim):
                 s = 0.0
@@ -231,20 +216,7 @@ def search(
                     step += hinv[k, j] * trial[j]
                 u[k] -= step
             _clip(u, origin, upper)
-            ssd = _residual(
-                mov,
-                strides,
-                offs,
-                corners,
-                shifts,
-                origin,
-                u,
-                upper,
-                template,
-                normalize,
-                err,
-                work,
-            )
+            ssd = _residual(ctx, origin, u, template, err, work)
             if ssd < best_ssd:
                 best_ssd = ssd
                 best[:] = u
@@ -273,17 +245,12 @@ def densify(
     displacement) to the flat canvases ``den`` and ``num`` (ndim, size)."""
     count, ndim = origins.shape
     npix = offs.shape[0]
-    template = np.empty(npix)
-    err = np.empty(npix)
-    work = np.empty((2, max(ndim, corners.shape[0])))
-    shifts = _shifts(corners, strides)
+    template, err, work, ctx = _setup(mov, strides, offs, corners, upper, normalize)
     origin = np.empty(ndim)
     u = np.empty(ndim)
     for p in range(count):
-        start = 0
+        start = _patch_origin(origins, p, strides, origin)
         for k in range(ndim):
-            origin[k] = origins[p, k]
-            start += origins[p, k] * strides[k]
             u[k] = disp[p, k]
         total = 0.0
         for x in range(npix):
@@ -293,9 +260,7 @@ def densify(
             m = total / npix
             for x in range(npix):
                 template[x] -= m
-        _residual(
-            mov, strides, offs, corners, shifts, origin, u, upper, template, normalize, err, work
-        )
+        _residual(ctx, origin, u, template, err, work)
         cstart = canvas_starts[p]
         for x in range(npix):
             e = abs(err[x])

@@ -18,6 +18,7 @@ from ..errors import InputError
 from ._coarse_to_fine import prepare_images
 from ._dis_patches import patch_flow
 from ._dis_variational import variational_refine
+from ._optical_flow_ilk import _check_int
 from ._pyramid import pyramid_reduce, resample_axis
 
 __all__ = ["DIS_PRESETS", "optical_flow_dis"]
@@ -50,12 +51,6 @@ DIS_PRESETS: dict[str, dict[int, dict[str, object]]] = {
 DEFAULT_SMOOTHNESS = {True: 0.05, False: 1.0}
 #: Densification weights are 1 / max(|residual|, floor * contrast).
 _DENSE_FLOOR = 1.0 / 255
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -134,7 +129,11 @@ def _contrast(image: np.ndarray) -> float:
 
 
 def _resize_flow(flow: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Resample a flow linearly to ``shape`` and scale its values by the size ratio."""
+    """Resample a flow linearly to ``shape`` and scale its values by the size ratio.
+
+    Only for ``finest_level > 0``. Deliberately not the iLK/TV-L1 pyramid's upsampling,
+    whose interpolation is tuned for those solvers: DIS's flow is already smooth here.
+    """
     out = np.empty((flow.shape[0], *shape), dtype=flow.dtype)
     for axis, component in enumerate(flow):
         resized = component
