@@ -240,3 +240,25 @@ def test_four_dimensions():
     flow = optical_flow_dis(ref, mov, patch_size=4, patch_stride=4)
     assert flow.shape == (4, 16, 16, 16, 16)
     assert epe(flow, truth, border=3) < 0.5 * epe(np.zeros_like(truth), truth, border=3)
+
+
+def test_cli_flow_method_dis(tmp_path, capsys):
+    """``chunkreg flow --method dis``: the plan shows DIS's halo rule; options of other
+    methods are refused, and DIS's own refused for them, writing nothing."""
+    from chunkreg.cli import main
+
+    paths = []
+    for name, seed in (("ref", 1), ("mov", 2)):
+        path = tmp_path / f"{name}.zarr"
+        zarr.create_array(str(path), data=textured_image((96, 80), seed=seed), chunks=(32, 40))
+        paths.append(str(path))
+    out = tmp_path / "out.zarr"
+    argv = ["flow", *paths, str(out), "--method", "dis", "--preset", "fast", "--dry-run"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "(auto: patch_size+patch_stride+2*ceil(sqrt(2*variational_iterations))+2" in text
+    assert main(["flow", *paths, str(out), "--method", "dis", "--radius", "3"]) == 2
+    assert "--radius does not apply to --method dis" in capsys.readouterr().err
+    assert main(["flow", *paths, str(out), "--patch-size", "6"]) == 2
+    assert "--patch-size does not apply to --method ilk" in capsys.readouterr().err
+    assert not out.exists()
