@@ -6,8 +6,11 @@ found by inverse-compositional Gauss-Newton on the sum of squared differences be
 reference patch and the moving image sampled at ``x + u``: the patch's gradients and their
 Hessian are those of the fixed reference patch, so they are computed once, and every
 iteration only samples the moving image (one gather of a ``(patch_size + 1)**ndim`` block per
-patch, then a linear blend with per-patch weights) and accumulates. All patches of a batch
-of patch-grid rows are updated at once with numpy; batches bound the memory.
+patch, then a linear blend with per-patch weights) and accumulates. The search runs in two
+passes; between them each patch also tries its grid neighbours' displacements (spatial
+propagation). The compiled kernels of :mod:`._dis_search` do this patch by patch; the numpy
+path here (the reference the tests compare them with) updates all patches of a batch of
+patch-grid rows at once, batches bounding the memory.
 
 The dense flow is then the average of the patch displacements over the patches covering
 each pixel, weighted by ``1 / max(|residual|, floor)`` of that patch at that pixel, so that a

@@ -5,14 +5,17 @@ Minimises, around the current flow ``U``, the energy
     E(U) = sum_x psi_d((I1(x + U) - I0(x)) / c) + smoothness * sum_x psi_s(|grad U|^2)
 
 with Charbonnier penalties ``psi(s) = sqrt(s + eps^2)`` (robust to occlusions and motion
-edges), ``c`` the images' contrast (so the weights do not depend on the intensity scale).
+edges; the smoothness penalty may also be quadratic), ``c`` the images' contrast (so the
+weights do not depend on the intensity scale).
 Each warp linearises the data term at the current flow and freezes the penalties' weights
 (iteratively reweighted least squares); then ``iterations`` sweeps update every pixel's flow
 vector by solving its ``ndim x ndim`` system exactly, with the neighbours' flows fixed. The
 data part of that system is rank one, ``h hᵀ``, so the solve is a Sherman-Morrison formula,
-the same in any number of dimensions. Sweeps run slab by slab along axis 0 and write each
-slab back at once (Jacobi inside a slab, Gauss-Seidel between slabs), so the only
-full-size buffers are ``h`` (ndim), the data offset and the smoothness weights. Private to
+the same in any number of dimensions. Each sweep is red-black and over-relaxed (factor
+``OMEGA``): the voxels of one checkerboard colour depend only on the other colour, so each
+half-sweep is a vectorised update. In 2-D and 3-D the sweeps run compiled
+(:mod:`._dis_sweeps`); otherwise on sub-lattices (2-D) or slabs (3-D+) with numpy. The only
+full-size buffers are ``h`` and ``h b`` (ndim each) and the smoothness weights. Private to
 :mod:`chunkreg.registration`.
 """
 

@@ -3,7 +3,7 @@
 Coarse to fine over an image pyramid (factor 2); on each level: patch search by
 inverse-compositional Gauss-Newton and densification (:mod:`._dis_patches`), then variational
 refinement (:mod:`._dis_variational`). From ``finest_level`` the flow is upsampled to full
-resolution. numpy and scipy only.
+resolution. numpy, with the per-patch and per-voxel loops compiled by numba.
 """
 
 from __future__ import annotations
@@ -274,9 +274,10 @@ def optical_flow_dis(
     -----
     Each Gauss-Newton iteration samples the moving image once per patch pixel; the patch
     gradients and Hessians come from the fixed reference patch and are computed once per
-    level (the inverse-compositional trick). Memory stays within about 12 times one float
-    input image in 3-D: patches are processed in batches and the refinement works slab by
-    slab.
+    level (the inverse-compositional trick). Before the second half of the iterations each
+    patch also tries its grid neighbours' displacements (spatial propagation). The peak
+    memory measured at most 13.3 times one float32 input image (2-D and 3-D). The loops run
+    compiled by numba; the first call in a fresh environment compiles them.
 
     References
     ----------
