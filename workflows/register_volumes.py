@@ -21,7 +21,7 @@ from chunkreg.cli._common import finish
 from chunkreg.execution import client_from_config
 from chunkreg.volume import check_warp_options
 
-METHODS = ("ilk", "tvl1", "blockwise")
+METHODS = ("ilk", "tvl1", "dis", "blockwise")
 
 
 def run(config: dict) -> int:

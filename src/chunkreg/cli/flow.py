@@ -16,6 +16,13 @@ __all__ = ["add_parser"]
 
 _ILK_ONLY = ("radius", "gaussian")
 _TVL1_ONLY = ("attachment", "tightness", "num_iter", "tol")
+_DIS_ONLY = ("preset", "patch_size", "patch_stride", "gd_iterations", "variational_iterations")
+#: Parameters each method takes.
+_METHOD_PARAMS = {
+    "ilk": (*_ILK_ONLY, "num_warp", "prefilter"),
+    "tvl1": (*_TVL1_ONLY, "num_warp", "prefilter"),
+    "dis": _DIS_ONLY,
+}
 
 
 def _overlap(text: str):
@@ -51,7 +58,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("reference", metavar="REFERENCE", help="zarr array or OME-Zarr group")
     parser.add_argument("moving", metavar="MOVING", help="zarr array or OME-Zarr group")
     parser.add_argument("output", metavar="OUTPUT", help="output zarr group (created)")
-    parser.add_argument("--method", choices=("ilk", "tvl1"), default="ilk", help="flow kernel")
+    parser.add_argument(
+        "--method", choices=("ilk", "tvl1", "dis"), default="ilk", help="flow kernel"
+    )
     parser.add_argument("--level", type=int, help="multiscale level of OME-Zarr inputs (0)")
     parser.add_argument(
         "--levels",
@@ -111,6 +120,17 @@ def add_parser(subparsers) -> None:
     kern.add_argument("--tightness", type=float, help="TV-L1: tightness (0.3)")
     kern.add_argument("--num-iter", type=int, help="TV-L1: iterations per warp (10)")
     kern.add_argument("--tol", type=float, help="TV-L1: convergence tolerance (1e-4)")
+    kern.add_argument(
+        "--preset", choices=("fast", "medium", "fine"), help="DIS: parameter preset (medium)"
+    )
+    kern.add_argument("--patch-size", type=int, help="DIS: patch width in pixels (preset)")
+    kern.add_argument("--patch-stride", type=int, help="DIS: patch grid step (preset)")
+    kern.add_argument(
+        "--gd-iterations", type=int, help="DIS: Gauss-Newton iterations per patch (preset)"
+    )
+    kern.add_argument(
+        "--variational-iterations", type=int, help="DIS: refinement sweeps per level (preset)"
+    )
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -118,9 +138,9 @@ def add_parser(subparsers) -> None:
 def _kernel_params(args: argparse.Namespace) -> dict:
     from ..errors import InputError
 
-    names = (*_ILK_ONLY, *_TVL1_ONLY, "num_warp", "prefilter")
+    names = (*_ILK_ONLY, *_TVL1_ONLY, *_DIS_ONLY, "num_warp", "prefilter")
     params = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    wrong = _TVL1_ONLY if args.method == "ilk" else _ILK_ONLY
+    wrong = [n for n in names if n not in _METHOD_PARAMS[args.method]]
     given = [f"--{n.replace('_', '-')}" for n in wrong if n in params]
     if given:
         verb = "does" if len(given) == 1 else "do"

@@ -48,6 +48,10 @@ class Residual:
     def __call__(self, reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
         if callable(self.method):
             return self.method(reference, moving, **self.params)
+        if self.method == "dis":  # its own driver: patch search and refinement, one level
+            from ..registration import optical_flow_dis
+
+            return optical_flow_dis(reference, moving, **{**self.params, "num_levels": 1})
         from ..registration import coarse_to_fine, ilk_solver, tvl1_solver
 
         solver = (ilk_solver if self.method == "ilk" else tvl1_solver)(**self.params)
