@@ -5,6 +5,9 @@ This layer knows about zarr and the filesystem, nothing about registration or da
 
 from ._arrays import FIELD_COMPRESSORS, ArrayRef, array_ref, create_array, open_array
 from ._completion import CompletionRecord
+from ._fingerprint import fingerprint
+from ._lease import output_scope, read_lease
+from ._locations import check_no_overlap
 from ._ome import multiscale_dataset_paths, write_ome_multiscale_metadata
 from ._output import normalise_signature, open_output_group, require_shared_store
 from ._tiff import tiff_to_zarr, tiles_to_zarr
@@ -14,11 +17,15 @@ __all__ = [
     "ArrayRef",
     "CompletionRecord",
     "array_ref",
+    "check_no_overlap",
     "create_array",
+    "fingerprint",
     "multiscale_dataset_paths",
     "normalise_signature",
     "open_array",
     "open_output_group",
+    "output_scope",
+    "read_lease",
     "require_shared_store",
     "tiff_to_zarr",
     "tiles_to_zarr",

@@ -19,6 +19,8 @@ import zarr
 
 from ..errors import InputError
 from ._arrays import create_array
+from ._lease import output_scope
+from ._locations import check_no_overlap
 from ._ome import write_ome_multiscale_metadata
 from ._output import open_output_group
 
@@ -122,6 +124,7 @@ def _copy(src: _Source, dst: zarr.Array) -> None:
         dst[box] = block
 
 
+@output_scope
 def tiff_to_zarr(
     source,
     output,
@@ -171,11 +174,13 @@ def tiff_to_zarr(
             )
         if ome:
             signature = {"source": "tiff", "shape": shape, "dtype": dtype.name, "chunks": chunks}
-            group = open_output_group(output, signature=signature, overwrite=overwrite, kind="tiff")
+            group = open_output_group(output, signature=signature, overwrite=overwrite, kind="tiff",
+                                      inputs={"source": source})  # fmt: skip
             array = create_array(
                 group, name="0", shape=shape, dtype=dtype, chunks=chunks, overwrite=True
             )
         else:
+            check_no_overlap(output, {"source": source})
             array = create_array(
                 output, shape=shape, dtype=dtype, chunks=chunks, overwrite=overwrite
             )
@@ -195,6 +200,7 @@ def tiff_to_zarr(
         src.close()
 
 
+@output_scope
 def tiles_to_zarr(
     paths: Sequence,
     output,
@@ -234,7 +240,15 @@ def tiles_to_zarr(
             raise InputError(
                 f"output {os.fspath(output)!r} exists; pass overwrite=True to replace it."
             )
-        group = zarr.open_group(os.fspath(output), mode="w")
+        signature = {
+            "source": "tiff tiles",
+            "names": names,
+            "shapes": [s.shape for s in sources],
+            "dtype": sources[0].dtype.name,
+            "chunks": None if chunks is None else list(chunks),
+        }
+        group = open_output_group(output, signature=signature, overwrite=overwrite,
+                                  kind="tiff tiles", inputs={"tiles": paths})  # fmt: skip
         for name, src in zip(names, sources, strict=True):
             c = (
                 tuple(chunks)

@@ -17,8 +17,10 @@ from ..execution import open_client, run_tasks
 from ..io import (
     CompletionRecord,
     array_ref,
+    check_no_overlap,
     create_array,
     open_output_group,
+    output_scope,
     require_shared_store,
     write_ome_multiscale_metadata,
 )
@@ -40,6 +42,7 @@ _PAIR_TASK_PIXELS = 8 * 2**20
 _FUSE_TASK_ELEMENTS = 4 * 2**20
 
 
+@output_scope
 def stitch(
     tiles,
     layout,
@@ -178,6 +181,8 @@ def stitch(
 
     layout = _as_layout(layout, tiles)
     refs, shapes, dtype = resolve_tiles(tiles, layout)
+    if output is not None:  # before the pairs are registered
+        check_no_overlap(output, {"tiles": refs, "tile group": tiles})
     ndim = layout.ndim
     nominal = np.asarray(layout.positions)
     fixed = None if fixed_tile is None else _tile_index(layout, fixed_tile)
@@ -355,7 +360,8 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
         "order": int(order) if subpixel else None,
         "tiles_and_positions_sha256": digest.hexdigest(),
     }
-    group = open_output_group(output, signature=signature, overwrite=overwrite, kind="stitch")
+    group = open_output_group(output, signature=signature, overwrite=overwrite, kind="stitch",
+                              inputs={"tiles": list(refs)})  # fmt: skip
     require_shared_store(group, client)
     axes = _AXES[ndim]
     if "0" not in group:

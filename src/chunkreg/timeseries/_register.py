@@ -17,6 +17,7 @@ from ..io import (
     array_ref,
     open_array,
     open_output_group,
+    output_scope,
     require_shared_store,
     write_ome_multiscale_metadata,
 )
@@ -121,6 +122,7 @@ def _resolve_min_quality(min_quality, values) -> float:
     return float(min_quality)
 
 
+@output_scope
 def register_timeseries(
     stack,
     output,
@@ -320,7 +322,10 @@ def register_timeseries(
         "chunks": out_chunks,
         "batch_size": batch,
     }
-    group = open_output_group(output, signature=signature, overwrite=overwrite, kind="timeseries")
+    csv_target = _csv_target(output, csv_path)
+    group = open_output_group(output, signature=signature, overwrite=overwrite, kind="timeseries",
+                              inputs={"stack": array}, sources={"stack": stack},
+                              side_files=[csv_target] if csv_target else [])  # fmt: skip
     job = Job(
         stack=array_ref(array),
         output=_store_location(group.store),
@@ -539,7 +544,8 @@ def _finish_links(group, job: Job, client, min_quality, notes: dict, progress: b
     return threshold
 
 
-def _write_csv(output, csv_path, result: TimeseriesResult) -> str | None:
+def _csv_target(output, csv_path) -> str | None:
+    """Where the shifts table goes: ``csv_path``, else beside a local output, else nowhere."""
     if csv_path is False:
         return None
     if csv_path is None:
@@ -548,5 +554,11 @@ def _write_csv(output, csv_path, result: TimeseriesResult) -> str | None:
         out = Path(output)
         stem = out.name[: -len(".zarr")] if out.name.endswith(".zarr") else out.name
         csv_path = out.with_name(f"{stem}_shifts.csv")
-    write_csv(csv_path, result)
     return os.fspath(csv_path)
+
+
+def _write_csv(output, csv_path, result: TimeseriesResult) -> str | None:
+    target = _csv_target(output, csv_path)
+    if target is not None:
+        write_csv(target, result)
+    return target

@@ -21,7 +21,14 @@ import zarr
 from .._validation import per_axis
 from ..errors import IncompatibleOutputError, InputError
 from ..execution import RunReport, open_client, run_tasks
-from ..io import ArrayRef, array_ref, open_array, open_output_group, require_shared_store
+from ..io import (
+    ArrayRef,
+    array_ref,
+    open_array,
+    open_output_group,
+    output_scope,
+    require_shared_store,
+)
 from ..registration import normalized_cross_correlation
 from ..tiling import TileGrid
 from ._block_kernels import (
@@ -414,6 +421,7 @@ def _finalise(group, plan, values, thresholds: dict, complete, report) -> BlockS
     return result
 
 
+@output_scope
 def blockwise_shifts(
     reference,
     moving,
@@ -542,8 +550,9 @@ def blockwise_shifts(
     grid, ndim = plan.grid, plan.grid.ndim
     with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         group = open_output_group(
-            output, signature=plan.signature(), overwrite=overwrite, kind="blocks"
-        )
+            output, signature=plan.signature(), overwrite=overwrite, kind="blocks",
+            inputs={"reference": plan.reference, "moving": plan.moving},
+        )  # fmt: skip
         require_shared_store(group, c)
         fields = {f: ((ndim,) if f == "shift" else (), "float64") for f in _FIELDS}
         sink = ResultSink(group, "blocks", n_tasks=plan.n_tasks, n_items=len(grid), fields=fields)

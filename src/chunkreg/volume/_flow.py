@@ -29,6 +29,7 @@ from ..io import (
     CompletionRecord,
     create_array,
     open_output_group,
+    output_scope,
     require_shared_store,
     write_ome_multiscale_metadata,
 )
@@ -81,8 +82,19 @@ def _flow_attributes(plan: FlowPlan, level: int) -> dict:
     }
 
 
+def _flow_inputs(plan: FlowPlan) -> dict:
+    """The arrays a flow run reads: both inputs and any pyramid levels they carry."""
+    inputs = {"reference": plan.reference, "moving": plan.moving}
+    for lp in plan.levels[1:]:
+        if lp.reference is not None:
+            inputs[f"reference level {lp.level}"] = lp.reference
+            inputs[f"moving level {lp.level}"] = lp.moving
+    return inputs
+
+
 def _prepare_output(plan: FlowPlan, output, overwrite: bool):
-    group = open_output_group(output, signature=plan.signature(), overwrite=overwrite, kind="flow")
+    group = open_output_group(output, signature=plan.signature(), overwrite=overwrite, kind="flow",
+                              inputs=_flow_inputs(plan))  # fmt: skip
     axes = ("c", *_AXES[plan.ndim])
     for lp in plan.levels:
         path = flow_path(lp.level)
@@ -458,6 +470,7 @@ def compute_flow(
     )
 
 
+@output_scope
 def run_flow_plan(
     plan: FlowPlan,
     output,

@@ -23,6 +23,7 @@ from ..io import (
     ArrayRef,
     array_ref,
     open_output_group,
+    output_scope,
     require_shared_store,
     write_ome_multiscale_metadata,
 )
@@ -187,6 +188,7 @@ def _as_blocks(blocks, shape, block) -> BlockShifts:
     return result
 
 
+@output_scope
 def shifts_to_flow(
     blocks,
     output,
@@ -282,7 +284,8 @@ def shifts_to_flow(
         "shifts_sha1": hashlib.sha1(np.ascontiguousarray(result.shifts).tobytes()).hexdigest(),
     }
     with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
-        group = open_output_group(output, signature=signature, overwrite=overwrite, kind="flow")
+        group = open_output_group(output, signature=signature, overwrite=overwrite, kind="flow",
+                                  sources={"blocks": blocks})  # content: shifts_sha1  # fmt: skip
         require_shared_store(group, c)
         if "block_shifts" not in group:
             group.create_array(

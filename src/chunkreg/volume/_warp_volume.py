@@ -26,6 +26,7 @@ from ..io import (
     array_ref,
     open_array,
     open_output_group,
+    output_scope,
     require_shared_store,
     write_ome_multiscale_metadata,
 )
@@ -291,6 +292,7 @@ def plan_warp_volume(
     return WarpPlan(mov, fl, ref, tiles, int(order), mode, float(cval))
 
 
+@output_scope
 def warp_volume(
     moving,
     flow,
@@ -375,8 +377,9 @@ def warp_volume(
     mov, tiles = plan.moving, plan.tiles
     with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         group = open_output_group(
-            output, signature=plan.signature(), overwrite=overwrite, kind="warp"
-        )
+            output, signature=plan.signature(), overwrite=overwrite, kind="warp",
+            inputs={"moving": plan.moving, "flow": plan.flow, "reference": plan.reference},
+        )  # fmt: skip
         require_shared_store(group, c)
         if "0" not in group:
             group.create_array(
