@@ -9,7 +9,13 @@ from ._fingerprint import fingerprint
 from ._lease import output_scope, read_lease
 from ._locations import check_no_overlap
 from ._ome import multiscale_dataset_paths, write_ome_multiscale_metadata
-from ._output import normalise_signature, open_output_group, require_shared_store
+from ._output import (
+    check_side_files,
+    normalise_signature,
+    open_output_group,
+    record_side_files,
+    require_shared_store,
+)
 from ._tiff import tiff_to_zarr, tiles_to_zarr
 
 __all__ = [
@@ -18,6 +24,7 @@ __all__ = [
     "CompletionRecord",
     "array_ref",
     "check_no_overlap",
+    "check_side_files",
     "create_array",
     "fingerprint",
     "multiscale_dataset_paths",
@@ -26,6 +33,7 @@ __all__ = [
     "open_output_group",
     "output_scope",
     "read_lease",
+    "record_side_files",
     "require_shared_store",
     "tiff_to_zarr",
     "tiles_to_zarr",

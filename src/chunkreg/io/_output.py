@@ -28,7 +28,13 @@ from ._fingerprint import describe_change, fingerprint
 from ._lease import LEASE_GROUP, acquire_lease
 from ._locations import check_no_overlap, flatten_inputs, locate
 
-__all__ = ["describe_differences", "normalise_signature", "open_output_group"]
+__all__ = [
+    "check_side_files",
+    "describe_differences",
+    "normalise_signature",
+    "open_output_group",
+    "record_side_files",
+]
 
 _ATTR = "chunkreg"
 
@@ -181,6 +187,66 @@ def _check_side_files(store, meta: dict | None, side_files: list[str], overwrite
                 "to overwrite it. Pass overwrite=True (--overwrite) to replace it, or choose "
                 "another output path."
             )
+
+
+def check_side_files(
+    files: Sequence,
+    *,
+    output,
+    overwrite: bool = False,
+    inputs: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Refuse side files that overlap an input, or exist and are not this output's own.
+
+    Call it before a run starts for files written beside ``output`` after the run (positions
+    tables, plots); then :func:`record_side_files` before writing them.
+
+    Parameters
+    ----------
+    files : sequence of path
+        The side files.
+    output : str or os.PathLike
+        The output they belong to (its run record lists the side files it wrote).
+    overwrite : bool
+        Replace existing side files.
+    inputs : mapping, optional
+        ``{name: path or array}`` the run reads; no side file may overlap one.
+
+    Returns
+    -------
+    list of str
+        The side files' resolved paths.
+
+    Raises
+    ------
+    InputError, IncompatibleOutputError
+    """
+    side = [str(locate(p)) for p in files]
+    for path in side:
+        check_no_overlap(path, {**(inputs or {}), "output": output}, what="side file")
+    meta = None
+    if output is not None and locate(output) is not None and locate(output).local_path is not None:
+        existing = _open_existing(os.fspath(output)) if Path(output).is_dir() else None
+        meta = existing.attrs.get(_ATTR) if existing is not None else None
+    _check_side_files(output, meta, side, overwrite)
+    return side
+
+
+def record_side_files(output, files: Sequence) -> None:
+    """Add ``files`` to the side files the run record of ``output`` owns (write them after).
+
+    Parameters
+    ----------
+    output : str or os.PathLike
+        An existing chunkreg output group.
+    files : sequence of path
+    """
+    side = {str(locate(p)) for p in files}
+    group = zarr.open_group(os.fspath(output), mode="a")
+    meta = dict(group.attrs.get(_ATTR, {}))
+    if not side <= set(meta.get("side_files", [])):
+        meta["side_files"] = sorted(set(meta.get("side_files", [])) | side)
+        group.attrs[_ATTR] = meta
 
 
 def open_output_group(
