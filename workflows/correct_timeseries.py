@@ -14,7 +14,7 @@ See ``correct_timeseries.example.toml`` for every option.
 from __future__ import annotations
 
 import sys
-from typing import Literal, Union
+from typing import Literal
 
 import chunkreg
 from chunkreg._scripts import (
@@ -45,10 +45,10 @@ SET_HERE = {
 }
 #: Types of the parameters whose signature does not say.
 TYPES = {
-    "reference": Union[Literal["first", "mean", "previous"], int],
+    "reference": Literal["first", "mean", "previous"] | int,
     "strides": list[int],
     "roi": list[list[int]],
-    "min_quality": Union[Literal["auto"], float],
+    "min_quality": Literal["auto"] | float,
     "chunks": TILE,
 }
 
@@ -66,7 +66,7 @@ def _tables(config: dict) -> dict:
         "piecewise": piecewise,
         "output": section(
             config, "output", required=["path"],
-            types={"path": str, "overwrite": bool, "csv": Union[str, Literal[False]],
+            types={"path": str, "overwrite": bool, "csv": str | Literal[False],
                    "plot": str},
         ),
         "cluster": cluster_table(config),

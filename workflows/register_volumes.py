@@ -14,7 +14,7 @@ See ``register_volumes.example.toml`` for every option.
 from __future__ import annotations
 
 import sys
-from typing import Literal, Union
+from typing import Literal
 
 import chunkreg
 from chunkreg._scripts import (
@@ -83,7 +83,7 @@ def _tables(config: dict) -> dict:
         config, "blockwise", chunkreg.blockwise_shifts,
         required=["block"] if blockwise else (),
         reserved={k: v for k, v in SET_HERE.items() if k not in ("overlap", "tile")},
-        types={"block": TILE, "overlap": TILE, "max_deviation": Union[float, Literal[False]]},
+        types={"block": TILE, "overlap": TILE, "max_deviation": float | Literal[False]},
     )  # fmt: skip
     if blockwise and "blocks" not in tables["output"]:
         raise InputError("config [output] blocks = 'PATH.zarr' is needed for method = 'blockwise'.")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Union
 
 import chunkreg
 from chunkreg._scripts import (
@@ -48,9 +47,9 @@ SET_HERE = {
 }
 #: Types of the parameters whose signature does not say.
 TYPES = {
-    "stage_error": Union[float, list[float]],
+    "stage_error": float | list[float],
     "chunks": TILE,
-    "blend_width": Union[float, list[float]],
+    "blend_width": float | list[float],
 }
 
 

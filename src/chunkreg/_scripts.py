@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import collections.abc
+import functools
 import inspect
+import operator
 import sys
 import types
 import typing
@@ -42,17 +44,17 @@ __all__ = [
 ]
 
 #: Per-axis sizes: one integer for every axis, or one per axis.
-TILE = Union[int, list[int]]
+TILE = int | list[int]
 #: A halo: ``"auto"``, or per-axis sizes.
-OVERLAP = Union[Literal["auto"], int, list[int]]
+OVERLAP = Literal["auto"] | int | list[int]
 #: The ``[cluster]`` table (see :func:`chunkreg.execution.client_from_config`).
 CLUSTER_TYPES: dict[str, Any] = {
     "kind": Literal["local", "address", "synchronous", "slurm"],
     "workers": int,
-    "memory_limit": Union[str, int],
+    "memory_limit": str | int,
     "address": str,
     "jobs": int,
-    "start_timeout": Union[int, float, str],
+    "start_timeout": int | float | str,
     "slurm": dict,
 }
 
@@ -88,7 +90,7 @@ def _strip_none(tp):
         rest = [a for a in _args(tp) if a is not _NONE]
         if not rest:
             return Any
-        return rest[0] if len(rest) == 1 else Union[tuple(rest)]
+        return functools.reduce(operator.or_, rest)
     return tp
 
 
