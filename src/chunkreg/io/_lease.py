@@ -13,16 +13,16 @@ every :data:`HEARTBEAT_S` seconds. Another run finding the lease refuses with
 An expired lease is taken over, and the run resumes (repairs) whatever the crashed one left
 incomplete. The lease is removed when the run ends, whatever the outcome.
 
-The workflow functions are wrapped in :func:`output_scope`: a lease acquired by
-:func:`acquire_lease` during the call is released when the call returns or raises; if the call
+The workflows open their output inside :class:`output_scope`: a lease acquired by
+:func:`acquire_lease` in it is released when the scope ends, however it ends; if the scope
 fails with a bad-input error (:class:`~chunkreg.errors.InputError` and friends) and the output
 did not exist before it, the output is removed again, so that "nothing was written" holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-import functools
 import json
 import os
 import shutil
@@ -31,10 +31,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import ChunkregError, InputError, OutputInUseError, TaskFailedError
 from ._locations import Location, locate
@@ -48,6 +47,7 @@ __all__ = [
     "lease_status",
     "output_scope",
     "read_lease",
+    "refuse_if_leased",
 ]
 
 #: Name of the lease group inside an output.
@@ -64,8 +64,6 @@ _SCOPE: contextvars.ContextVar[list | None] = contextvars.ContextVar(
 )
 _ACTIVE: dict[str, Lease] = {}  # token -> lease held by this process
 _ACTIVE_LOCK = threading.Lock()
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _now() -> float:
@@ -203,8 +201,12 @@ def lease_status(record: dict) -> tuple[bool, str]:
 class Lease:
     """A lease this process holds on one output (see the module docstring)."""
 
-    def __init__(self, slot: _Slot, record: dict, created: Path | None) -> None:
+    def __init__(
+        self, slot: _Slot, record: dict, created: Path | None, took_over: bool = False
+    ) -> None:
         self.slot, self.record, self.created = slot, record, created
+        #: Whether an expired lease (a crashed run) was taken over.
+        self.took_over = took_over
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._beat, name=f"chunkreg-lease-{record['token'][:8]}", daemon=True
@@ -275,6 +277,31 @@ def _first_missing(path: Path) -> Path | None:
     return missing
 
 
+def refuse_if_leased(output: Any) -> None:
+    """Raise :class:`OutputInUseError` if another live run holds ``output``'s lease.
+
+    Parameters
+    ----------
+    output : str, os.PathLike or zarr store
+    """
+    where = locate(output)
+    if where is None:
+        return
+    scope = _SCOPE.get()
+    if scope is not None and any(held.location == where for held in scope):
+        return
+    existing = _Slot(output, where).read()
+    if existing is not None:
+        live, owner = lease_status(existing)
+        if live:
+            raise OutputInUseError(
+                f"output {str(where)!r} is being written by another chunkreg run ({owner}); "
+                "nothing was touched. Wait for that run to finish or stop it, or choose another "
+                "output path. A lease expires when its process ends (same host) or after "
+                f"{STALE_AFTER_S:.0f} s without a heartbeat (another host)."
+            )
+
+
 def acquire_lease(output: Any) -> Lease | None:
     """Take the lease on ``output`` for the current :func:`output_scope`.
 
@@ -305,17 +332,9 @@ def acquire_lease(output: Any) -> Lease | None:
         for held in scope:
             if held.location == where:
                 return held
+    refuse_if_leased(output)
     slot = _Slot(output, where)
     existing = slot.read()
-    if existing is not None:
-        live, owner = lease_status(existing)
-        if live:
-            raise OutputInUseError(
-                f"output {str(where)!r} is being written by another chunkreg run ({owner}); "
-                "nothing was touched. Wait for that run to finish or stop it, or choose another "
-                "output path. A lease expires when its process ends (same host) or after "
-                f"{STALE_AFTER_S:.0f} s without a heartbeat (another host)."
-            )
     if scope is None:
         return None
     now = _now()
@@ -348,32 +367,38 @@ def acquire_lease(output: Any) -> Lease | None:
             f"output {str(where)!r} was claimed by another chunkreg run at the same moment "
             f"({lease_status(other)[1]}); nothing was touched. Wait for it to finish."
         )
-    lease = Lease(slot, record, created)
+    lease = Lease(slot, record, created, took_over=existing is not None)
     scope.append(lease)
     return lease
 
 
-def output_scope(func: F) -> F:
-    """Decorate a workflow so the leases it takes are released when it returns or raises.
+class output_scope(contextlib.ContextDecorator):
+    """Release the leases taken inside it when the block (or decorated call) ends.
 
-    A bad-input error (any :class:`~chunkreg.errors.ChunkregError` but
-    :class:`~chunkreg.errors.TaskFailedError`) also removes outputs the call created.
+    Use ``with output_scope():`` around the part of a workflow that opens and writes its
+    output (a context manager adds no stack frame, so warnings' ``stacklevel`` is unchanged),
+    or ``@output_scope()`` on a function. A bad-input error (any
+    :class:`~chunkreg.errors.ChunkregError` but :class:`~chunkreg.errors.TaskFailedError`) also
+    removes outputs created inside it, so "nothing was written" holds.
     """
 
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        leases: list[Lease] = []
-        token = _SCOPE.set(leases)
-        try:
-            return func(*args, **kwargs)
-        except ChunkregError as exc:
-            if not isinstance(exc, TaskFailedError):
-                for lease in leases:
-                    lease.remove_created()
-            raise
-        finally:
-            _SCOPE.reset(token)
-            for lease in reversed(leases):
-                lease.release()
+    def __init__(self) -> None:
+        self.leases: list[Lease] = []
+        self._token: contextvars.Token | None = None
 
-    return wrapper  # type: ignore[return-value]
+    def _recreate_cm(self) -> output_scope:
+        return output_scope()  # each decorated call gets its own scope
+
+    def __enter__(self) -> output_scope:
+        self._token = _SCOPE.set(self.leases)
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        try:
+            if isinstance(exc, ChunkregError) and not isinstance(exc, TaskFailedError):
+                for lease in self.leases:
+                    lease.remove_created()
+        finally:
+            _SCOPE.reset(self._token)
+            for lease in reversed(self.leases):
+                lease.release()

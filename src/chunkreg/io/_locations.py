@@ -186,8 +186,7 @@ def check_no_overlap(
             how = "lies inside"
         raise InputError(
             f"{what} {_name(output, out)!r} {how} the input {name} {_name(value, where)!r}; "
-            "writing it would "
-            f"destroy that input (also with --overwrite). Choose an {what} path outside "
+            "writing it would destroy that input (also with --overwrite). Choose a path outside "
             "every input."
         )
     return out

@@ -10,8 +10,10 @@ start. An output may never overlap an input, with or without ``overwrite``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,7 +27,7 @@ import zarr.storage
 from .. import __version__
 from ..errors import IncompatibleOutputError, InputChangedError, InputError
 from ._fingerprint import describe_change, fingerprint
-from ._lease import LEASE_GROUP, acquire_lease
+from ._lease import LEASE_GROUP, acquire_lease, refuse_if_leased
 from ._locations import check_no_overlap, flatten_inputs, locate
 
 __all__ = [
@@ -159,6 +161,18 @@ def _clear(store, path: Path | None) -> None:
 
     group = zarr.open_group(store, mode="r+")
     sync(clear(group.store))
+
+
+_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
+def _remove_partial_writes(path: Path) -> None:
+    """Delete the temporary files of writes a killed run left (zarr renames them when done)."""
+    for folder, _, files in os.walk(path):
+        for name in files:
+            if _PARTIAL.search(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(folder, name))
 
 
 def _check_inputs_unchanged(store, meta: dict, current: dict) -> None:
@@ -321,6 +335,7 @@ def open_output_group(
     local = where.local_path if where is not None else None
     if local is not None:
         _check_local_target(local, store)
+    refuse_if_leased(store)  # a run that is creating it right now: say so, not "not chunkreg's"
     existing = _open_existing(store)
     meta = existing.attrs.get(_ATTR) if existing is not None else None
     current = {name: fingerprint(value) for name, value in flatten_inputs(inputs)}
@@ -342,7 +357,9 @@ def open_output_group(
     elif existing is not None:
         _check_replaceable(existing, store, local)
     _check_side_files(store, meta if existing is not None else None, side, overwrite)
-    acquire_lease(store)
+    lease = acquire_lease(store)
+    if lease is not None and lease.took_over and local is not None:
+        _remove_partial_writes(local)  # of the crashed run that held the lease
     if existing is not None and not overwrite:
         group = zarr.open_group(store, mode="a")
         recorded = group.attrs[_ATTR]
@@ -352,11 +369,7 @@ def open_output_group(
         return group
     if existing is not None:
         _clear(store, local)
-    try:
-        group = zarr.create_group(store, overwrite=False)
-    except zarr.errors.ContainsGroupError:
-        group = zarr.open_group(store, mode="r+")
-    group.attrs[_ATTR] = normalise_signature(
+    record = normalise_signature(
         {
             "signature": wanted,
             "version": __version__,
@@ -364,7 +377,12 @@ def open_output_group(
             "side_files": sorted(set(side)),
         }
     )
-    return group
+    try:  # the group and its run record in one write
+        return zarr.create_group(store, overwrite=False, attributes={_ATTR: record})
+    except zarr.errors.ContainsGroupError:  # left by a run that died right after creating it
+        group = zarr.open_group(store, mode="r+")
+        group.attrs[_ATTR] = record
+        return group
 
 
 def require_shared_store(group: zarr.Group, client) -> None:

@@ -124,7 +124,7 @@ def _copy(src: _Source, dst: zarr.Array) -> None:
         dst[box] = block
 
 
-@output_scope
+@output_scope()
 def tiff_to_zarr(
     source,
     output,
@@ -200,7 +200,7 @@ def tiff_to_zarr(
         src.close()
 
 
-@output_scope
+@output_scope()
 def tiles_to_zarr(
     paths: Sequence,
     output,

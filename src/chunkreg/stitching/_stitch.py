@@ -42,7 +42,6 @@ _PAIR_TASK_PIXELS = 8 * 2**20
 _FUSE_TASK_ELEMENTS = 4 * 2**20
 
 
-@output_scope
 def stitch(
     tiles,
     layout,
@@ -197,7 +196,7 @@ def stitch(
     out_chunks = _output_chunks(chunks, ndim)
 
     reports = {}
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         if register:
             offsets, quality, reports["pairs"] = _register_pairs(
                 c, refs, shapes, nominal, pairs, error, upsample_factor, downsample, progress

@@ -122,7 +122,6 @@ def _resolve_min_quality(min_quality, values) -> float:
     return float(min_quality)
 
 
-@output_scope
 def register_timeseries(
     stack,
     output,
@@ -322,79 +321,80 @@ def register_timeseries(
         "chunks": out_chunks,
         "batch_size": batch,
     }
-    csv_target = _csv_target(output, csv_path)
-    group = open_output_group(output, signature=signature, overwrite=overwrite, kind="timeseries",
-                              inputs={"stack": array}, sources={"stack": stack},
-                              side_files=[csv_target] if csv_target else [])  # fmt: skip
-    job = Job(
-        stack=array_ref(array),
-        output=_store_location(group.store),
-        output_path=group.path,
-        time_axis=time_axis,
-        n_time=n_time,
-        frame_shape=frame_shape,
-        mode="previous" if previous else "fixed",
-        strides=strides,
-        upsample_factor=upsample_factor,
-        normalization=normalization,
-        roi=roi_t,
-        has_mask=mask is not None,
-        piecewise=options,
-        interpolation=interpolation,
-        fill_value=float(fill_value),
-        apply=bool(apply),
-    )
-    batches = [
-        Batch(job, i, start, min(start + batch, n_time))
-        for i, start in enumerate(range(0, n_time, batch))
-    ]
-    _create_arrays(group, job, array.dtype, out_chunks, batch, mask)
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as cl:
-        require_shared_store(group, cl)
-        if not previous:
-            _write_reference(group, job, spec, array)
-        notes: dict = {}
-        if previous:
-            stages = [("estimate", estimate_batch), ("apply", apply_batch)]
-        else:
-            stages = [("register", register_batch), ("fixup", fixup_batch)]
-        reports = {}
-        for number, (name, func) in enumerate(stages):
-            if number == 1:  # between the passes: shifts from the first pass's tables
-                if previous:
-                    threshold = _finish_links(group, job, cl, min_quality, notes, progress)
-                else:
-                    threshold = _finish_fixed(group, min_quality)
-            reports[name] = run_tasks(
-                func,
-                batches,
-                client=cl,
-                label=f"frame batches ({name})",
-                record=CompletionRecord(group, name, len(batches)),
-                progress=progress,
-                describe=str,
-            )
-            reports[name].raise_if_failed()
-    result = TimeseriesResult(
-        shifts=np.asarray(group["shifts"][...]),
-        error=np.asarray(group["error"][...]),
-        phasediff=np.asarray(group["phasediff"][...]),
-        quality_before=np.asarray(group["quality_before"][...]),
-        quality_after=np.asarray(group["quality_after"][...]),
-        low_quality=np.asarray(group["low_quality"][...]),
-        min_quality=threshold,
-        output=str(output if isinstance(output, (str, os.PathLike)) else group.store),
-        reports=reports,
-        notes=notes,
-    )
-    result.csv_path = _write_csv(output, csv_path, result)
-    group.attrs["timeseries"] = {
-        "min_quality": threshold,
-        "max_drift": result.max_drift,
-        "n_low_quality": int(result.low_quality.sum()),
-        "notes": {k: str(v) for k, v in notes.items()},
-    }
-    return result
+    with output_scope():  # the output's lease, held until everything is written
+        csv_target = _csv_target(output, csv_path)
+        group = open_output_group(output, signature=signature, overwrite=overwrite, kind="timeseries",
+                                  inputs={"stack": array}, sources={"stack": stack},
+                                  side_files=[csv_target] if csv_target else [])  # fmt: skip
+        job = Job(
+            stack=array_ref(array),
+            output=_store_location(group.store),
+            output_path=group.path,
+            time_axis=time_axis,
+            n_time=n_time,
+            frame_shape=frame_shape,
+            mode="previous" if previous else "fixed",
+            strides=strides,
+            upsample_factor=upsample_factor,
+            normalization=normalization,
+            roi=roi_t,
+            has_mask=mask is not None,
+            piecewise=options,
+            interpolation=interpolation,
+            fill_value=float(fill_value),
+            apply=bool(apply),
+        )
+        batches = [
+            Batch(job, i, start, min(start + batch, n_time))
+            for i, start in enumerate(range(0, n_time, batch))
+        ]
+        _create_arrays(group, job, array.dtype, out_chunks, batch, mask)
+        with open_client(client, scheduler=scheduler, n_workers=n_workers) as cl:
+            require_shared_store(group, cl)
+            if not previous:
+                _write_reference(group, job, spec, array)
+            notes: dict = {}
+            if previous:
+                stages = [("estimate", estimate_batch), ("apply", apply_batch)]
+            else:
+                stages = [("register", register_batch), ("fixup", fixup_batch)]
+            reports = {}
+            for number, (name, func) in enumerate(stages):
+                if number == 1:  # between the passes: shifts from the first pass's tables
+                    if previous:
+                        threshold = _finish_links(group, job, cl, min_quality, notes, progress)
+                    else:
+                        threshold = _finish_fixed(group, min_quality)
+                reports[name] = run_tasks(
+                    func,
+                    batches,
+                    client=cl,
+                    label=f"frame batches ({name})",
+                    record=CompletionRecord(group, name, len(batches)),
+                    progress=progress,
+                    describe=str,
+                )
+                reports[name].raise_if_failed()
+        result = TimeseriesResult(
+            shifts=np.asarray(group["shifts"][...]),
+            error=np.asarray(group["error"][...]),
+            phasediff=np.asarray(group["phasediff"][...]),
+            quality_before=np.asarray(group["quality_before"][...]),
+            quality_after=np.asarray(group["quality_after"][...]),
+            low_quality=np.asarray(group["low_quality"][...]),
+            min_quality=threshold,
+            output=str(output if isinstance(output, (str, os.PathLike)) else group.store),
+            reports=reports,
+            notes=notes,
+        )
+        result.csv_path = _write_csv(output, csv_path, result)
+        group.attrs["timeseries"] = {
+            "min_quality": threshold,
+            "max_drift": result.max_drift,
+            "n_low_quality": int(result.low_quality.sum()),
+            "notes": {k: str(v) for k, v in notes.items()},
+        }
+        return result
 
 
 def _store_location(store):

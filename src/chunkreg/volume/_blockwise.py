@@ -421,7 +421,6 @@ def _finalise(group, plan, values, thresholds: dict, complete, report) -> BlockS
     return result
 
 
-@output_scope
 def blockwise_shifts(
     reference,
     moving,
@@ -548,51 +547,56 @@ def blockwise_shifts(
         "max_deviation": _check_max_deviation(max_deviation),
     }
     grid, ndim = plan.grid, plan.grid.ndim
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
-        group = open_output_group(
-            output, signature=plan.signature(), overwrite=overwrite, kind="blocks",
-            inputs={"reference": plan.reference, "moving": plan.moving},
-        )  # fmt: skip
-        require_shared_store(group, c)
-        fields = {f: ((ndim,) if f == "shift" else (), "float64") for f in _FIELDS}
-        sink = ResultSink(group, "blocks", n_tasks=plan.n_tasks, n_items=len(grid), fields=fields)
-        todo = sink.todo()
-        b = plan.batch_size
-        numbers = [tuple(range(i * b, min((i + 1) * b, len(grid)))) for i in range(plan.n_tasks)]
-        tasks = [
-            _Batch(
-                array_ref(plan.reference),
-                array_ref(plan.moving),
-                grid,
-                numbers[i],
-                plan.upsample_factor,
-                plan.normalization,
+    with output_scope():  # the output's lease, held until everything is written
+        with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+            group = open_output_group(
+                output, signature=plan.signature(), overwrite=overwrite, kind="blocks",
+                inputs={"reference": plan.reference, "moving": plan.moving},
+            )  # fmt: skip
+            require_shared_store(group, c)
+            fields = {f: ((ndim,) if f == "shift" else (), "float64") for f in _FIELDS}
+            sink = ResultSink(
+                group, "blocks", n_tasks=plan.n_tasks, n_items=len(grid), fields=fields
             )
-            for i in todo
-        ]
-        try:
-            report = run_tasks(
-                _register_batch,
-                tasks,
-                client=c,
-                label="block batches" if b > 1 else "blocks",
-                progress=progress,
-                describe=lambda t: f"blocks {t.numbers[0]}..{t.numbers[-1]}",
-                on_result=lambda j, r: sink.add(todo[j], numbers[todo[j]], r),
-                skipped=plan.n_tasks - len(todo),
+            todo = sink.todo()
+            b = plan.batch_size
+            numbers = [
+                tuple(range(i * b, min((i + 1) * b, len(grid)))) for i in range(plan.n_tasks)
+            ]
+            tasks = [
+                _Batch(
+                    array_ref(plan.reference),
+                    array_ref(plan.moving),
+                    grid,
+                    numbers[i],
+                    plan.upsample_factor,
+                    plan.normalization,
+                )
+                for i in todo
+            ]
+            try:
+                report = run_tasks(
+                    _register_batch,
+                    tasks,
+                    client=c,
+                    label="block batches" if b > 1 else "blocks",
+                    progress=progress,
+                    describe=lambda t: f"blocks {t.numbers[0]}..{t.numbers[-1]}",
+                    on_result=lambda j, r: sink.add(todo[j], numbers[todo[j]], r),
+                    skipped=plan.n_tasks - len(todo),
+                )
+            finally:
+                sink.flush()
+        complete = bool(sink.record.complete)
+        result = _finalise(group, plan, sink.values, thresholds, complete, report)
+        report.notes["blocks"] = f"{len(grid)} in a grid of {grid.grid_shape}"
+        report.notes["reliable blocks"] = f"{int(result.reliable.sum())} of {len(grid)}"
+        if result.outlier.any():
+            report.notes["reliable blocks"] += (
+                f" ({int(result.outlier.sum())} rejected: further than {thresholds['max_deviation']:g}"
+                " voxels from their neighbours' median)"
             )
-        finally:
-            sink.flush()
-    complete = bool(sink.record.complete)
-    result = _finalise(group, plan, sink.values, thresholds, complete, report)
-    report.notes["blocks"] = f"{len(grid)} in a grid of {grid.grid_shape}"
-    report.notes["reliable blocks"] = f"{int(result.reliable.sum())} of {len(grid)}"
-    if result.outlier.any():
-        report.notes["reliable blocks"] += (
-            f" ({int(result.outlier.sum())} rejected: further than {thresholds['max_deviation']:g}"
-            " voxels from their neighbours' median)"
-        )
-    return result
+        return result
 
 
 def load_block_shifts(output) -> BlockShifts:

@@ -470,7 +470,6 @@ def compute_flow(
     )
 
 
-@output_scope
 def run_flow_plan(
     plan: FlowPlan,
     output,
@@ -500,9 +499,10 @@ def run_flow_plan(
         raise InputError("give either client or scheduler, not both.")
     if n_workers is not None and (isinstance(n_workers, bool) or int(n_workers) < 1):
         raise InputError(f"n_workers must be >= 1, got {n_workers!r}.")
-    group = _prepare_output(plan, output, overwrite)  # before a cluster starts: fail fast
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
-        require_shared_store(group, c)
-        report = _Run(plan, group, c, progress).run()
-    report.notes["output"] = f"{output}/{FLOW_ARRAY}" if isinstance(output, str) else FLOW_ARRAY
-    return report
+    with output_scope():  # the output's lease, held until everything is written
+        group = _prepare_output(plan, output, overwrite)  # before a cluster starts: fail fast
+        with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+            require_shared_store(group, c)
+            report = _Run(plan, group, c, progress).run()
+        report.notes["output"] = f"{output}/{FLOW_ARRAY}" if isinstance(output, str) else FLOW_ARRAY
+        return report

@@ -188,7 +188,6 @@ def _as_blocks(blocks, shape, block) -> BlockShifts:
     return result
 
 
-@output_scope
 def shifts_to_flow(
     blocks,
     output,
@@ -283,84 +282,85 @@ def shifts_to_flow(
         "grid_shape": result.shifts.shape[:-1],
         "shifts_sha1": hashlib.sha1(np.ascontiguousarray(result.shifts).tobytes()).hexdigest(),
     }
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
-        group = open_output_group(output, signature=signature, overwrite=overwrite, kind="flow",
-                                  sources={"blocks": blocks})  # content: shifts_sha1  # fmt: skip
-        require_shared_store(group, c)
-        if "block_shifts" not in group:
-            group.create_array(
-                "block_shifts",
-                shape=result.shifts.shape,
-                dtype="float64",
-                chunks=result.shifts.shape,
-            )[...] = result.shifts
-        if FLOW_ARRAY not in group:
-            spatial = ("z", "y", "x")[-ndim:] if ndim <= 3 else None
-            axes = None if spatial is None else ("c", *spatial)
-            group.create_array(
-                FLOW_ARRAY,
-                shape=(ndim, *result.shape),
-                dtype="float32",
-                chunks=(1, *chunks),
-                fill_value=np.nan,
-                dimension_names=axes,
-                compressors=FIELD_COMPRESSORS,
-                attributes={
-                    "description": (
-                        "dense displacement field interpolated from per-block shifts: "
-                        "warp(moving, flow) ~ reference, i.e. reference(x) = moving(x + "
-                        "flow(x)); flow = -(block shift)"
-                    ),
-                    "units": {"values": "pixel"},
-                    "method": "blockwise",
-                    "block": list(result.block),
-                    "order": order,
-                },
+    with output_scope():  # the output's lease, held until everything is written
+        with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+            group = open_output_group(output, signature=signature, overwrite=overwrite, kind="flow",
+                                      sources={"blocks": blocks})  # content: shifts_sha1  # fmt: skip
+            require_shared_store(group, c)
+            if "block_shifts" not in group:
+                group.create_array(
+                    "block_shifts",
+                    shape=result.shifts.shape,
+                    dtype="float64",
+                    chunks=result.shifts.shape,
+                )[...] = result.shifts
+            if FLOW_ARRAY not in group:
+                spatial = ("z", "y", "x")[-ndim:] if ndim <= 3 else None
+                axes = None if spatial is None else ("c", *spatial)
+                group.create_array(
+                    FLOW_ARRAY,
+                    shape=(ndim, *result.shape),
+                    dtype="float32",
+                    chunks=(1, *chunks),
+                    fill_value=np.nan,
+                    dimension_names=axes,
+                    compressors=FIELD_COMPRESSORS,
+                    attributes={
+                        "description": (
+                            "dense displacement field interpolated from per-block shifts: "
+                            "warp(moving, flow) ~ reference, i.e. reference(x) = moving(x + "
+                            "flow(x)); flow = -(block shift)"
+                        ),
+                        "units": {"values": "pixel"},
+                        "method": "blockwise",
+                        "block": list(result.block),
+                        "order": order,
+                    },
+                )
+                if axes is not None:
+                    write_ome_multiscale_metadata(group, paths=[FLOW_ARRAY], axes=axes, name="flow")
+            sink = ResultSink(
+                group,
+                "tiles",
+                n_tasks=len(tiles),
+                n_items=len(tiles),
+                fields={"seam": ((3, ndim), "float64")},
             )
-            if axes is not None:
-                write_ome_multiscale_metadata(group, paths=[FLOW_ARRAY], axes=axes, name="flow")
-        sink = ResultSink(
+            todo = sink.todo()
+            tasks = [
+                _FlowTile(
+                    array_ref(group["block_shifts"]),
+                    array_ref(group[FLOW_ARRAY]),
+                    tiles,
+                    i,
+                    axis_centres,
+                    result.block,
+                    order,
+                )
+                for i in todo
+            ]
+            try:
+                report = run_tasks(
+                    _flow_tile,
+                    tasks,
+                    client=c,
+                    label="tiles",
+                    progress=progress,
+                    describe=lambda t: f"tile {t.tiles.tile(t.number).core}",
+                    on_result=lambda j, r: sink.add(todo[j], [todo[j]], r),
+                    skipped=len(tiles) - len(todo),
+                )
+            finally:
+                sink.flush()
+        seam = combine_seam_sums(np.nansum(sink.values["seam"], axis=0))
+        write_qc(
             group,
-            "tiles",
-            n_tasks=len(tiles),
-            n_items=len(tiles),
-            fields={"seam": ((3, ndim), "float64")},
+            label="blocks",
+            tile_shape=result.block,
+            ncc_before=result.ncc_before,
+            ncc_after=result.quality,
+            seam=seam,
+            extra={"reliable": result.reliable},
         )
-        todo = sink.todo()
-        tasks = [
-            _FlowTile(
-                array_ref(group["block_shifts"]),
-                array_ref(group[FLOW_ARRAY]),
-                tiles,
-                i,
-                axis_centres,
-                result.block,
-                order,
-            )
-            for i in todo
-        ]
-        try:
-            report = run_tasks(
-                _flow_tile,
-                tasks,
-                client=c,
-                label="tiles",
-                progress=progress,
-                describe=lambda t: f"tile {t.tiles.tile(t.number).core}",
-                on_result=lambda j, r: sink.add(todo[j], [todo[j]], r),
-                skipped=len(tiles) - len(todo),
-            )
-        finally:
-            sink.flush()
-    seam = combine_seam_sums(np.nansum(sink.values["seam"], axis=0))
-    write_qc(
-        group,
-        label="blocks",
-        tile_shape=result.block,
-        ncc_before=result.ncc_before,
-        ncc_after=result.quality,
-        seam=seam,
-        extra={"reliable": result.reliable},
-    )
-    report.notes["seam metric"] = f"{seam:.3f} across block borders (1 = smooth)"
-    return report
+        report.notes["seam metric"] = f"{seam:.3f} across block borders (1 = smooth)"
+        return report

@@ -292,7 +292,6 @@ def plan_warp_volume(
     return WarpPlan(mov, fl, ref, tiles, int(order), mode, float(cval))
 
 
-@output_scope
 def warp_volume(
     moving,
     flow,
@@ -375,65 +374,70 @@ def warp_volume(
         moving, flow, order=order, tile=tile, mode=mode, cval=cval, reference=reference
     )
     mov, tiles = plan.moving, plan.tiles
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
-        group = open_output_group(
-            output, signature=plan.signature(), overwrite=overwrite, kind="warp",
-            inputs={"moving": plan.moving, "flow": plan.flow, "reference": plan.reference},
-        )  # fmt: skip
-        require_shared_store(group, c)
-        if "0" not in group:
-            group.create_array(
-                "0",
-                shape=mov.shape,
-                dtype=mov.dtype,
-                chunks=mov.chunks,
-                shards=mov.shards,
-                fill_value=mov.fill_value,
-                dimension_names=getattr(mov.metadata, "dimension_names", None),
+    with output_scope():  # the output's lease, held until everything is written
+        with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+            group = open_output_group(
+                output, signature=plan.signature(), overwrite=overwrite, kind="warp",
+                inputs={"moving": plan.moving, "flow": plan.flow, "reference": plan.reference},
+            )  # fmt: skip
+            require_shared_store(group, c)
+            if "0" not in group:
+                group.create_array(
+                    "0",
+                    shape=mov.shape,
+                    dtype=mov.dtype,
+                    chunks=mov.chunks,
+                    shards=mov.shards,
+                    fill_value=mov.fill_value,
+                    dimension_names=getattr(mov.metadata, "dimension_names", None),
+                )
+                if mov.ndim <= 4:
+                    write_ome_multiscale_metadata(group, paths=["0"], name="warped")
+            sink = ResultSink(
+                group,
+                "tiles",
+                n_tasks=len(tiles),
+                n_items=len(tiles),
+                fields={"ncc_before": ((), "float64"), "ncc_after": ((), "float64")},
             )
-            if mov.ndim <= 4:
-                write_ome_multiscale_metadata(group, paths=["0"], name="warped")
-        sink = ResultSink(
-            group,
-            "tiles",
-            n_tasks=len(tiles),
-            n_items=len(tiles),
-            fields={"ncc_before": ((), "float64"), "ncc_after": ((), "float64")},
-        )
-        todo = sink.todo()
-        refs = {
-            "moving": array_ref(mov),
-            "flow": array_ref(plan.flow),
-            "output": array_ref(group["0"]),
-            "reference": None if plan.reference is None else array_ref(plan.reference),
-        }
-        tasks = [
-            _WarpTile(
-                **refs, tiles=tiles, number=i, order=plan.order, mode=plan.mode, cval=plan.cval
-            )
-            for i in todo
-        ]
-        try:
-            report = run_tasks(
-                _warp_tile,
-                tasks,
-                client=c,
+            todo = sink.todo()
+            refs = {
+                "moving": array_ref(mov),
+                "flow": array_ref(plan.flow),
+                "output": array_ref(group["0"]),
+                "reference": None if plan.reference is None else array_ref(plan.reference),
+            }
+            tasks = [
+                _WarpTile(
+                    **refs, tiles=tiles, number=i, order=plan.order, mode=plan.mode, cval=plan.cval
+                )
+                for i in todo
+            ]
+            try:
+                report = run_tasks(
+                    _warp_tile,
+                    tasks,
+                    client=c,
+                    label="tiles",
+                    progress=progress,
+                    describe=lambda t: f"tile {t.tiles.tile(t.number).core}",
+                    on_result=lambda j, r: sink.add(todo[j], [todo[j]], r),
+                    skipped=len(tiles) - len(todo),
+                )
+            finally:
+                sink.flush()
+        if plan.reference is not None:
+            before = sink.values["ncc_before"].reshape(tiles.grid_shape)
+            after = sink.values["ncc_after"].reshape(tiles.grid_shape)
+            write_qc(
+                group,
                 label="tiles",
-                progress=progress,
-                describe=lambda t: f"tile {t.tiles.tile(t.number).core}",
-                on_result=lambda j, r: sink.add(todo[j], [todo[j]], r),
-                skipped=len(tiles) - len(todo),
+                tile_shape=tiles.tile_shape,
+                ncc_before=before,
+                ncc_after=after,
             )
-        finally:
-            sink.flush()
-    if plan.reference is not None:
-        before = sink.values["ncc_before"].reshape(tiles.grid_shape)
-        after = sink.values["ncc_after"].reshape(tiles.grid_shape)
-        write_qc(
-            group, label="tiles", tile_shape=tiles.tile_shape, ncc_before=before, ncc_after=after
-        )
-        if np.isfinite(after).any():
-            report.notes["NCC to reference"] = (
-                f"median {np.nanmedian(before):.3f} before, {np.nanmedian(after):.3f} after"
-            )
-    return report
+            if np.isfinite(after).any():
+                report.notes["NCC to reference"] = (
+                    f"median {np.nanmedian(before):.3f} before, {np.nanmedian(after):.3f} after"
+                )
+        return report
