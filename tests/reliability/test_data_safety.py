@@ -617,7 +617,9 @@ def _flow_case(tmp_path: Path):
         return ["flow", "ref.zarr", "mov.zarr", out, "--tile", "32", "--radius", "2", *SYNC]
 
     def compare(out):
-        return {p: content(out / p) for p in ("flow", "coarse", "qc")}
+        return {
+            f"{p}/{k}": h for p in ("flow", "coarse", "qc") for k, h in content(out / p).items()
+        }
 
     return args, _recorded, compare
 
@@ -657,7 +659,8 @@ def _differences(got, want) -> list:
     if isinstance(got, dict):
         return [k for k in sorted(set(got) | set(want)) if got.get(k) != want.get(k)][:10]
     if isinstance(got, (list, tuple)):
-        return [(i, _differences(a, b)) for i, (a, b) in enumerate(zip(got, want)) if a != b]
+        pairs = enumerate(zip(got, want, strict=True))
+        return [(i, _differences(a, b)) for i, (a, b) in pairs if a != b]
     return ["differs"]
 
 
