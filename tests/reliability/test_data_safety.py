@@ -686,3 +686,70 @@ def test_sigkill_at_three_random_points_then_rerun_is_byte_identical(workflow, t
         got, want = compare(out), compare(expected)
         assert got == want, f"kill at {point} of {total}: {_differences(got, want)}"
         assert read_lease(out) is None
+
+
+# -- bad input leaves nothing behind; failed tasks are never recorded complete ------------------
+
+
+def test_a_bad_scheduler_address_leaves_no_output(volumes, capsys):
+    before = listing(volumes)
+    code, _, err = run_cli(capsys, "flow", "ref.zarr", "mov.zarr", "new/out.zarr", *FLOW,
+                           "--scheduler", "garbage", "--no-progress")  # fmt: skip
+    assert code == 2, err
+    assert "'garbage' is not a Dask scheduler address" in err
+    assert listing(volumes) == before  # the output (and its new parent folder) removed again
+
+
+def test_an_unwritable_output_folder_is_a_clear_error(volumes, capsys, monkeypatch):
+    def refuse(self, record):
+        raise PermissionError(13, "Permission denied", str(self.path))
+
+    monkeypatch.setattr("chunkreg.io._lease._Slot.create", refuse)
+    before = tree_hash(volumes)
+    code, _, err = run_cli(capsys, "flow", "ref.zarr", "mov.zarr", "out.zarr", *FLOW, *SYNC)
+    assert code == 2, err
+    assert f"cannot write the output '{volumes / 'out.zarr'}': Permission denied" in err
+    assert "Traceback" not in err
+    assert tree_hash(volumes) == before
+
+
+def test_failed_blend_tasks_are_not_recorded_and_a_rerun_repairs_them(volumes, monkeypatch):
+    from chunkreg.volume import _flow
+
+    options = {"tile": 32, "radius": 2, "scheduler": "synchronous", "progress": False}
+    ref, mov = volumes / "ref.zarr", volumes / "mov.zarr"
+    chunkreg.compute_flow(ref, mov, volumes / "expected.zarr", **options)
+    blend = _flow.blend_tile
+
+    def flaky(task):
+        if task.number in (1, 2):
+            raise OSError("disk full (injected)")
+        return blend(task)
+
+    monkeypatch.setattr(_flow, "blend_tile", flaky)
+    first = chunkreg.compute_flow(ref, mov, volumes / "out.zarr", **options)
+    assert first.n_failed == 2 and "disk full (injected)" in first.failures[0].error
+    done = zarr.open_array(str(volumes / "out.zarr"), path="_completion/tiles", mode="r")[:]
+    np.testing.assert_array_equal(done, [1, 0, 0, 1])
+    monkeypatch.setattr(_flow, "blend_tile", blend)
+    again = chunkreg.compute_flow(ref, mov, volumes / "out.zarr", **options)
+    assert again.ok and "blend: 2 done, 2 skipped" in again.notes["stage 4"]
+    for path in ("flow", "qc"):
+        assert content(volumes / "out.zarr" / path) == content(volumes / "expected.zarr" / path)
+
+
+def test_an_in_memory_output_is_leased_and_fingerprinted_too(volumes):
+    ref = zarr.open_array(str(volumes / "ref.zarr"), mode="r")
+    mov = zarr.create_array(zarr.storage.MemoryStore(), data=zarr.open_array(
+        str(volumes / "mov.zarr"), mode="r")[:], chunks=(32, 32))  # fmt: skip
+    out = zarr.storage.MemoryStore()
+    options = {"tile": 32, "radius": 2, "scheduler": "synchronous", "progress": False}
+    with output_scope():
+        chunkreg.io.open_output_group(out, signature={"x": 1})
+        with pytest.raises(OutputInUseError), output_scope():
+            chunkreg.compute_flow(ref, mov, out, **options)
+    assert chunkreg.compute_flow(ref, mov, out, overwrite=True, **options).ok
+    assert read_lease(out) is None
+    mov[0, 0] = 7.0
+    with pytest.raises(InputChangedError, match=r"the input moving \(MemoryStore@0x"):
+        chunkreg.compute_flow(ref, mov, out, **options)

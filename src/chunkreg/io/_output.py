@@ -82,6 +82,9 @@ def describe_differences(old: dict, new: dict) -> list[str]:
     return lines
 
 
+_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
+
+
 def _open_existing(store) -> zarr.Group | None:
     try:
         return zarr.open_group(store, mode="r")
@@ -103,7 +106,7 @@ def _check_local_target(path: Path, store: str) -> None:
             f"output {store!r} exists and is a file, not a zarr store; refusing to touch it. "
             "Choose another path."
         )
-    names = {p.name for p in path.iterdir()}
+    names = {p.name for p in path.iterdir() if not _PARTIAL.search(p.name)}
     if names and not names & {"zarr.json", ".zgroup", ".zarray"} and names != {LEASE_GROUP}:
         raise IncompatibleOutputError(
             f"output {store!r} exists and is not a zarr store; refusing to touch it. "
@@ -161,9 +164,6 @@ def _clear(store, path: Path | None) -> None:
 
     group = zarr.open_group(store, mode="r+")
     sync(clear(group.store))
-
-
-_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
 
 
 def _remove_partial_writes(path: Path) -> None:
