@@ -332,24 +332,61 @@ TOML_CASES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", sorted(TOML_CASES))
-def test_toml_values_are_type_checked(case, tmp_path):
+def _script(name: str):
+    """Import ``workflows/NAME.py`` as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"workflow_{name}", WORKFLOWS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bad_config(case: str, folder: Path) -> tuple[str, Path, str]:
     script, table, key, value, message = TOML_CASES[case]
     config = copy.deepcopy(_load(script))
     if key is None:
         config[table] = {} if value is None else value
     else:
         config.setdefault(table, {})[key] = value
-    path = tmp_path / "config.toml"
+    path = folder / "config.toml"
     path.write_text(to_toml(config))
+    return script, path, message
+
+
+@pytest.mark.parametrize("case", sorted(TOML_CASES))
+def test_toml_values_are_type_checked(case, tmp_path, capsys):
+    script, path, message = _bad_config(case, tmp_path)
+    module = _script(script)
+    code = module.script_main(module.run, "test", [str(path)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1  # one line, no traceback
+    assert listing(tmp_path) == {"config.toml"}  # nothing written
+
+
+def test_a_bad_toml_value_stops_the_script_process_with_exit_2(tmp_path):
+    _, path, message = _bad_config("overwrite-string", tmp_path)
     result = subprocess.run(
-        [sys.executable, str(WORKFLOWS / f"{script}.py"), str(path)],
+        [sys.executable, str(WORKFLOWS / "register_volumes.py"), str(path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1  # one line, no traceback
-    assert listing(tmp_path) == {"config.toml"}  # nothing written
+    assert result.stderr == f"error: {message}\n"
+    assert listing(tmp_path) == {"config.toml"}
+
+
+def test_a_parameter_without_a_type_is_a_programming_error():
+    from chunkreg._scripts import options
+
+    def workflow(data, *, tile=None, radius: int = 3):
+        """A workflow whose ``tile`` says nothing about its type."""
+
+    with pytest.raises(TypeError, match=r"parameters \['tile'\] of workflow have no annotation"):
+        options({"t": {"radius": 2}}, "t", workflow, skip=("data",))
+    assert options({"t": {"radius": 2, "tile": [8]}}, "t", workflow, skip=("data",),
+                   types={"tile": list[int]}) == {"radius": 2, "tile": [8]}  # fmt: skip
 
 
 # -- leases: one run at a time ----------------------------------------------------------------
