@@ -18,6 +18,7 @@ from typing import Literal
 
 import chunkreg
 from chunkreg._scripts import (
+    RUN_KEYS,
     TILE,
     check_tables,
     cluster_table,
@@ -37,11 +38,8 @@ SET_HERE = {
     "output": "[output] path",
     "csv_path": "[output] csv",
     "piecewise": "the [piecewise] table",
-    "client": "[cluster]",
-    "scheduler": "[cluster]",
-    "n_workers": "[cluster] workers",
     "overwrite": "[output] overwrite",
-    "progress": "always on",
+    **RUN_KEYS,
 }
 #: Types of the parameters whose signature does not say.
 TYPES = {

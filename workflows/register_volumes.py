@@ -19,6 +19,7 @@ from typing import Literal
 import chunkreg
 from chunkreg._scripts import (
     OVERLAP,
+    RUN_KEYS,
     TILE,
     check_tables,
     cluster_table,
@@ -44,11 +45,8 @@ SET_HERE = {
     "method": "[registration] method",
     "tile": "[registration] tile",
     "overlap": "[registration] overlap",
-    "client": "[cluster]",
-    "scheduler": "[cluster]",
-    "n_workers": "[cluster] workers",
     "overwrite": "[output] overwrite",
-    "progress": "always on",
+    **RUN_KEYS,
 }
 
 

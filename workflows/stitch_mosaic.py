@@ -19,6 +19,7 @@ from pathlib import Path
 
 import chunkreg
 from chunkreg._scripts import (
+    RUN_KEYS,
     TILE,
     check_tables,
     cluster_table,
@@ -39,11 +40,8 @@ SET_HERE = {
     "tiles": "[tiles] group",
     "layout": "the [layout] table",
     "output": "[output] mosaic",
-    "client": "[cluster]",
-    "scheduler": "[cluster]",
-    "n_workers": "[cluster] workers",
     "overwrite": "[output] overwrite",
-    "progress": "always on",
+    **RUN_KEYS,
 }
 #: Types of the parameters whose signature does not say.
 TYPES = {

@@ -33,6 +33,7 @@ else:  # pragma: no cover - Python 3.10
 __all__ = [
     "CLUSTER_TYPES",
     "OVERLAP",
+    "RUN_KEYS",
     "TILE",
     "check_tables",
     "cluster_table",
@@ -56,6 +57,14 @@ CLUSTER_TYPES: dict[str, Any] = {
     "jobs": int,
     "start_timeout": int | float | str,
     "slurm": dict,
+}
+
+#: Execution parameters every script sets itself (from ``[cluster]``), and where they come from.
+RUN_KEYS = {
+    "client": "[cluster]",
+    "scheduler": "[cluster]",
+    "n_workers": "[cluster] workers",
+    "progress": "always on",
 }
 
 _NONE = type(None)

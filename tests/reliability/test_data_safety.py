@@ -481,13 +481,18 @@ def test_the_lease_heartbeat_advances_and_is_released(volumes, monkeypatch):
     assert read_lease(out) is None
 
 
-def test_two_concurrent_runs_one_refuses(tmp_path):
-    shape = (96, 96)
-    ref = textured_image(shape, seed=4)
-    zarr.create_array(str(tmp_path / "ref.zarr"), data=ref, chunks=(32, 32))
-    zarr.create_array(str(tmp_path / "mov.zarr"), data=np.roll(ref, 1, 0), chunks=(32, 32))
+def _rolled_pair(folder: Path, seed: int) -> tuple[np.ndarray, list]:
+    """A reference and its copy rolled by one pixel; the flow command for them (9 tiles)."""
+    ref = textured_image((96, 96), seed=seed)
+    zarr.create_array(str(folder / "ref.zarr"), data=ref, chunks=(32, 32))
+    zarr.create_array(str(folder / "mov.zarr"), data=np.roll(ref, 1, 1), chunks=(32, 32))
     args = ["flow", "ref.zarr", "mov.zarr", "out.zarr", "--tile", "32", "--radius", "3",
             "--levels", "1", *SYNC]  # fmt: skip
+    return ref, args
+
+
+def test_two_concurrent_runs_one_refuses(tmp_path):
+    _, args = _rolled_pair(tmp_path, seed=4)
     first = spawn_cli(args, tmp_path, tmp_path / "first.log")
     try:
         wait_for(lambda: read_lease(tmp_path / "out.zarr") is not None, first)
@@ -559,12 +564,7 @@ def test_fingerprint_of_an_unlistable_store_is_recorded_as_such():
 
 
 def test_changed_input_between_kill_and_rerun_is_refused(tmp_path):
-    shape = (96, 96)
-    ref = textured_image(shape, seed=9)
-    zarr.create_array(str(tmp_path / "ref.zarr"), data=ref, chunks=(32, 32))
-    zarr.create_array(str(tmp_path / "mov.zarr"), data=np.roll(ref, 1, 1), chunks=(32, 32))
-    args = ["flow", "ref.zarr", "mov.zarr", "out.zarr", "--tile", "32", "--radius", "3",
-            "--levels", "1", *SYNC]  # fmt: skip
+    ref, args = _rolled_pair(tmp_path, seed=9)
     proc = spawn_cli(args, tmp_path, tmp_path / "run.log")
     out = tmp_path / "out.zarr"
     try:  # killed once the output and its run record exist
