@@ -191,6 +191,18 @@ def test_overwrite_refuses_what_chunkreg_did_not_write(kind, volumes, capsys):
     assert tree_hash(volumes) == before
 
 
+@pytest.mark.parametrize("kind", ["plain-group", "array", "folder", "file"])
+def test_without_overwrite_what_chunkreg_did_not_write_is_refused_too(kind, volumes, capsys):
+    out = volumes / "out.zarr"
+    _foreign_output(kind, out, volumes)
+    before = tree_hash(volumes)
+    code, _, err = run_cli(capsys, "flow", "ref.zarr", "mov.zarr", out, *FLOW, *SYNC)
+    assert code == 2, err
+    message = {"plain-group": "exists but was not written by chunkreg; refusing to touch it"}
+    assert message.get(kind, FOREIGN[kind]) in err
+    assert tree_hash(volumes) == before
+
+
 def test_overwrite_replaces_a_chunkreg_output(volumes, capsys):
     out = volumes / "out.zarr"
     code, _, err = run_cli(capsys, "flow", "ref.zarr", "mov.zarr", out, *FLOW, *SYNC)

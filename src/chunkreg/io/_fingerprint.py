@@ -4,8 +4,8 @@ A run signature holds an input's path, shape, dtype and chunks, not its content:
 data between an interruption and the rerun would blend results from two different inputs. The
 fingerprint records, per input, its store listing — every file (chunk or metadata) with its
 size and modification time, condensed into one digest — plus the SHA-1 of a few sampled files.
-Listing a directory costs a ``stat`` per chunk file (about a second per 100 000 chunks on a
-local disk); nothing else of the data is read.
+Listing a directory costs a ``stat`` per chunk file (measured 22-31 us per file on a local
+disk, a loaded machine: 2-3 s per 100 000 chunks); nothing else of the data is read.
 
 Inputs on other stores (fsspec URLs, in-memory stores) are listed through the zarr store API,
 with sizes but without modification times; a store that cannot be listed is recorded as such

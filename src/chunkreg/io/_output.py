@@ -343,8 +343,8 @@ def open_output_group(
     if existing is not None and not overwrite:
         if not isinstance(meta, dict) or "signature" not in meta:
             raise IncompatibleOutputError(
-                f"output {store!s} exists but was not written by chunkreg; choose another path or pass "
-                "overwrite=True (--overwrite) to replace it."
+                f"output {store!s} exists but was not written by chunkreg; refusing to touch it, "
+                "also with overwrite=True (--overwrite). Choose another path."
             )
         differences = describe_differences(meta["signature"], wanted)
         if differences:
