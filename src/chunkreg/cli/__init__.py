@@ -12,7 +12,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .._logging import configure_logging, verbosity_level
 from ..errors import ChunkregError, TaskFailedError
+from ._common import add_logging_arguments
 
 __all__ = ["build_parser", "main"]
 
@@ -29,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Register microscopy data far larger than memory, on a laptop or a Dask cluster.",
     )
     parser.add_argument("--version", action="version", version=f"chunkreg {__version__}")
+    add_logging_arguments(parser, top_level=True)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in _COMMANDS:
         importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)
@@ -46,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    configure_logging(verbosity_level(args.verbose, args.quiet, args.log_level))
+    if args.quiet and hasattr(args, "progress"):
+        args.progress = False
     try:
         return int(args.func(args) or 0)
     except TaskFailedError as exc:

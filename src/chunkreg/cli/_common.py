@@ -5,7 +5,49 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["add_cluster_arguments", "cluster_options", "finish", "int_tuple"]
+from .._logging import LEVELS
+
+__all__ = [
+    "add_cluster_arguments",
+    "add_logging_arguments",
+    "cluster_options",
+    "finish",
+    "int_tuple",
+]
+
+
+def add_logging_arguments(parser: argparse.ArgumentParser, *, top_level: bool = False) -> None:
+    """Add ``-v/--verbose``, ``-q/--quiet`` and ``--log-level``.
+
+    They are accepted before the command (``chunkreg -v flow ...``) and after it; the
+    sub-command's copies default to "not given" so they never undo the top-level ones.
+    """
+    group = parser.add_argument_group("messages") if not top_level else parser
+
+    def default(value):
+        return value if top_level else argparse.SUPPRESS
+
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default(0),
+        help="say more: -v what runs where (cluster, plan, retries), -vv debug messages",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default(False),
+        help="errors and the final summary only (no progress lines, no warnings)",
+    )
+    group.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LEVELS,
+        default=default(None),
+        help="log level (overrides -v/-q)",
+    )
 
 
 def int_tuple(text: str) -> tuple[int, ...] | int:
@@ -38,6 +80,7 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--no-progress", dest="progress", action="store_false", help="do not draw progress bars"
     )
+    add_logging_arguments(parser)
 
 
 def cluster_options(args: argparse.Namespace) -> dict:

@@ -21,6 +21,17 @@ def _reference(text: str):
         ) from None
 
 
+def _bidiphase(text: str):
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto or an offset in pixels; got {text!r}"
+        ) from None
+
+
 def add_parser(subparsers) -> None:
     """Register the ``drift`` sub-command."""
     parser = subparsers.add_parser(
@@ -62,6 +73,13 @@ def add_parser(subparsers) -> None:
         choices=("none", "phase"),
         default="none",
         help="cross-power spectrum normalisation (none: plain cross-correlation)",
+    )
+    parser.add_argument(
+        "--bidiphase",
+        type=_bidiphase,
+        metavar="auto|PX",
+        help="correct the line offset of resonant-scanner frames: odd lines displaced by PX "
+        "pixels along the last axis, or auto to measure it (default: no correction)",
     )
     pw = parser.add_argument_group("piecewise-rigid correction")
     pw.add_argument("--piecewise", action="store_true", help="correct patch by patch")
@@ -129,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         strides=strides,
         apply=args.apply,
         min_quality=min_quality,
+        bidiphase=args.bidiphase,
         batch_size=args.batch,
         **cluster_options(args),
     )

@@ -7,12 +7,15 @@ This module and :mod:`._runner` are the only places in chunkreg that talk to
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 
 from ..errors import InputError
 
 __all__ = ["SYNCHRONOUS", "default_n_workers", "is_synchronous", "open_client"]
+
+logger = logging.getLogger(__name__)
 
 
 class _Synchronous:
@@ -52,6 +55,14 @@ WORKER_ALLOCATOR_ENV = {
     "MALLOC_MMAP_THRESHOLD_": 32 * 2**20,
     "MALLOC_TRIM_THRESHOLD_": 256 * 2**20,
 }
+
+
+def _describe_limit(memory_limit) -> str:
+    if not memory_limit:
+        return "none"
+    if isinstance(memory_limit, (int, float)):
+        return f"{memory_limit / 2**30:.1f} GiB"
+    return str(memory_limit)
 
 
 def default_n_workers() -> int:
@@ -107,6 +118,7 @@ def open_client(
         yield client
         return
     if scheduler == "synchronous":
+        logger.info("running every task in this process (scheduler='synchronous')")
         yield SYNCHRONOUS
         return
 
@@ -123,6 +135,12 @@ def open_client(
                 f"{scheduler!r} is not a Dask scheduler address ({exc}); give one such as "
                 "tcp://host:8786, or 'synchronous'."
             ) from exc
+        logger.info(
+            "connected to the scheduler at %s (%d workers, dashboard %s)",
+            scheduler,
+            len(c.scheduler_info().get("workers", {})),
+            c.dashboard_link,
+        )
         try:
             yield c
         finally:
@@ -148,4 +166,12 @@ def open_client(
         ) as cluster,
         Client(cluster) as c,
     ):
+        logger.info(
+            "started a local cluster: %d workers x %d thread(s), memory limit %s each, "
+            "dashboard %s",
+            n,
+            threads_per_worker,
+            _describe_limit(memory_limit),
+            c.dashboard_link,
+        )
         yield c

@@ -8,7 +8,7 @@ from ._completion import CompletionRecord
 from ._fingerprint import fingerprint
 from ._lease import output_scope, read_lease
 from ._locations import check_no_overlap
-from ._ome import multiscale_dataset_paths, write_ome_multiscale_metadata
+from ._ome import default_axes, multiscale_dataset_paths, write_ome_multiscale_metadata
 from ._output import (
     check_side_files,
     normalise_signature,
@@ -16,7 +16,7 @@ from ._output import (
     record_side_files,
     require_shared_store,
 )
-from ._tiff import tiff_to_zarr, tiles_to_zarr
+from ._tiff import natural_sort, tiff_to_zarr, tiles_to_zarr
 
 __all__ = [
     "FIELD_COMPRESSORS",
@@ -26,8 +26,10 @@ __all__ = [
     "check_no_overlap",
     "check_side_files",
     "create_array",
+    "default_axes",
     "fingerprint",
     "multiscale_dataset_paths",
+    "natural_sort",
     "normalise_signature",
     "open_array",
     "open_output_group",

@@ -24,6 +24,7 @@ from ..execution import RunReport, open_client, run_tasks
 from ..io import (
     ArrayRef,
     array_ref,
+    default_axes,
     open_array,
     open_output_group,
     output_scope,
@@ -382,6 +383,8 @@ def warp_volume(
             )  # fmt: skip
             require_shared_store(group, c)
             if "0" not in group:
+                names = getattr(mov.metadata, "dimension_names", None)
+                axes = default_axes(mov.ndim, names) if mov.ndim <= 4 else names
                 group.create_array(
                     "0",
                     shape=mov.shape,
@@ -389,10 +392,10 @@ def warp_volume(
                     chunks=mov.chunks,
                     shards=mov.shards,
                     fill_value=mov.fill_value,
-                    dimension_names=getattr(mov.metadata, "dimension_names", None),
+                    dimension_names=axes,
                 )
                 if mov.ndim <= 4:
-                    write_ome_multiscale_metadata(group, paths=["0"], name="warped")
+                    write_ome_multiscale_metadata(group, paths=["0"], axes=axes, name="warped")
             sink = ResultSink(
                 group,
                 "tiles",
