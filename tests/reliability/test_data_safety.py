@@ -632,23 +632,28 @@ def _recorded(out: Path) -> int:
     return total
 
 
-def _chunks_written(out: Path) -> int:
-    folder = out / "0" / "c"
-    return sum(len(files) for _, _, files in os.walk(folder)) if folder.exists() else 0
+def _kill_when(args, cwd: Path, out: Path, reached) -> bool:
+    """Start the CLI and SIGKILL it (and its children) once ``reached(out, start)``.
 
-
-def _kill_when(args, cwd: Path, out: Path, reached) -> None:
-    """Start the CLI, SIGKILL it (and its children) once ``reached(out)``, check it died."""
+    Returns False if the run ended first (the point lay beyond its end).
+    """
     proc = spawn_cli(args, cwd, cwd / f"{out.name}.log")
+    start = time.monotonic()
     try:
-        wait_for(lambda: read_lease(out) is not None and reached(out), proc)
+        deadline = start + TIMEOUT
+        while not reached(out, start):
+            if proc.poll() is not None:
+                assert proc.returncode == 0, (cwd / f"{out.name}.log").read_text()
+                return False
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.005)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=TIMEOUT)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == -signal.SIGKILL, (cwd / f"{out.name}.log").read_text()
+    return proc.returncode == -signal.SIGKILL
 
 
 def _without_run_record(tree: dict[str, str]) -> dict[str, str]:
@@ -670,7 +675,7 @@ def _flow_case(tmp_path: Path):
             f"{p}/{k}": h for p in ("flow", "coarse", "qc") for k, h in content(out / p).items()
         }
 
-    return args, _recorded, compare
+    return args, "records", compare
 
 
 def _drift_case(tmp_path: Path):
@@ -686,7 +691,7 @@ def _drift_case(tmp_path: Path):
         table = out.with_name(out.name.removesuffix(".zarr") + "_shifts.csv").read_bytes()
         return _without_run_record(content(out)), table
 
-    return args, _recorded, compare
+    return args, "records", compare
 
 
 def _stitch_case(tmp_path: Path):
@@ -700,7 +705,7 @@ def _stitch_case(tmp_path: Path):
         side = [out.with_name(f"{stem}.{s}").read_bytes() for s in ("positions.json", "links.csv")]
         return content(out / "0"), side
 
-    return args, _chunks_written, compare
+    return args, "time", compare
 
 
 def _differences(got, want) -> list:
@@ -719,17 +724,37 @@ KILL_CASES = {"flow": _flow_case, "drift": _drift_case, "stitch": _stitch_case}
 @pytest.mark.slow
 @pytest.mark.parametrize("workflow", sorted(KILL_CASES))
 def test_sigkill_at_three_random_points_then_rerun_is_byte_identical(workflow, tmp_path):
-    """Kill points are drawn (seeded) from the progress an uninterrupted run goes through."""
-    args, progress, compare = KILL_CASES[workflow](tmp_path)
+    """Kill points are drawn (seeded, one per third of the run) from the tasks an uninterrupted
+    run records (flow, drift), or from its wall time (stitch, whose fusion is one short task);
+    a point the run finished before is halved until the run is interrupted."""
+    args, kind, compare = KILL_CASES[workflow](tmp_path)
     expected = tmp_path / "expected.zarr"
+    start = time.monotonic()
     done = finish_cli(args(expected), tmp_path)
+    wall = time.monotonic() - start
     assert done.returncode == 0, done.stdout + done.stderr
-    total = progress(expected) or 1
     rng = np.random.default_rng(sorted(KILL_CASES).index(workflow))
-    points = sorted(int(k) for k in rng.integers(0, max(1, int(0.7 * total)), size=3))
+    # one point drawn in each third of the run (early, middle, late)
+    if kind == "records":
+        total = _recorded(expected)
+        edges = np.linspace(0, 0.8 * total, 4)
+        points = [int(k) for k in rng.uniform(edges[:-1], edges[1:])]
+    else:
+        total = wall
+        edges = np.linspace(0.3, 0.95, 4) * wall
+        points = [float(d) for d in rng.uniform(edges[:-1], edges[1:])]
     for i, point in enumerate(points):
-        out = tmp_path / f"killed{i}.zarr"
-        _kill_when(args(out), tmp_path, out, lambda o, point=point: progress(o) >= point)
+        for attempt in range(6):
+            out = tmp_path / f"killed{i}-{attempt}.zarr"
+            if kind == "records":
+                reached = lambda o, t0, k=point: read_lease(o) is not None and _recorded(o) >= k  # noqa: E731
+            else:
+                reached = lambda o, t0, d=point: time.monotonic() - t0 >= d  # noqa: E731
+            if _kill_when(args(out), tmp_path, out, reached):
+                break
+            point = point // 2 if kind == "records" else point / 2
+        else:
+            pytest.fail(f"{workflow}: every run ended before its kill point")
         rerun = finish_cli(args(out), tmp_path)
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr
         got, want = compare(out), compare(expected)
