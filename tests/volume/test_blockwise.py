@@ -40,6 +40,11 @@ def piecewise_rigid(shape, block, shifts, *, seed=0, sigma=2.0, noise=0.02):
 
 
 def save(path, data, chunks):
+    """Store ``data``; an input already holding it is left alone (a rewrite is a new input)."""
+    if path.exists():
+        old = zarr.open_array(path, mode="r")
+        if old.shape == data.shape and old.chunks == tuple(chunks) and np.array_equal(old[:], data):
+            return old
     return zarr.create_array(path, data=data, chunks=chunks, overwrite=True)
 
 

@@ -137,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(
                 f"--min-quality must be a number or 'auto', got {min_quality!r}."
             ) from None
+    if args.plot:  # a side file: not replaced silently, and never an input
+        from ..io import check_side_files
+
+        check_side_files([args.plot], output=args.output, overwrite=args.overwrite,
+                         inputs={"stack": args.stack})  # fmt: skip
     result = register_timeseries(
         args.stack,
         args.output,
@@ -158,6 +163,9 @@ def run(args: argparse.Namespace) -> int:
     for report in result.reports.values():
         print(report.summary())
     if args.plot:
+        from ..io import record_side_files
+
+        record_side_files(args.output, [args.plot])
         plot_drift(result, args.plot)
         print(f"drift plot: {args.plot}")
     for warning in result.warnings:

@@ -137,8 +137,13 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``chunkreg stitch`` with parsed arguments."""
+    from ..io import check_side_files, record_side_files
     from ..stitching import stitch
 
+    paths = sidecar_paths(args.output)
+    if not args.fuse_only:  # before anything runs: existing tables are not replaced silently
+        check_side_files(list(paths.values()), output=args.output, overwrite=args.overwrite,
+                         inputs={"tiles": args.tiles, "layout": args.layout})  # fmt: skip
     result = stitch(
         args.tiles,
         args.layout,
@@ -158,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
         **cluster_options(args),
     )
     if not args.fuse_only:
-        paths = sidecar_paths(args.output)
+        if not args.register_only:
+            record_side_files(args.output, list(paths.values()))
         result.write_positions(paths["positions_json"])
         result.write_positions(paths["positions_csv"])
         result.write_links(paths["links_csv"])

@@ -81,6 +81,7 @@ def open_client(
     n_workers: int | None = None,
     memory_limit: str | float | None = "auto",
     threads_per_worker: int = 1,
+    dashboard_address: str | None = "127.0.0.1:0",
 ) -> Iterator:
     """Yield something :func:`run_tasks` can run on, and clean up what was started here.
 
@@ -101,6 +102,11 @@ def open_client(
         Threads per embedded worker. One keeps kernels (which release the GIL only in parts)
         from competing; native thread pools are pinned to one thread in workers by
         distributed's ``nanny.pre-spawn-environ`` defaults.
+    dashboard_address : str or None
+        Where the embedded cluster's dashboard listens: by default on this machine only
+        (``127.0.0.1``, any free port), so nobody else on the network can open it (the
+        dashboard shows task details and has no authentication). ``":8787"`` listens on every
+        interface; None starts no dashboard.
 
     Yields
     ------
@@ -122,10 +128,12 @@ def open_client(
     if scheduler is not None:
         try:
             c = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: not an address
+        except (OSError, TimeoutError) as exc:
+            raise InputError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from exc
+        except ValueError as exc:  # distributed cannot parse the address
             raise InputError(
-                f"cannot reach the Dask scheduler at {scheduler!r}: {exc} (give an address "
-                "such as tcp://host:8786, or 'synchronous')"
+                f"{scheduler!r} is not a Dask scheduler address ({exc}); give one such as "
+                "tcp://host:8786, or 'synchronous'."
             ) from exc
         logger.info(
             "connected to the scheduler at %s (%d workers, dashboard %s)",
@@ -153,7 +161,7 @@ def open_client(
             threads_per_worker=threads_per_worker,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=":0",  # any free port: never clash with another cluster
+            dashboard_address=dashboard_address,  # any free port: never clash with another
             memory_limit=memory_limit,
         ) as cluster,
         Client(cluster) as c,

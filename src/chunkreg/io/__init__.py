@@ -14,8 +14,17 @@ from ._arrays import (
 )
 from ._chunks import check_inputs_stored, missing_chunks, read_region, require_chunks
 from ._completion import CompletionRecord
+from ._fingerprint import fingerprint
+from ._lease import output_scope, read_lease
+from ._locations import check_no_overlap
 from ._ome import default_axes, multiscale_dataset_paths, write_ome_multiscale_metadata
-from ._output import normalise_signature, open_output_group, require_shared_store
+from ._output import (
+    check_side_files,
+    normalise_signature,
+    open_output_group,
+    record_side_files,
+    require_shared_store,
+)
 from ._tiff import natural_sort, tiff_to_zarr, tiles_to_zarr
 
 __all__ = [
@@ -25,8 +34,11 @@ __all__ = [
     "CompletionRecord",
     "array_ref",
     "check_inputs_stored",
+    "check_no_overlap",
+    "check_side_files",
     "create_array",
     "default_axes",
+    "fingerprint",
     "missing_chunks",
     "multiscale_dataset_paths",
     "natural_sort",
@@ -34,7 +46,10 @@ __all__ = [
     "open_array",
     "open_output_group",
     "output_codecs",
+    "output_scope",
+    "read_lease",
     "read_region",
+    "record_side_files",
     "require_chunks",
     "require_shared_store",
     "tiff_to_zarr",

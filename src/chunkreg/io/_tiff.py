@@ -22,6 +22,8 @@ import zarr
 
 from ..errors import InputError
 from ._arrays import create_array
+from ._lease import output_scope
+from ._locations import check_no_overlap
 from ._ome import default_axes, write_ome_multiscale_metadata
 from ._output import open_output_group
 
@@ -258,6 +260,7 @@ def _image_axes(axes, tiff_axes: str, shape) -> tuple[str, ...]:
         ) from None
 
 
+@output_scope()
 def tiff_to_zarr(
     source,
     output,
@@ -309,7 +312,8 @@ def tiff_to_zarr(
         if ome:
             axes = _image_axes(axes, src.axes, shape)
             signature = {"source": "tiff", "shape": shape, "dtype": dtype.name, "chunks": chunks}
-            group = open_output_group(output, signature=signature, overwrite=overwrite, kind="tiff")
+            group = open_output_group(output, signature=signature, overwrite=overwrite, kind="tiff",
+                                      inputs={"source": source})  # fmt: skip
             array = create_array(
                 group,
                 name="0",
@@ -320,6 +324,7 @@ def tiff_to_zarr(
                 dimension_names=axes,
             )
         else:
+            check_no_overlap(output, {"source": source})
             array = create_array(
                 output, shape=shape, dtype=dtype, chunks=chunks, overwrite=overwrite
             )
@@ -331,6 +336,7 @@ def tiff_to_zarr(
         src.close()
 
 
+@output_scope()
 def tiles_to_zarr(
     paths: Sequence,
     output,
@@ -370,7 +376,15 @@ def tiles_to_zarr(
             raise InputError(
                 f"output {os.fspath(output)!r} exists; pass overwrite=True to replace it."
             )
-        group = zarr.open_group(os.fspath(output), mode="w")
+        signature = {
+            "source": "tiff tiles",
+            "names": names,
+            "shapes": [s.shape for s in sources],
+            "dtype": sources[0].dtype.name,
+            "chunks": None if chunks is None else list(chunks),
+        }
+        group = open_output_group(output, signature=signature, overwrite=overwrite,
+                                  kind="tiff tiles", inputs={"tiles": paths})  # fmt: skip
         for name, src in zip(names, sources, strict=True):
             c = (
                 tuple(chunks)

@@ -17,8 +17,10 @@ from ..execution import open_client, run_tasks
 from ..io import (
     CompletionRecord,
     array_ref,
+    check_no_overlap,
     create_array,
     open_output_group,
+    output_scope,
     require_chunks,
     require_shared_store,
     write_ome_multiscale_metadata,
@@ -189,6 +191,8 @@ def stitch(
     if not allow_sparse:
         for name, ref in zip(layout.names, refs, strict=True):
             require_chunks(ref.open(), f"tile {name!r}")
+    if output is not None:  # before the pairs are registered
+        check_no_overlap(output, {"tiles": refs, "tile group": tiles})
     ndim = layout.ndim
     nominal = np.asarray(layout.positions)
     fixed = None if fixed_tile is None else _tile_index(layout, fixed_tile)
@@ -203,7 +207,7 @@ def stitch(
     out_chunks = _output_chunks(chunks, ndim)
 
     reports = {}
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         if register:
             offsets, quality, reports["pairs"] = _register_pairs(
                 c, refs, shapes, nominal, pairs, error, upsample_factor, downsample, progress
@@ -366,7 +370,8 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
         "order": int(order) if subpixel else None,
         "tiles_and_positions_sha256": digest.hexdigest(),
     }
-    group = open_output_group(output, signature=signature, overwrite=overwrite, kind="stitch")
+    group = open_output_group(output, signature=signature, overwrite=overwrite, kind="stitch",
+                              inputs={"tiles": list(refs)})  # fmt: skip
     require_shared_store(group, client)
     axes = _AXES[ndim]
     if "0" not in group:

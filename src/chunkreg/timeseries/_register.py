@@ -19,6 +19,7 @@ from ..io import (
     create_array,
     open_array,
     open_output_group,
+    output_scope,
     require_shared_store,
     write_ome_multiscale_metadata,
 )
@@ -354,11 +355,13 @@ def register_timeseries(
         "chunks": out_chunks,
         "batch_size": batch,
     }
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as cl:
-        # the output is created once the cluster is reachable: a bad address leaves nothing
-        group = open_output_group(
-            output, signature=signature, overwrite=overwrite, kind="timeseries"
-        )
+    # the lease is held until everything is written; the output is created once the cluster
+    # is reachable, so a bad scheduler address leaves nothing behind
+    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as cl:
+        csv_target = _csv_target(output, csv_path)
+        group = open_output_group(output, signature=signature, overwrite=overwrite, kind="timeseries",
+                                  inputs={"stack": array}, sources={"stack": stack},
+                                  side_files=[csv_target] if csv_target else [])  # fmt: skip
         job = Job(
             stack=array_ref(array),
             output=_store_location(group.store),
@@ -411,32 +414,32 @@ def register_timeseries(
                 describe=str,
             )
             reports[name].raise_if_failed()
-    result = TimeseriesResult(
-        shifts=np.asarray(group["shifts"][...]),
-        error=np.asarray(group["error"][...]),
-        phasediff=np.asarray(group["phasediff"][...]),
-        quality_before=np.asarray(group["quality_before"][...]),
-        quality_after=np.asarray(group["quality_after"][...]),
-        low_quality=np.asarray(group["low_quality"][...]),
-        min_quality=threshold,
-        output=str(output if isinstance(output, (str, os.PathLike)) else group.store),
-        reports=reports,
-        notes=notes,
-    )
-    if spec.kind != "previous":  # against one reference: did registration make frames worse?
-        from ..volume._qc import qc_regressions
-
-        result.warnings = qc_regressions(
-            result.quality_before, result.quality_after, skip=result.low_quality, label="frame"
+        result = TimeseriesResult(
+            shifts=np.asarray(group["shifts"][...]),
+            error=np.asarray(group["error"][...]),
+            phasediff=np.asarray(group["phasediff"][...]),
+            quality_before=np.asarray(group["quality_before"][...]),
+            quality_after=np.asarray(group["quality_after"][...]),
+            low_quality=np.asarray(group["low_quality"][...]),
+            min_quality=threshold,
+            output=str(output if isinstance(output, (str, os.PathLike)) else group.store),
+            reports=reports,
+            notes=notes,
         )
-    result.csv_path = _write_csv(output, csv_path, result)
-    group.attrs["timeseries"] = {
-        "min_quality": threshold,
-        "max_drift": result.max_drift,
-        "n_low_quality": int(result.low_quality.sum()),
-        "notes": {k: str(v) for k, v in notes.items()},
-    }
-    return result
+        if spec.kind != "previous":  # against one reference: did registration make frames worse?
+            from ..volume._qc import qc_regressions
+
+            result.warnings = qc_regressions(
+                result.quality_before, result.quality_after, skip=result.low_quality, label="frame"
+            )
+        result.csv_path = _write_csv(output, csv_path, result)
+        group.attrs["timeseries"] = {
+            "min_quality": threshold,
+            "max_drift": result.max_drift,
+            "n_low_quality": int(result.low_quality.sum()),
+            "notes": {k: str(v) for k, v in notes.items()},
+        }
+        return result
 
 
 def _store_location(store):
@@ -588,7 +591,8 @@ def _finish_links(group, job: Job, client, min_quality, notes: dict, progress: b
     return threshold
 
 
-def _write_csv(output, csv_path, result: TimeseriesResult) -> str | None:
+def _csv_target(output, csv_path) -> str | None:
+    """Where the shifts table goes: ``csv_path``, else beside a local output, else nowhere."""
     if csv_path is False:
         return None
     if csv_path is None:
@@ -597,5 +601,11 @@ def _write_csv(output, csv_path, result: TimeseriesResult) -> str | None:
         out = Path(output)
         stem = out.name[: -len(".zarr")] if out.name.endswith(".zarr") else out.name
         csv_path = out.with_name(f"{stem}_shifts.csv")
-    write_csv(csv_path, result)
     return os.fspath(csv_path)
+
+
+def _write_csv(output, csv_path, result: TimeseriesResult) -> str | None:
+    target = _csv_target(output, csv_path)
+    if target is not None:
+        write_csv(target, result)
+    return target

@@ -27,6 +27,7 @@ from ..io import (
     check_inputs_stored,
     open_array,
     open_output_group,
+    output_scope,
     read_region,
     require_shared_store,
 )
@@ -558,10 +559,12 @@ def blockwise_shifts(
         "max_deviation": _check_max_deviation(max_deviation),
     }
     grid, ndim = plan.grid, plan.grid.ndim
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+    # the output's lease is held until everything is written
+    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         group = open_output_group(
-            output, signature=plan.signature(), overwrite=overwrite, kind="blocks"
-        )
+            output, signature=plan.signature(), overwrite=overwrite, kind="blocks",
+            inputs={"reference": plan.reference, "moving": plan.moving},
+        )  # fmt: skip
         require_shared_store(group, c)
         fields = {f: ((ndim,) if f == "shift" else (), "float64") for f in _FIELDS}
         sink = ResultSink(group, "blocks", n_tasks=plan.n_tasks, n_items=len(grid), fields=fields)

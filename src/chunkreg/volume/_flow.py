@@ -29,6 +29,7 @@ from ..io import (
     CompletionRecord,
     create_array,
     open_output_group,
+    output_scope,
     require_shared_store,
     write_ome_multiscale_metadata,
 )
@@ -83,8 +84,19 @@ def _flow_attributes(plan: FlowPlan, level: int) -> dict:
     }
 
 
+def _flow_inputs(plan: FlowPlan) -> dict:
+    """The arrays a flow run reads: both inputs and any pyramid levels they carry."""
+    inputs = {"reference": plan.reference, "moving": plan.moving}
+    for lp in plan.levels[1:]:
+        if lp.reference is not None:
+            inputs[f"reference level {lp.level}"] = lp.reference
+            inputs[f"moving level {lp.level}"] = lp.moving
+    return inputs
+
+
 def _prepare_output(plan: FlowPlan, output, overwrite: bool):
-    group = open_output_group(output, signature=plan.signature(), overwrite=overwrite, kind="flow")
+    group = open_output_group(output, signature=plan.signature(), overwrite=overwrite, kind="flow",
+                              inputs=_flow_inputs(plan))  # fmt: skip
     axes = ("c", *_AXES[plan.ndim])
     for lp in plan.levels:
         path = flow_path(lp.level)
@@ -531,8 +543,10 @@ def run_flow_plan(
         raise InputError("give either client or scheduler, not both.")
     if n_workers is not None and (isinstance(n_workers, bool) or int(n_workers) < 1):
         raise InputError(f"n_workers must be >= 1, got {n_workers!r}.")
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
-        check_worker_memory(plan.task_memory, c)  # before anything is written
+    # the output's lease is held until everything is written; the workers' memory is checked
+    # before the output is created
+    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+        check_worker_memory(plan.task_memory, c)
         group = _prepare_output(plan, output, overwrite)
         require_shared_store(group, c)
         report = _Run(plan, group, c, progress).run()

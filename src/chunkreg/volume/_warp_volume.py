@@ -29,6 +29,7 @@ from ..io import (
     default_axes,
     open_array,
     open_output_group,
+    output_scope,
     read_region,
     require_shared_store,
     write_ome_multiscale_metadata,
@@ -403,10 +404,12 @@ def warp_volume(
         allow_sparse=allow_sparse,
     )  # fmt: skip
     mov, tiles = plan.moving, plan.tiles
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+    # the output's lease is held until everything is written
+    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         group = open_output_group(
-            output, signature=plan.signature(), overwrite=overwrite, kind="warp"
-        )
+            output, signature=plan.signature(), overwrite=overwrite, kind="warp",
+            inputs={"moving": plan.moving, "flow": plan.flow, "reference": plan.reference},
+        )  # fmt: skip
         require_shared_store(group, c)
         if "0" not in group:
             names = getattr(mov.metadata, "dimension_names", None)
