@@ -28,6 +28,7 @@ __all__ = [
     "create_array",
     "open_array",
     "output_codecs",
+    "require_url_support",
 ]
 
 #: Compression of the float32 fields chunkreg writes (flows): LZ4 in Blosc after byte
@@ -103,7 +104,70 @@ def _is_url(source: str) -> bool:
     return "://" in source
 
 
-def open_array(source, *, level: int | None = None, name: str = "array") -> zarr.Array:
+#: The package that gives fsspec each URL scheme (what to ``pip install`` when it is missing).
+_SCHEME_PACKAGES = {
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+    "http": "aiohttp",
+    "https": "aiohttp",
+}
+
+
+def require_url_support(url: str, *, name: str = "store") -> None:
+    """Refuse a URL whose scheme this Python cannot open, naming the package to install.
+
+    Parameters
+    ----------
+    url : str
+        A store location; local paths (no ``://``) pass.
+    name : str
+        What the caller calls it, used in the message (e.g. ``"output"``).
+
+    Raises
+    ------
+    InputError
+        If fsspec, or the fsspec implementation of the URL's scheme, is not installed, or
+        the scheme is unknown.
+    """
+    if not _is_url(url):
+        return
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "file":
+        return
+    package = _SCHEME_PACKAGES.get(scheme)
+    try:
+        import fsspec
+    except ImportError:
+        extra = f" {package}" if package else ""
+        raise InputError(
+            f"{name}: opening {scheme}:// URLs needs fsspec: pip install fsspec{extra}"
+        ) from None
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except ImportError:
+        hint = package or f"the fsspec implementation of {scheme}://"
+        raise InputError(
+            f"{name}: opening {scheme}:// URLs needs {hint}: pip install {hint}"
+        ) from None
+    except ValueError:
+        raise InputError(
+            f"{name}: {url!r} has the URL scheme {scheme!r}, which fsspec does not know; "
+            "give a local path or an s3://, gs://, http(s):// URL."
+        ) from None
+
+
+def open_array(
+    source,
+    *,
+    level: int | None = None,
+    name: str = "array",
+    storage_options: dict | None = None,
+) -> zarr.Array:
     """Open an existing zarr array read-only.
 
     Parameters
@@ -115,6 +179,10 @@ def open_array(source, *, level: int | None = None, name: str = "array") -> zarr
         Multiscale level to open when ``source`` is an OME-Zarr group.
     name : str
         What the caller calls this input, used in error messages (e.g. ``"reference"``).
+    storage_options : dict, optional
+        Options of the fsspec filesystem of a URL ``source`` (e.g. ``{"anon": True}`` or
+        ``{"endpoint_url": "http://127.0.0.1:9000"}`` for S3), passed to zarr's
+        ``FsspecStore``.
 
     Returns
     -------
@@ -123,8 +191,8 @@ def open_array(source, *, level: int | None = None, name: str = "array") -> zarr
     Raises
     ------
     InputError
-        If the path does not exist, is not a zarr array or multiscale group, or the level is
-        out of range.
+        If the path does not exist, is not a zarr array or multiscale group, the level is
+        out of range, or the URL's scheme needs a package that is not installed.
     """
     if isinstance(source, zarr.Array):
         if level is not None:
@@ -145,8 +213,11 @@ def open_array(source, *, level: int | None = None, name: str = "array") -> zarr
     source = os.fspath(source)
     if not _is_url(source) and not Path(source).exists():
         raise InputError(f"{name}: {source!r} does not exist.")
+    if storage_options and not _is_url(source):
+        raise InputError(f"{name}: storage_options apply to URLs, not the local path {source!r}.")
+    require_url_support(source, name=name)
     try:
-        node = zarr.open(source, mode="r")
+        node = zarr.open(source, mode="r", storage_options=storage_options or None)
     except (zarr.errors.NodeTypeValidationError, FileNotFoundError, KeyError, ValueError) as exc:
         raise InputError(f"{name}: {source!r} is not a zarr array or group ({exc}).") from exc
     if isinstance(node, zarr.Array):
