@@ -28,7 +28,9 @@ __all__ = [
     "create_array",
     "open_array",
     "output_codecs",
+    "require_shard_aligned",
     "require_url_support",
+    "resolve_shards",
 ]
 
 #: Compression of the float32 fields chunkreg writes (flows): LZ4 in Blosc after byte
@@ -301,3 +303,94 @@ def create_array(
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
     return zarr.create_array(store, name=name, **kwargs)
+
+
+def _nearest(value: int, step: int) -> str:
+    """The multiples of ``step`` next to ``value``, as advice."""
+    below, above = (value // step) * step, (value // step + 1) * step
+    return f"{below} or {above}" if below else str(above)
+
+
+def resolve_shards(shards, *, chunks, shape, like=None, name: str = "shards"):
+    """The shard shape of an output: inherited from an input by default, checked, clipped.
+
+    Parameters
+    ----------
+    shards : "auto", None, int or sequence of int
+        ``"auto"``: the shards of ``like`` when it is sharded and its shards are a multiple of
+        ``chunks`` (else unsharded); None: unsharded; an int (every axis) or one value per axis:
+        the shard shape in elements, a whole multiple of ``chunks``.
+    chunks, shape : sequence of int
+        The output's chunk shape and shape.
+    like : zarr.Array, optional
+        The input whose sharding ``"auto"`` keeps.
+    name : str
+        What the caller calls the parameter, used in messages (``"--shards"``).
+
+    Returns
+    -------
+    tuple of int or None
+        The shard shape (never larger than the chunks that cover ``shape``), or None when
+        the output is not sharded (also when one shard would hold a single chunk).
+
+    Raises
+    ------
+    InputError
+        If a shard is not a whole multiple of the chunks.
+    """
+    chunks = tuple(int(c) for c in chunks)
+    shape = tuple(int(n) for n in shape)
+    ndim = len(chunks)
+    if isinstance(shards, str):
+        if shards != "auto":
+            raise InputError(f"{name} must be 'auto', None or a shard shape, got {shards!r}.")
+        inherited = getattr(like, "shards", None) if like is not None else None
+        if inherited is None or len(inherited) != ndim:
+            return None
+        if any(s % c for s, c in zip(inherited, chunks, strict=True)):
+            return None  # the input's shards do not fit these chunks: unsharded
+        shards = inherited
+    if shards is None:
+        return None
+    from .._validation import per_axis
+
+    shards = per_axis(shards, ndim, name, minimum=1)
+    for axis, (s, c) in enumerate(zip(shards, chunks, strict=True)):
+        if s % c:
+            raise InputError(
+                f"{name} must be a whole multiple of the chunks along every axis; axis {axis} "
+                f"has shard {s} for chunk {c}: use {_nearest(s, c)}."
+            )
+    # a shard beyond the array's extent holds nothing more: clip it to the covering chunks
+    clipped = tuple(min(s, -(-n // c) * c) for s, c, n in zip(shards, chunks, shape, strict=True))
+    return None if clipped == chunks else clipped
+
+
+def require_shard_aligned(tile, shape, shards, *, what: str = "tile") -> None:
+    """Refuse a task region that is not a whole number of shards (one shard, one writer).
+
+    Parameters
+    ----------
+    tile : sequence of int
+        Region one task writes (a core, a batch of frames).
+    shape : sequence of int
+        The output's shape; a tile that covers an axis entirely passes along it.
+    shards : sequence of int or None
+        The output's shard shape; None passes.
+    what : str
+        What the region is called in the message (``"tile"``, ``"batch"``).
+
+    Raises
+    ------
+    InputError
+        Naming the axis and the nearest aligned sizes.
+    """
+    if shards is None:
+        return
+    for axis, (t, s, n) in enumerate(zip(tile, shards, shape, strict=True)):
+        if t < n and t % s:
+            raise InputError(
+                f"{what} must be a whole number of shards along axis {axis} so that each shard "
+                f"is written by one task (resume and write-once depend on it): got {t} for "
+                f"shard {s}; use {_nearest(t, s)}, or other shards (shards=/--shards)."
+            )
