@@ -61,6 +61,28 @@ def int_tuple(text: str) -> tuple[int, ...] | int:
     return values[0] if len(values) == 1 else values
 
 
+def shards_value(text: str):
+    """Parse ``--shards``: ``auto``, ``none`` or ``N[,N...]`` (argparse ``type=``)."""
+    if text.lower() in ("auto", "none"):
+        return "auto" if text.lower() == "auto" else None
+    try:
+        return int_tuple(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or N[,N...]; got {text!r}") from None
+
+
+def add_shards_argument(parser: argparse.ArgumentParser, *, inherited: str = "the input's") -> None:
+    """``--shards auto|none|N[,N...]``: the shard shape of the image output."""
+    parser.add_argument(
+        "--shards",
+        type=shards_value,
+        default="auto",
+        metavar="auto|none|N[,N...]",
+        help=f"output shard shape, a multiple of the chunks: one file per shard instead of per "
+        f"chunk; tiles are then whole shards (default auto: {inherited} shards; none: unsharded)",
+    )
+
+
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--scheduler``, ``--workers``, ``--overwrite``, ``--no-progress`` and ``--strict``."""
     group = parser.add_argument_group("execution")
