@@ -9,6 +9,7 @@ from ._common import (
     EXIT_QC_WARNING,
     add_cluster_arguments,
     add_input_check_arguments,
+    add_shards_argument,
     cluster_options,
     int_tuple,
 )
@@ -107,7 +108,10 @@ def add_parser(subparsers) -> None:
         help="frames below this NCC are flagged and their shifts interpolated (auto: half the "
         "median)",
     )
-    out.add_argument("--batch", type=int, metavar="N", help="frames per task")
+    out.add_argument(
+        "--batch", type=int, metavar="N", help="frames per task (rounded up to whole shards)"
+    )
+    add_shards_argument(out, inherited="the stack's (when time is its first axis)")
     out.add_argument("--plot", metavar="PNG", help="also save a drift plot (needs matplotlib)")
     add_input_check_arguments(parser)
     add_cluster_arguments(parser)
@@ -156,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         min_quality=min_quality,
         bidiphase=args.bidiphase,
         batch_size=args.batch,
+        shards=args.shards,
         allow_sparse=args.allow_sparse,
         **cluster_options(args),
     )

@@ -11,7 +11,6 @@ import numpy as np
 from zarr.codecs import ZstdCodec
 
 from ..errors import InputError
-from ..io._arrays import resolve_shards
 from ..execution import open_client, run_tasks
 from ..io import (
     CompletionRecord,
@@ -24,6 +23,7 @@ from ..io import (
     require_shared_store,
     write_ome_multiscale_metadata,
 )
+from ..io._arrays import resolve_shards
 from ._bidiphase import estimate_bidiphase
 from ._frames import fourier_shift_frame
 from ._links import interpolate_missing, solve_drift
