@@ -14,6 +14,7 @@ from ._arrays import (
     require_shard_aligned,
     require_url_support,
     resolve_shards,
+    url_store,
 )
 from ._chunks import check_inputs_stored, missing_chunks, read_region, require_chunks
 from ._completion import CompletionRecord
@@ -60,5 +61,6 @@ __all__ = [
     "resolve_shards",
     "tiff_to_zarr",
     "tiles_to_zarr",
+    "url_store",
     "write_ome_multiscale_metadata",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "require_shard_aligned",
     "require_url_support",
     "resolve_shards",
+    "url_store",
 ]
 
 #: Compression of the float32 fields chunkreg writes (flows): LZ4 in Blosc after byte
@@ -161,6 +162,40 @@ def require_url_support(url: str, *, name: str = "store") -> None:
             f"{name}: {url!r} has the URL scheme {scheme!r}, which fsspec does not know; "
             "give a local path or an s3://, gs://, http(s):// URL."
         ) from None
+
+
+def url_store(url: str, *, storage_options: dict | None = None, read_only: bool = False):
+    """A zarr store on a URL (``s3://``, ``gs://``, ``http(s)://``...) through fsspec.
+
+    Pass it as a workflow's ``output`` (or open inputs with :func:`open_array` and its
+    ``storage_options``) to reach stores that need options: credentials, an S3
+    ``endpoint_url``, ``anon=True``. The store pickles with its options, so workers open it
+    the same way.
+
+    Parameters
+    ----------
+    url : str
+        Location of the zarr group or array.
+    storage_options : dict, optional
+        Options of the fsspec filesystem (e.g. ``{"endpoint_url": "http://127.0.0.1:9000"}``).
+    read_only : bool
+        Open read-only (``http(s)://`` stores can only be read).
+
+    Returns
+    -------
+    zarr.storage.FsspecStore
+
+    Raises
+    ------
+    InputError
+        If ``url`` is not a URL, or its scheme needs a package that is not installed.
+    """
+    if not _is_url(url):
+        raise InputError(f"{url!r} is not a URL; give a local path directly instead.")
+    require_url_support(url, name="store")
+    return zarr.storage.FsspecStore.from_url(
+        url, storage_options=storage_options or None, read_only=read_only
+    )
 
 
 def open_array(
