@@ -95,3 +95,29 @@ def test_sharded_resume_after_a_failed_tile(tmp_path, sharded_pair):
     expected = zarr.open_array(str(clean), path="flow")[...]
     assert np.isfinite(expected).all()
     assert_array_equal(zarr.open_array(str(out), path="flow")[...], expected)
+
+
+def test_warp_shards(tmp_path, sharded_pair):
+    from chunkreg.volume import warp_volume
+
+    flow = np.zeros((2, *SHAPE), np.float32)
+    flow[0], flow[1] = 1.0, 2.0
+    flow_path = tmp_path / "f.zarr"
+    zarr.create_array(str(flow_path), data=flow, chunks=(1, *CHUNKS))
+    moving = zarr.open_array(sharded_pair[1])[...]
+    outputs = {}
+    for name, shards in (("auto", "auto"), ("none", None), ("wide", (160, 96))):
+        out = tmp_path / f"{name}.zarr"
+        warp_volume(sharded_pair[1], str(flow_path), out, order=1, shards=shards, **SYNC)
+        outputs[name] = zarr.open_array(str(out), path="0")
+    assert outputs["auto"].shards == SHARDS
+    assert outputs["none"].shards is None
+    assert outputs["wide"].shards == (160, 96)
+    assert _files(tmp_path / "wide.zarr" / "0") == 2 * 2
+    y = np.minimum(np.arange(SHAPE[0]) + 1, SHAPE[0] - 1)
+    x = np.minimum(np.arange(SHAPE[1]) + 2, SHAPE[1] - 1)
+    expected = moving[np.ix_(y, x)]  # sampled at (y + 1, x + 2), the edge repeated
+    for array in outputs.values():
+        assert_array_equal(array[...], expected)
+    with pytest.raises(InputError, match="tile must be a whole number of shards along axis 0"):
+        warp_volume(sharded_pair[1], str(flow_path), tmp_path / "bad.zarr", tile=(40, 96), **SYNC)

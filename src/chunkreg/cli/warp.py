@@ -7,6 +7,7 @@ import argparse
 from ._common import (
     add_cluster_arguments,
     add_input_check_arguments,
+    add_shards_argument,
     cluster_options,
     finish,
     int_tuple,
@@ -45,6 +46,7 @@ def add_parser(subparsers) -> None:
         metavar="REFERENCE",
         help="record per-tile NCC to this volume before/after warping (see `chunkreg qc`)",
     )
+    add_shards_argument(parser, inherited="MOVING's")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
     add_input_check_arguments(parser)
     add_cluster_arguments(parser)
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         "mode": args.mode,
         "reference": args.reference,
         "allow_sparse": args.allow_sparse,
+        "shards": args.shards,
     }
     if args.dry_run:
         print(plan_warp_volume(args.moving, args.flow, **params))
