@@ -11,6 +11,7 @@ from ._common import (
     cluster_options,
     finish,
     int_tuple,
+    shards_value,
 )
 
 __all__ = ["add_parser", "sidecar_paths"]
@@ -130,6 +131,14 @@ def add_parser(subparsers) -> None:
         metavar="N[,N...]",
         help="output chunk shape (default 1024 in 2-D, 128 in 3-D)",
     )
+    p.add_argument(
+        "--shards",
+        type=shards_value,
+        default=None,
+        metavar="none|N[,N...]",
+        help="output shard shape, a multiple of the chunks: one file per shard instead of per "
+        "chunk; each fusion task writes whole shards (default: none, unsharded)",
+    )
     add_input_check_arguments(p)
     add_cluster_arguments(p)
     p.set_defaults(func=run)
@@ -159,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         max_residual=args.max_residual,
         max_relative_residual=args.max_relative_residual,
         chunks=args.chunks,
+        shards=args.shards,
         allow_sparse=args.allow_sparse,
         **cluster_options(args),
     )

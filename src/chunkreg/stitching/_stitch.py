@@ -23,6 +23,7 @@ from ..io import (
     output_scope,
     require_chunks,
     require_shared_store,
+    resolve_shards,
     write_ome_multiscale_metadata,
 )
 from ._fuse import BLEND_MODES
@@ -60,6 +61,7 @@ def stitch(
     max_relative_residual: float = 3.0,
     fixed_tile: str | None = None,
     chunks=None,
+    shards=None,
     blend_width=None,
     order: int = 3,
     allow_sparse: bool = False,
@@ -109,6 +111,9 @@ def stitch(
     chunks : int or sequence of int, optional
         Output chunk shape; default 1024 (2-D) or 128 (3-D) per axis. Each fusion task
         writes a block of whole chunks (about 4 M pixels) exactly once.
+    shards : int or sequence of int, optional
+        Shard shape of the fused image, a multiple of ``chunks`` (one file per shard instead
+        of per chunk); each fusion task then writes whole shards. Default: unsharded.
     blend_width : float or sequence of float, optional
         Length of the blending ramps from each tile border; default half the tile.
     order : int
@@ -205,6 +210,8 @@ def stitch(
             "pass register=False (--fuse-only) to place them as given."
         )
     out_chunks = _output_chunks(chunks, ndim)
+    if shards is not None:  # checked before anything runs (the mosaic's shape is known later)
+        resolve_shards(shards, chunks=out_chunks, shape=per_axis(shards, ndim, "shards"))
 
     reports = {}
     with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
@@ -238,7 +245,7 @@ def stitch(
         if fuse:
             origin, reports["fusion"] = _fuse(
                 c, refs, shapes, dtype, layout.names, positions, output, out_chunks,
-                blend=blend, subpixel=subpixel, blend_width=blend_width, order=order,
+                shards=shards, blend=blend, subpixel=subpixel, blend_width=blend_width, order=order,
                 overwrite=overwrite, progress=progress,
             )  # fmt: skip
     return StitchResult(
@@ -339,7 +346,7 @@ def _register_pairs(
 
 
 def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blend, subpixel,
-          blend_width, order, overwrite, progress):  # fmt: skip
+          blend_width, order, overwrite, progress, shards=None):  # fmt: skip
     ndim = positions.shape[1]
     placed = positions if subpixel else np.round(positions)
     if subpixel:
@@ -351,6 +358,7 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
     local = placed - origin
     shape = tuple(int(v) for v in stop - origin)
     chunks = tuple(min(c, s) for c, s in zip(chunks, shape, strict=True))
+    shards = resolve_shards(shards, chunks=chunks, shape=shape)
     width = (
         None
         if blend_width is None
@@ -364,6 +372,7 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
         "shape": shape,
         "dtype": str(dtype),
         "chunks": chunks,
+        **({"shards": shards} if shards else {}),
         "blend": blend,
         "blend_width": width,
         "subpixel": bool(subpixel),
@@ -375,7 +384,8 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
     require_shared_store(group, client)
     axes = _AXES[ndim]
     if "0" not in group:
-        create_array(group, name="0", shape=shape, dtype=dtype, chunks=chunks, dimension_names=axes)
+        create_array(group, name="0", shape=shape, dtype=dtype, chunks=chunks, shards=shards,
+                     dimension_names=axes)  # fmt: skip
     # (re)written on every run: a run killed before this point left none
     write_ome_multiscale_metadata(group, paths=["0"], axes=axes, translations=[origin.tolist()])
     group.attrs["stitch"] = {
@@ -384,7 +394,8 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
         "origin": origin.tolist(),
     }
     out_ref = array_ref(group["0"])
-    tasks = _fuse_tasks(out_ref, shape, chunks, local, shapes, refs, blend, width, order)
+    # tasks are whole shards, so that each shard has one writer
+    tasks = _fuse_tasks(out_ref, shape, shards or chunks, local, shapes, refs, blend, width, order)
     record = CompletionRecord(group, "fusion", len(tasks))
     report = run_tasks(
         fuse_task, tasks, client=client, label="chunks", record=record, progress=progress,
