@@ -351,9 +351,9 @@ def resolve_shards(shards, *, chunks, shape, like=None, name: str = "shards"):
 
     Parameters
     ----------
-    shards : "auto", None, int or sequence of int
+    shards : "auto", None, "none", int or sequence of int
         ``"auto"``: the shards of ``like`` when it is sharded and its shards are a multiple of
-        ``chunks`` (else unsharded); None: unsharded; an int (every axis) or one value per axis:
+        ``chunks`` (else unsharded); None or ``"none"``: unsharded; an int (every axis) or one value per axis:
         the shard shape in elements, a whole multiple of ``chunks``.
     chunks, shape : sequence of int
         The output's chunk shape and shape.
@@ -376,9 +376,13 @@ def resolve_shards(shards, *, chunks, shape, like=None, name: str = "shards"):
     chunks = tuple(int(c) for c in chunks)
     shape = tuple(int(n) for n in shape)
     ndim = len(chunks)
+    if isinstance(shards, str) and shards == "none":
+        shards = None
     if isinstance(shards, str):
         if shards != "auto":
-            raise InputError(f"{name} must be 'auto', None or a shard shape, got {shards!r}.")
+            raise InputError(
+                f"{name} must be 'auto', None ('none') or a shard shape, got {shards!r}."
+            )
         inherited = getattr(like, "shards", None) if like is not None else None
         if inherited is None or len(inherited) != ndim:
             return None

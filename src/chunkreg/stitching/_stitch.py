@@ -210,7 +210,7 @@ def stitch(
             "pass register=False (--fuse-only) to place them as given."
         )
     out_chunks = _output_chunks(chunks, ndim)
-    if shards is not None:  # checked before anything runs (the mosaic's shape is known later)
+    if shards is not None and not isinstance(shards, str):  # checked before anything runs (the mosaic's shape is known later)
         resolve_shards(shards, chunks=out_chunks, shape=per_axis(shards, ndim, "shards"))
 
     reports = {}
