@@ -78,3 +78,19 @@ def test_sharded_series_resumes_exactly(tmp_path, stack, monkeypatch):
     expected = zarr.open_array(str(tmp_path / "clean.zarr"), path="corrected")[...]
     assert_array_equal(zarr.open_array(str(out), path="corrected")[...], expected)
     assert_array_equal(resumed.shifts, clean.shifts)
+
+
+def test_drift_cli_shards(tmp_path, stack):
+    from chunkreg.cli import main
+
+    out = tmp_path / "cli.zarr"
+    argv = ["drift", str(tmp_path / "stack.zarr"), str(out), "--scheduler", "synchronous"]
+    assert main([*argv, "--no-progress", "--shards", "5,32,32", "--batch", "2"]) == 0
+    corrected = zarr.open_array(str(out), path="corrected")
+    assert corrected.shards == (5, 32, 32)
+    assert _files(out / "corrected") == 4
+    plain = tmp_path / "plain.zarr"
+    assert main(["drift", str(tmp_path / "stack.zarr"), str(plain), "--scheduler", "synchronous",
+                 "--no-progress", "--shards", "none"]) == 0  # fmt: skip
+    assert zarr.open_array(str(plain), path="corrected").shards is None
+    assert_array_equal(corrected[...], zarr.open_array(str(plain), path="corrected")[...])
