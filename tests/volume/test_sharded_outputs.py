@@ -121,3 +121,21 @@ def test_warp_shards(tmp_path, sharded_pair):
         assert_array_equal(array[...], expected)
     with pytest.raises(InputError, match="tile must be a whole number of shards along axis 0"):
         warp_volume(sharded_pair[1], str(flow_path), tmp_path / "bad.zarr", tile=(40, 96), **SYNC)
+
+
+def test_shifts_to_flow_shards(tmp_path):
+    from chunkreg.volume import shifts_to_flow
+
+    shifts = np.zeros((3, 3, 2))
+    shifts[..., 1] = 2.0
+    kwargs = {"shape": (96, 96), "block": 32, "chunks": 16, **SYNC}
+    shifts_to_flow(shifts, tmp_path / "plain.zarr", **kwargs)
+    shifts_to_flow(shifts, tmp_path / "sharded.zarr", shards=48, **kwargs)
+    plain = zarr.open_array(str(tmp_path / "plain.zarr"), path="flow")
+    sharded = zarr.open_array(str(tmp_path / "sharded.zarr"), path="flow")
+    assert plain.shards is None and sharded.shards == (2, 48, 48)
+    assert _files(tmp_path / "sharded.zarr" / "flow") == 2 * 2
+    assert_array_equal(sharded[...], plain[...])
+    assert float(sharded[1, 40, 40]) == -2.0
+    with pytest.raises(InputError, match="tile must be a whole number of shards"):
+        shifts_to_flow(shifts, tmp_path / "bad.zarr", shards=48, tile=32, **kwargs)

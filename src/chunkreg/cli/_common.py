@@ -71,15 +71,21 @@ def shards_value(text: str):
         raise argparse.ArgumentTypeError(f"expected auto, none or N[,N...]; got {text!r}") from None
 
 
-def add_shards_argument(parser: argparse.ArgumentParser, *, inherited: str = "the input's") -> None:
-    """``--shards auto|none|N[,N...]``: the shard shape of the image output."""
+def add_shards_argument(
+    parser: argparse.ArgumentParser, *, inherited: str | None = "the input's", what: str = "output"
+) -> None:
+    """``--shards auto|none|N[,N...]``: the shard shape of an image output.
+
+    With ``inherited=None`` the default is unsharded (nothing to inherit from).
+    """
+    default = "auto: " + inherited + " shards" if inherited else "none, unsharded"
     parser.add_argument(
         "--shards",
         type=shards_value,
-        default="auto",
-        metavar="auto|none|N[,N...]",
-        help=f"output shard shape, a multiple of the chunks: one file per shard instead of per "
-        f"chunk; tiles are then whole shards (default auto: {inherited} shards; none: unsharded)",
+        default="auto" if inherited else None,
+        metavar="auto|none|N[,N...]" if inherited else "none|N[,N...]",
+        help=f"{what} shard shape, a multiple of the chunks: one file per shard instead of per "
+        f"chunk; tasks then write whole shards (default {default})",
     )
 
 

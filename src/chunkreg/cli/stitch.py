@@ -8,10 +8,10 @@ from pathlib import Path
 from ._common import (
     add_cluster_arguments,
     add_input_check_arguments,
+    add_shards_argument,
     cluster_options,
     finish,
     int_tuple,
-    shards_value,
 )
 
 __all__ = ["add_parser", "sidecar_paths"]
@@ -131,14 +131,7 @@ def add_parser(subparsers) -> None:
         metavar="N[,N...]",
         help="output chunk shape (default 1024 in 2-D, 128 in 3-D)",
     )
-    p.add_argument(
-        "--shards",
-        type=shards_value,
-        default=None,
-        metavar="none|N[,N...]",
-        help="output shard shape, a multiple of the chunks: one file per shard instead of per "
-        "chunk; each fusion task writes whole shards (default: none, unsharded)",
-    )
+    add_shards_argument(p, inherited=None)
     add_input_check_arguments(p)
     add_cluster_arguments(p)
     p.set_defaults(func=run)
