@@ -96,3 +96,22 @@ def test_flow_from_and_to_s3_resumes_after_a_failure(s3, pair, tmp_path):
     assert_array_equal(flow[...], expected)
     files = fs.find("bucket/flow.zarr/flow/c")
     assert len(files) == 3 * 2  # one object per shard
+
+
+def test_cli_with_storage_options(s3, pair, tmp_path, capsys):
+    import fsspec.config
+
+    from chunkreg.cli import main
+
+    argv = ["drift", "s3://bucket/movie.zarr", "s3://bucket/drift.zarr", "--scheduler",
+            "synchronous", "--no-progress", "--shards", "4,48,40"]  # fmt: skip
+    options = [f"--storage-option={k}={v}" for k, v in s3.items()]
+    frames = np.stack([np.roll(pair[0], t, axis=1) for t in range(8)]).astype(np.float32)
+    zarr.create_array("s3://bucket/movie.zarr", data=frames[:, :48, :40], chunks=(1, 48, 40),
+                      storage_options=s3)  # fmt: skip
+    assert main([*argv, *options]) == 0, capsys.readouterr().err
+    assert "s3" not in fsspec.config.conf  # restored after the command
+    corrected = zarr.open_array("s3://bucket/drift.zarr", path="corrected", storage_options=s3)
+    assert corrected.shards == (4, 48, 40)
+    shifts = zarr.open_array("s3://bucket/drift.zarr", path="shifts", storage_options=s3)[...]
+    assert_array_equal(np.round(shifts[:, 1]), -np.arange(8))  # frame t is rolled by t along x

@@ -101,3 +101,14 @@ def test_memory_input_fine_synchronously(tmp_path):
     flow = zarr.open_array(out, path="flow")[...]
     # moving is ref rolled by +1 along axis 0: the flow there is about +1 (away from the edges)
     assert abs(float(np.median(flow[0, 8:24, 8:24])) - 1.0) < 0.2
+
+
+def test_storage_option_needs_a_url(tmp_path, capsys):
+    code = main(["drift", str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr"),
+                 "--storage-option", "anon=true", "--scheduler", "synchronous"])  # fmt: skip
+    assert code == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("--storage-option applies to URL inputs or outputs (s3://...); none given.")
+    )
