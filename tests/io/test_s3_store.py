@@ -115,3 +115,11 @@ def test_cli_with_storage_options(s3, pair, tmp_path, capsys):
     assert corrected.shards == (4, 48, 40)
     shifts = zarr.open_array("s3://bucket/drift.zarr", path="shifts", storage_options=s3)[...]
     assert_array_equal(np.round(shifts[:, 1]), -np.arange(8))  # frame t is rolled by t along x
+
+
+def test_references_name_the_bucket(s3, pair):
+    from chunkreg.io import array_ref
+
+    ref = open_array("s3://bucket/ref.zarr", storage_options=s3)
+    assert str(array_ref(ref)) == "s3://bucket/ref.zarr"
+    assert_array_equal(array_ref(ref).open()[...], pair[0])

@@ -112,3 +112,12 @@ def test_storage_option_needs_a_url(tmp_path, capsys):
         .err.strip()
         .endswith("--storage-option applies to URL inputs or outputs (s3://...); none given.")
     )
+
+
+def test_http_output_is_refused(tmp_path):
+    with pytest.raises(InputError) as info:
+        open_output_group("https://example.org/out.zarr", signature={})
+    assert str(info.value) == (
+        "output 'https://example.org/out.zarr': http(s):// stores are read-only; write the "
+        "output to a path or a bucket (s3://, gs://...)."
+    )

@@ -76,7 +76,14 @@ class ArrayRef:
         return zarr.open_array(self.store, path=self.path, mode=mode)
 
     def __str__(self) -> str:
-        root = self.store if isinstance(self.store, str) else type(self.store).__name__
+        if isinstance(self.store, str):
+            root = self.store
+        elif isinstance(self.store, zarr.storage.FsspecStore):  # the URL: s3://bucket/a.zarr
+            protocol = self.store.fs.protocol
+            scheme = protocol[0] if isinstance(protocol, (tuple, list)) else protocol
+            root = f"{scheme}://{self.store.path.lstrip('/')}"
+        else:
+            root = type(self.store).__name__
         return f"{root}/{self.path}".rstrip("/")
 
 

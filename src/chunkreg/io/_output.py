@@ -374,6 +374,11 @@ def open_output_group(
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
     if isinstance(store, str):
+        if store.lower().startswith(("http://", "https://")):
+            raise InputError(
+                f"output {store!r}: http(s):// stores are read-only; write the output to a "
+                "path or a bucket (s3://, gs://...)."
+            )
         require_url_support(store, name="output")
     wanted = normalise_signature({"workflow": kind, **signature})
     inputs = {k: v for k, v in (inputs or {}).items() if v is not None}
