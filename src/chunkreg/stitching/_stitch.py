@@ -210,7 +210,8 @@ def stitch(
             "pass register=False (--fuse-only) to place them as given."
         )
     out_chunks = _output_chunks(chunks, ndim)
-    if shards is not None and not isinstance(shards, str):  # checked before anything runs (the mosaic's shape is known later)
+    # shards checked before anything runs (the mosaic's shape is known only later)
+    if shards is not None and not isinstance(shards, str):
         resolve_shards(shards, chunks=out_chunks, shape=per_axis(shards, ndim, "shards"))
 
     reports = {}
