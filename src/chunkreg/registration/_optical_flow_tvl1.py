@@ -138,9 +138,9 @@ def _tvl1(reference: np.ndarray, moving: np.ndarray, u: np.ndarray, params: TVL1
     median_scratch = np.empty(shape, dtype=dtype) if params.prefilter else None
 
     for _ in range(params.num_warp):
+        u_start[...] = u  # the change is measured over the whole warp, prefilter included
         if params.prefilter:
             median_filter_flow(u, median_scratch)
-        u_start[...] = u
         warp_into(moving, u, rho0, coords=coords)
         for start, stop in slabs:
             g = grad[:, start:stop]

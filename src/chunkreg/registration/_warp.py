@@ -170,6 +170,14 @@ class _LinearSampler:
 
     Works on one slab of coordinates at a time with buffers allocated once; every axis of
     ``image`` must have at least 2 samples.
+
+    A sample at a whole-pixel position (zero weight on the upper neighbour), the last pixel
+    of an axis included, returns the pixel's value exactly: the lower corner is
+    ``floor(position)`` itself, never pulled back to ``length - 2``, so that ``a + (b - a)
+    * 0 == a`` is what is computed, not ``a + (b - a) * 1``, which rounds. The upper corner
+    of such a sample may lie past the end of its axis: it then reads another (finite) pixel
+    of the flat array, clipped to its end, which the zero weight cancels. A warp by a zero
+    flow is hence the identity, bit for bit, and identical images give a zero flow.
     """
 
     def __init__(self, image: np.ndarray, slab_shape: tuple[int, ...], dtype) -> None:
@@ -192,7 +200,6 @@ class _LinearSampler:
             c = coords[axis]
             np.clip(c, 0, length - 1, out=c)
             np.floor(c, out=fl)
-            np.minimum(fl, length - 2, out=fl)
             c -= fl  # now the interpolation weight of the upper neighbour
             weights.append(c)
             if axis == 0:
