@@ -150,7 +150,9 @@ def _rescale_flow(flow: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     blended into its neighbours, which linear interpolation does, pushing them out of the
     frame as well, where the next level cannot pull them back.
     """
-    index = np.ix_(*(_nearest_indices(n, size) for n, size in zip(flow.shape[1:], shape, strict=True)))
+    index = np.ix_(
+        *(_nearest_indices(n, size) for n, size in zip(flow.shape[1:], shape, strict=True))
+    )
     out = np.empty((flow.shape[0], *shape), dtype=flow.dtype)
     for axis, component in enumerate(flow):
         np.multiply(component[index], shape[axis] / flow.shape[axis + 1], out=out[axis])
