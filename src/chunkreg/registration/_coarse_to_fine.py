@@ -188,8 +188,9 @@ def coarse_to_fine(
     linear resampling to ``ceil(n / downscale)`` pixels per axis) until the next level's
     smallest axis would be at most ``downscale * min_size`` pixels or ``num_levels`` levels
     exist. The solver runs on the coarsest level from ``initial_flow`` (reduced to that
-    level) or zero; its result, resampled linearly and multiplied by the size ratio, starts
-    the solver on the next finer level, and so on up to full resolution.
+    level) or zero; its result, upsampled by nearest neighbour (end samples aligned, as
+    scikit-image does) and multiplied by the size ratio, starts the solver on the next finer
+    level, and so on up to full resolution.
 
     Parameters
     ----------
