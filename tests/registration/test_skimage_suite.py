@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -77,7 +78,7 @@ xfail_strict = true
 filterwarnings =
     error
     # scikit-image's own parametrize over itertools.product, deprecated by pytest 9
-    ignore:Passing a non-Collection iterable to parametrize:pytest.PytestRemovedIn10Warning
+    ignore:Passing a non-Collection iterable to parametrize:pytest.PytestDeprecationWarning
 """
 
 
@@ -87,18 +88,27 @@ def cache_root() -> Path:
 
 
 def sdist_link(package: str, version: str) -> tuple[str, str]:
-    """URL and sha256 of ``package``'s sdist from the (PEP 691 JSON) package index."""
+    """URL and sha256 of ``package``'s sdist from the package index (PEP 691 JSON or the
+    PEP 503 HTML page, whichever the index serves)."""
     index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
-    request = urllib.request.Request(
-        f"{index}/{package}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
-    )
+    page = f"{index}/{package}/"
+    accept = "application/vnd.pypi.simple.v1+json, text/html;q=0.1"
+    request = urllib.request.Request(page, headers={"Accept": accept})
     with urllib.request.urlopen(request, timeout=30) as response:
-        files = json.load(response)["files"]
+        kind = response.headers.get("Content-Type", "")
+        body = response.read()
     wanted = f"{package.replace('-', '_')}-{version}.tar.gz"
-    for entry in files:
-        if entry["filename"].lower() == wanted.lower():
-            return entry["url"], entry["hashes"]["sha256"]
-    raise LookupError(f"{wanted} is not on {index}/{package}/")
+    if "json" in kind:
+        for entry in json.loads(body)["files"]:
+            if entry["filename"].lower() == wanted.lower():
+                return entry["url"], entry["hashes"]["sha256"]
+    else:
+        link = re.search(
+            rf'href="([^"]*/{re.escape(wanted)})#sha256=([0-9a-f]{{64}})"', body.decode(), re.I
+        )
+        if link:
+            return urllib.parse.urljoin(page, link.group(1)), link.group(2)
+    raise LookupError(f"{wanted} is not on {page}")
 
 
 def fetch_suite() -> Path:
@@ -122,8 +132,9 @@ def fetch_suite() -> Path:
             if match and member.isfile() and ".." not in Path(match.group(1)).parts:
                 member.name = match.group(1)
                 archive.extract(member, partial, **SAFE_EXTRACT)
-    (partial / "pytest.ini").write_text(PYTEST_INI)
     (partial / "complete").write_text(f"{url}\n{sha256}\n")
+    if target.exists() and not done.exists():  # left by an interrupted run
+        shutil.rmtree(target, ignore_errors=True)
     try:
         partial.rename(target)
     except OSError:  # another process finished first (or a stale copy is in the way)
@@ -133,8 +144,12 @@ def fetch_suite() -> Path:
     return target / "skimage"
 
 
-def run_suite(tests: Path, report: Path) -> subprocess.CompletedProcess:
+def run_suite(tests: Path, scratch: Path) -> subprocess.CompletedProcess:
+    """Run scikit-image's registration tests with the redirect plugin; JUnit report in
+    ``scratch / "report.xml"``."""
     registration = tests / "registration"
+    ini = scratch / "pytest.ini"
+    ini.write_text(PYTEST_INI)
     deselect = [f"--deselect={prefix}" for prefix in EXCLUDED]  # node ids from rootdir
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
@@ -150,10 +165,11 @@ def run_suite(tests: Path, report: Path) -> subprocess.CompletedProcess:
         "-p",
         "skimage_redirect_plugin",
         "-c",
-        str(tests.parent / "pytest.ini"),
+        str(ini),
         "--rootdir",
         str(registration),
-        f"--junitxml={report}",
+        f"--confcutdir={tests}",  # scikit-image's conftest.py (fixture test_root_dir) is there
+        f"--junitxml={scratch / 'report.xml'}",
         *deselect,
         ".",
     ]
@@ -183,8 +199,8 @@ def test_scikit_image_registration_suite_passes_on_chunkreg(tmp_path):
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
+    run = run_suite(tests, tmp_path)
     report = tmp_path / "report.xml"
-    run = run_suite(tests, report)
     assert report.exists(), run.stdout[-4000:] + run.stderr[-4000:]
     results = outcomes(report)
     assert "redirected to chunkreg" in run.stdout, "the redirect plugin was not loaded"
