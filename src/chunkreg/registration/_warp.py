@@ -171,13 +171,11 @@ class _LinearSampler:
     Works on one slab of coordinates at a time with buffers allocated once; every axis of
     ``image`` must have at least 2 samples.
 
-    A sample at a whole-pixel position (zero weight on the upper neighbour), the last pixel
-    of an axis included, returns the pixel's value exactly: the lower corner is
-    ``floor(position)`` itself, never pulled back to ``length - 2``, so that ``a + (b - a)
-    * 0 == a`` is what is computed, not ``a + (b - a) * 1``, which rounds. The upper corner
-    of such a sample may lie past the end of its axis: it then reads another (finite) pixel
-    of the flat array, clipped to its end, which the zero weight cancels. A warp by a zero
-    flow is hence the identity, bit for bit, and identical images give a zero flow.
+    Neighbours are blended as ``a * (1 - w) + b * w``, which is exact at both ends: a sample
+    at a whole-pixel position returns that pixel bit for bit, the last pixel of an axis
+    included (its lower corner is ``length - 2`` and ``w = 1``, where ``a + (b - a) * w``
+    would round). A warp by a zero flow is hence the identity, and identical images give a
+    zero flow.
     """
 
     def __init__(self, image: np.ndarray, slab_shape: tuple[int, ...], dtype) -> None:
@@ -191,17 +189,21 @@ class _LinearSampler:
         self.whole = np.empty(slab_shape, dtype=np.intp)
         self.floor = np.empty(slab_shape, dtype=self.flat.dtype)
         self.partial = [np.empty(slab_shape, dtype=dtype) for _ in range(image.ndim)]
+        self.complement: list[np.ndarray] = []  # 1 - weight per axis, in the coords' dtype
 
     def __call__(self, coords: np.ndarray, out: np.ndarray) -> None:
         n = coords.shape[1]
         index, whole, fl = self.index[:n], self.whole[:n], self.floor[:n]
+        if not self.complement or self.complement[0].dtype != coords.dtype:
+            self.complement = [np.empty(self.index.shape, coords.dtype) for _ in self.shape]
         weights = []
         for axis, (length, stride) in enumerate(zip(self.shape, self.strides, strict=True)):
             c = coords[axis]
             np.clip(c, 0, length - 1, out=c)
             np.floor(c, out=fl)
+            np.minimum(fl, length - 2, out=fl)
             c -= fl  # now the interpolation weight of the upper neighbour
-            weights.append(c)
+            weights.append((c, np.subtract(1, c, out=self.complement[axis][:n])))
             if axis == 0:
                 np.multiply(fl, stride, out=index, casting="unsafe")
             else:
@@ -221,6 +223,7 @@ class _LinearSampler:
         upper = self.partial[axis][:n]
         self._blend(axis + 1, offset, weights, out, n)
         self._blend(axis + 1, offset + self.strides[axis], weights, upper, n)
-        upper -= out
-        upper *= weights[axis]
+        weight, complement = weights[axis]
+        out *= complement
+        upper *= weight
         out += upper
