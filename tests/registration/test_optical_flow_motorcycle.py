@@ -45,9 +45,9 @@ def runaway_pixels(flow: np.ndarray) -> int:
 def test_ilk_matches_scikit_image_on_the_motorcycle_pair(radius):
     """Within 10 % of scikit-image's endpoint error at the default and at scikit-image's
     own number of warps. Measured (full size): scikit-image 7.98 / 5.84 / 6.20 px at radius
-    3 / 7 / 15, chunkreg 8.24 / 5.58 / 6.20 (default tol) and 8.24 / 5.73 / 6.20 (tol=0);
-    before nearest-neighbour flow upsampling chunkreg reached 19.1 px at radius 3, with
-    18,379 runaway pixels against scikit-image's 2,964 (now 3,335)."""
+    3 / 7 / 15, chunkreg 8.38 / 5.90 / 6.21 (default tol) and 8.38 / 5.82 / 6.20 (tol=0);
+    with linear flow upsampling chunkreg reached 19.1 px at radius 3, with 18,379 runaway
+    pixels against scikit-image's 2,964 (now 2,790)."""
     reference, moving, _ = motorcycle()
     theirs = skreg.optical_flow_ilk(reference, moving, radius=radius)
     target = endpoint_error(theirs)
