@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_cluster_arguments, cluster_options, finish, int_tuple
+from ._common import (
+    add_cluster_arguments,
+    add_input_check_arguments,
+    cluster_options,
+    finish,
+    int_tuple,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -40,6 +46,7 @@ def add_parser(subparsers) -> None:
         help="record per-tile NCC to this volume before/after warping (see `chunkreg qc`)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
+    add_input_check_arguments(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -53,10 +60,12 @@ def run(args: argparse.Namespace) -> int:
         "tile": args.tile,
         "mode": args.mode,
         "reference": args.reference,
+        "allow_sparse": args.allow_sparse,
     }
     if args.dry_run:
         print(plan_warp_volume(args.moving, args.flow, **params))
         return 0
     return finish(
-        warp_volume(args.moving, args.flow, args.output, **params, **cluster_options(args))
+        warp_volume(args.moving, args.flow, args.output, **params, **cluster_options(args)),
+        strict=args.strict,
     )

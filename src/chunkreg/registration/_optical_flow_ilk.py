@@ -278,8 +278,9 @@ def optical_flow_ilk(
     """Dense optical flow by iterative Lucas-Kanade, coarse to fine.
 
     Same parameters, defaults and conventions as
-    :func:`skimage.registration.optical_flow_ilk`; on the same input the flows agree to a
-    few hundredths of a pixel. The iLK solver [1]_ (fast, robust, less accurate than TV-L1
+    :func:`skimage.registration.optical_flow_ilk`, plus an early stop (``tol``); on the
+    same input and with ``tol=0`` the flows agree to float32 rounding (1e-5 px), with the
+    default ``tol`` to a few thousandths of a pixel on average. The iLK solver [1]_ (fast, robust, less accurate than TV-L1
     on flat areas and object boundaries [2]_) runs on every level of an image pyramid, see
     :func:`chunkreg.registration.coarse_to_fine`.
 

@@ -15,12 +15,22 @@ from ._blockwise import (
     plan_blockwise_shifts,
 )
 from ._flow import FLOW_ARRAY, compute_flow, run_flow_plan
+from ._intensity import Intensity, IntensityWarning, plan_intensity
 from ._levels import LevelPlan
 from ._methods import DEFAULT_MOTION, flow_depth
 from ._planning import FlowPlan, default_tile, plan_flow
-from ._qc import combine_seam_sums, plot_qc, read_qc, seam_metric, seam_sums, summarise_qc, write_qc
+from ._qc import (
+    combine_seam_sums,
+    plot_qc,
+    qc_regressions,
+    read_qc,
+    seam_metric,
+    seam_sums,
+    summarise_qc,
+    write_qc,
+)
 from ._shifts_to_flow import shifts_to_flow
-from ._warp_volume import WarpPlan, plan_warp_volume, warp_volume
+from ._warp_volume import WarpPlan, check_warp_options, plan_warp_volume, warp_volume
 
 __all__ = [
     "DEFAULT_MOTION",
@@ -28,9 +38,12 @@ __all__ = [
     "BlockShifts",
     "BlocksPlan",
     "FlowPlan",
+    "Intensity",
+    "IntensityWarning",
     "LevelPlan",
     "WarpPlan",
     "blockwise_shifts",
+    "check_warp_options",
     "combine_seam_sums",
     "compute_flow",
     "default_tile",
@@ -38,8 +51,10 @@ __all__ = [
     "load_block_shifts",
     "plan_blockwise_shifts",
     "plan_flow",
+    "plan_intensity",
     "plan_warp_volume",
     "plot_qc",
+    "qc_regressions",
     "read_qc",
     "run_flow_plan",
     "seam_metric",
