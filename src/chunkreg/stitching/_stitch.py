@@ -16,14 +16,16 @@ from ..errors import InputError
 from ..execution import open_client, run_tasks
 from ..io import (
     CompletionRecord,
+    Space,
     array_ref,
     check_no_overlap,
     create_array,
     open_output_group,
     output_scope,
+    read_space,
     require_chunks,
     require_shared_store,
-    write_ome_multiscale_metadata,
+    write_space,
 )
 from ._fuse import BLEND_MODES
 from ._layout import Layout, _read_spec, overlapping_pairs, read_layout, refuse_coincident_tiles
@@ -377,7 +379,10 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
     if "0" not in group:
         create_array(group, name="0", shape=shape, dtype=dtype, chunks=chunks, dimension_names=axes)
     # (re)written on every run: a run killed before this point left none
-    write_ome_multiscale_metadata(group, paths=["0"], axes=axes, translations=[origin.tolist()])
+    # the tiles' voxel size and units; the origin (in voxels of the layout) in physical units
+    space = read_space(refs[0].open()).last(ndim).renamed(axes)
+    space = Space(axes, space.scale, (0.0,) * ndim, space.units).shifted(origin.tolist())
+    write_space(group, ["0"], space, name="mosaic")
     group.attrs["stitch"] = {
         "tiles": list(names),
         "positions": local.tolist(),

@@ -20,8 +20,9 @@ from ..io import (
     open_array,
     open_output_group,
     output_scope,
+    read_space,
     require_shared_store,
-    write_ome_multiscale_metadata,
+    write_space,
 )
 from ._bidiphase import estimate_bidiphase
 from ._frames import fourier_shift_frame
@@ -385,7 +386,7 @@ def register_timeseries(
             Batch(job, i, start, min(start + batch, n_time))
             for i, start in enumerate(range(0, n_time, batch))
         ]
-        _create_arrays(group, job, array.dtype, out_chunks, batch, mask)
+        _create_arrays(group, job, array.dtype, out_chunks, batch, mask, read_space(array))
         require_shared_store(group, cl)
         if not previous:
             _write_reference(group, job, spec, array)
@@ -451,8 +452,11 @@ def _store_location(store):
     return store
 
 
-def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask) -> None:
-    """Create the output arrays that do not exist yet (resume keeps existing ones)."""
+def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask, space) -> None:
+    """Create the output arrays that do not exist yet (resume keeps existing ones).
+
+    ``space`` is the input's physical space: the corrected stack keeps it (time axis included).
+    """
     t, ndim = job.n_time, len(job.frame_shape)
 
     def table(name, shape, dtype="float64", fill=np.nan):
@@ -498,7 +502,8 @@ def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask) -> None
             compressors=(ZstdCodec(level=1),),
             dimension_names=axes,
         )
-        write_ome_multiscale_metadata(group, paths=["corrected"], axes=axes, name="corrected")
+        space = space.last(len(axes)) if space.ndim > len(axes) else space
+        write_space(group, ["corrected"], space.renamed(axes), name="corrected")
 
 
 def _write_reference(group, job: Job, spec: ReferenceSpec, array) -> None:

@@ -26,13 +26,13 @@ from ..io import (
     array_ref,
     check_inputs_stored,
     create_array,
-    default_axes,
     open_array,
     open_output_group,
     output_scope,
+    output_space,
     read_region,
     require_shared_store,
-    write_ome_multiscale_metadata,
+    write_space,
 )
 from ..registration import normalized_cross_correlation
 from ..tiling import TileGrid
@@ -413,7 +413,10 @@ def warp_volume(
         require_shared_store(group, c)
         if "0" not in group:
             names = getattr(mov.metadata, "dimension_names", None)
-            axes = default_axes(mov.ndim, names) if mov.ndim <= 4 else names
+            # the warped image lies on the reference's grid: its space, else the flow's
+            # (compute_flow records the reference's there), else the moving image's
+            space = output_space(mov, plan.reference, plan.flow, mov)
+            axes = space.axes if mov.ndim <= 4 else names
             create_array(
                 group,
                 name="0",
@@ -425,7 +428,7 @@ def warp_volume(
                 dimension_names=axes,
             )
             if mov.ndim <= 4:
-                write_ome_multiscale_metadata(group, paths=["0"], axes=axes, name="warped")
+                write_space(group, ["0"], space, name="warped")
         sink = ResultSink(
             group,
             "tiles",
