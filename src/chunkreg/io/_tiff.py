@@ -325,6 +325,7 @@ def tiff_to_zarr(
     ome: bool = True,
     axes: Sequence[str] | None = None,
     overwrite: bool = False,
+    pyramid: bool | int = True,
 ) -> zarr.Array:
     """Convert a TIFF stack to a chunked zarr v3 array (OME-Zarr image by default).
 
@@ -347,6 +348,11 @@ def tiff_to_zarr(
         (so a plain 3-D stack is labelled z, y, x).
     overwrite : bool
         Replace an existing output.
+    pyramid : bool or int
+        With ``ome``, add display pyramid levels ``"1"``, ``"2"``, ... (block means of the fine
+        spatial axes, see :func:`chunkreg.volume.build_output_pyramid`); an int caps their
+        number, False: none. The voxel size recorded is the TIFF's (OME-TIFF ``PhysicalSize``,
+        else ImageJ's spacing, resolution and unit).
 
     Returns
     -------
@@ -386,7 +392,14 @@ def tiff_to_zarr(
             )
         _copy(src, array)
         if ome:
-            write_space(group, ["0"], _tiff_space(src, axes))
+            space = _tiff_space(src, axes)
+            write_space(group, ["0"], space)
+            if pyramid:  # display levels, built here (no cluster: conversion runs in-process)
+                from ..execution import SYNCHRONOUS
+                from ..volume._pyramid import build_output_pyramid
+
+                build_output_pyramid(group, "0", space, client=SYNCHRONOUS, levels=pyramid,
+                                     progress=False).raise_if_failed()  # fmt: skip
         return array
     finally:
         src.close()

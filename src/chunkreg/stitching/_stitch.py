@@ -70,6 +70,7 @@ def stitch(
     n_workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    pyramid: bool | int = True,
 ) -> StitchResult:
     """Place overlapping tiles precisely and fuse them into one zarr mosaic.
 
@@ -128,6 +129,9 @@ def stitch(
         Replace an existing output instead of resuming it.
     progress : bool
         Draw progress lines.
+    pyramid : bool or int
+        Add display pyramid levels ``"1"``, ``"2"``, ... of the mosaic (block means, see
+        :func:`chunkreg.volume.build_output_pyramid`); an int caps their number, False: none.
 
     Returns
     -------
@@ -241,7 +245,7 @@ def stitch(
             origin, reports["fusion"] = _fuse(
                 c, refs, shapes, dtype, layout.names, positions, output, out_chunks,
                 blend=blend, subpixel=subpixel, blend_width=blend_width, order=order,
-                overwrite=overwrite, progress=progress,
+                overwrite=overwrite, progress=progress, pyramid=pyramid,
             )  # fmt: skip
     return StitchResult(
         layout=layout.with_positions(positions),
@@ -341,7 +345,7 @@ def _register_pairs(
 
 
 def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blend, subpixel,
-          blend_width, order, overwrite, progress):  # fmt: skip
+          blend_width, order, overwrite, progress, pyramid=True):  # fmt: skip
     ndim = positions.shape[1]
     placed = positions if subpixel else np.round(positions)
     if subpixel:
@@ -396,6 +400,13 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
         describe=FuseTask.describe,
     )  # fmt: skip
     report.raise_if_failed()
+    if pyramid:  # display levels of the mosaic
+        from ..volume._pyramid import add_pyramid, build_output_pyramid
+
+        levels = build_output_pyramid(group, "0", space, client=client, levels=pyramid,
+                                      name="mosaic", progress=progress)  # fmt: skip
+        levels.raise_if_failed()
+        add_pyramid(report, levels)
     return origin, report
 
 

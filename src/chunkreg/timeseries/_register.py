@@ -168,6 +168,7 @@ def register_timeseries(
     n_workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    pyramid: bool | int = True,
 ) -> TimeseriesResult:
     """Measure and correct the drift and motion of a time series, frame by frame.
 
@@ -256,6 +257,10 @@ def register_timeseries(
         identical one resumed).
     progress : bool
         Show progress lines on stderr.
+    pyramid : bool or int
+        With ``apply``, add display pyramid levels ``"corrected_1"``, ... of the corrected stack
+        (block means of the frames' fine spatial axes, never along t; see
+        :func:`chunkreg.volume.build_output_pyramid`); an int caps their number, False: none.
 
     Returns
     -------
@@ -415,6 +420,14 @@ def register_timeseries(
                 describe=str,
             )
             reports[name].raise_if_failed()
+        if job.apply and pyramid:  # display levels of the corrected stack, space as recorded
+            from ..volume._pyramid import build_output_pyramid
+
+            reports["pyramid"] = build_output_pyramid(
+                group, "corrected", read_space(group["corrected"]), client=cl, levels=pyramid,
+                name="corrected", progress=progress,
+            )  # fmt: skip
+            reports["pyramid"].raise_if_failed()
         result = TimeseriesResult(
             shifts=np.asarray(group["shifts"][...]),
             error=np.asarray(group["error"][...]),
