@@ -119,3 +119,54 @@ def test_converted_tiff_gets_a_pyramid(tmp_path):
     ]
     got = zarr.open_group(str(tmp_path / "p.zarr"), mode="r")["1"][...]
     np.testing.assert_array_equal(got, np.rint(block_mean(data, (2, 2))))
+
+
+def test_cli_no_pyramid_switch(tmp_path):
+    from chunkreg.cli import main
+
+    image = textured_image((256, 128), seed=6).astype(np.float32)
+    zarr.create_array(str(tmp_path / "mov.zarr"), data=image, chunks=(64, 64))
+    flow = create_array(tmp_path / "flow.zarr", shape=(2, 256, 128), dtype="float32",
+                        chunks=(1, 64, 64))  # fmt: skip
+    flow[...] = 0
+    sync = ["--scheduler", "synchronous", "--no-progress"]
+    argv = ["warp", str(tmp_path / "mov.zarr"), str(tmp_path / "flow.zarr")]
+    assert main([*argv, str(tmp_path / "a.zarr"), *sync]) == 0
+    assert [p for p, _, _ in levels_of(tmp_path / "a.zarr")] == ["0", "1"]
+    assert main([*argv, str(tmp_path / "b.zarr"), "--no-pyramid", *sync]) == 0
+    assert [p for p, _, _ in levels_of(tmp_path / "b.zarr")] == ["0"]
+    assert "1" not in zarr.open_group(str(tmp_path / "b.zarr"), mode="r")
+
+
+def test_corrected_series_pyramid_keeps_every_frame(tmp_path):
+    frames = np.stack([np.roll(textured_image((128, 128), seed=1), t, axis=1) for t in range(3)])
+    zarr.create_array(str(tmp_path / "movie.zarr"), data=frames.astype(np.float32),
+                      chunks=(1, 128, 128))  # fmt: skip
+    chunkreg.register_timeseries(tmp_path / "movie.zarr", tmp_path / "drift.zarr", **SYNC)
+    assert levels_of(tmp_path / "drift.zarr") == [
+        ("corrected", (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)),
+        ("corrected_1", (1.0, 2.0, 2.0), (0.0, 0.5, 0.5)),
+    ]
+    group = zarr.open_group(str(tmp_path / "drift.zarr"), mode="r")
+    np.testing.assert_allclose(group["corrected_1"][...],
+                               block_mean(group["corrected"][...], (1, 2, 2)), rtol=1e-5)  # fmt: skip
+
+
+def test_mosaic_pyramid(tmp_path):
+    from chunkreg.stitching import regular_grid
+
+    layout = regular_grid((1, 2), (128, 128), overlap=0.25)
+    scene = textured_image((128, 256), seed=3).astype(np.float32)
+    group = zarr.open_group(str(tmp_path / "tiles.zarr"), mode="w")
+    for name, (y, x) in zip(layout.names, layout.positions.astype(int), strict=True):
+        group.create_array(name, data=scene[y : y + 128, x : x + 128])
+    result = chunkreg.stitch(tmp_path / "tiles.zarr", layout, tmp_path / "m.zarr", **SYNC)
+    assert result.reports["fusion"].notes["pyramid levels"] == 2
+    levels = levels_of(tmp_path / "m.zarr")
+    assert [p for p, _, _ in levels] == ["0", "1"]
+    assert levels[1][1] == (2.0, 2.0)
+    out = zarr.open_group(str(tmp_path / "m.zarr"), mode="r")
+    mosaic = out["0"][...]
+    even = mosaic[: mosaic.shape[0] // 2 * 2, : mosaic.shape[1] // 2 * 2]
+    np.testing.assert_allclose(out["1"][: even.shape[0] // 2, : even.shape[1] // 2],
+                               block_mean(even, (2, 2)), rtol=1e-5)  # fmt: skip
