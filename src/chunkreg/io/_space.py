@@ -198,8 +198,9 @@ def read_space(array: zarr.Array) -> Space:
     try:
         group = zarr.open_group(store=array.store, path=parent, mode="r")
         multiscales = _multiscales(group.attrs.asdict())
-    except Exception:
-        return fallback
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError,
+            zarr.errors.NodeTypeValidationError):  # fmt: skip
+        return fallback  # no parent group (an array stored on its own): no OME metadata
     for ms in multiscales:
         for dataset in ms.get("datasets", []):
             if str(dataset.get("path")).strip("/") != key:
