@@ -170,3 +170,15 @@ def test_mosaic_pyramid(tmp_path):
     even = mosaic[: mosaic.shape[0] // 2 * 2, : mosaic.shape[1] // 2 * 2]
     np.testing.assert_allclose(out["1"][: even.shape[0] // 2, : even.shape[1] // 2],
                                block_mean(even, (2, 2)), rtol=1e-5)  # fmt: skip
+
+
+def test_block_mean_edges_and_dtypes():
+    from chunkreg.volume._multiscale import block_mean as kernel
+
+    row = np.array([[1, 4, 7]], dtype=np.uint8)
+    # 2.5 rounds to even; the partial last block repeats its edge voxel
+    np.testing.assert_array_equal(kernel(row, (1, 2), np.uint8), [[2, 7]])
+    floats = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_allclose(kernel(floats, (1, 2), np.float32), [[0.5, 2.5], [4.5, 6.5],
+                                                                    [8.5, 10.5]])  # fmt: skip
+    assert kernel(np.full((2, 2), 255, np.uint8), (2, 2), np.uint8).dtype == np.uint8

@@ -27,7 +27,7 @@ from ..io import ArrayRef, CompletionRecord, Space, create_array, read_region, w
 from ..io._space import NON_SPATIAL
 from ..tiling import TileGrid
 from ._intensity import IDENTITY, Intensity
-from ._multiscale import downsample_region, downsample_source
+from ._multiscale import block_mean, downsample_region, downsample_source
 from ._planning import pyramid_tile
 from ._stitch import group_ref
 
@@ -204,29 +204,6 @@ def level_path(base: str, level: int) -> str:
     if level == 0:
         return base
     return str(level) if base == "0" else f"{base}_{level}"
-
-
-def block_mean(region: np.ndarray, step: Sequence[int], dtype) -> np.ndarray:
-    """The mean of each ``step`` block of ``region`` (a partial last block repeats its edge).
-
-    Integer results are rounded to the nearest value of ``dtype``.
-    """
-    step = tuple(int(s) for s in step)
-    pad = [(0, -n % s) for n, s in zip(region.shape, step, strict=True)]
-    values = np.asarray(region, dtype=np.float64)
-    if any(p[1] for p in pad):
-        values = np.pad(values, pad, mode="edge")
-    shape = []
-    for n, s in zip(values.shape, step, strict=True):
-        shape += [n // s, s]
-    values = values.reshape(shape).mean(axis=tuple(range(1, 2 * len(step), 2)))
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        values = np.clip(np.rint(values), info.min, info.max)
-    elif dtype.kind == "b":
-        values = values >= 0.5
-    return values.astype(dtype)
 
 
 @dataclass(frozen=True)
