@@ -161,7 +161,7 @@ def test_mosaic_pyramid(tmp_path):
     for name, (y, x) in zip(layout.names, layout.positions.astype(int), strict=True):
         group.create_array(name, data=scene[y : y + 128, x : x + 128])
     result = chunkreg.stitch(tmp_path / "tiles.zarr", layout, tmp_path / "m.zarr", **SYNC)
-    assert result.reports["fusion"].notes["pyramid levels"] == 2
+    assert result.reports["pyramid"].notes["pyramid levels"] == 2
     levels = levels_of(tmp_path / "m.zarr")
     assert [p for p, _, _ in levels] == ["0", "1"]
     assert levels[1][1] == (2.0, 2.0)

@@ -242,11 +242,13 @@ def stitch(
             unlinked = ()
         origin = None
         if fuse:
-            origin, reports["fusion"] = _fuse(
+            origin, reports["fusion"], levels = _fuse(
                 c, refs, shapes, dtype, layout.names, positions, output, out_chunks,
                 blend=blend, subpixel=subpixel, blend_width=blend_width, order=order,
                 overwrite=overwrite, progress=progress, pyramid=pyramid,
             )  # fmt: skip
+            if levels is not None:
+                reports["pyramid"] = levels
     return StitchResult(
         layout=layout.with_positions(positions),
         nominal_positions=nominal,
@@ -400,14 +402,14 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
         describe=FuseTask.describe,
     )  # fmt: skip
     report.raise_if_failed()
+    levels = None
     if pyramid:  # display levels of the mosaic
-        from ..volume._pyramid import add_pyramid, build_output_pyramid
+        from ..volume._pyramid import build_output_pyramid
 
         levels = build_output_pyramid(group, "0", space, client=client, levels=pyramid,
                                       name="mosaic", progress=progress)  # fmt: skip
         levels.raise_if_failed()
-        add_pyramid(report, levels)
-    return origin, report
+    return origin, report, levels
 
 
 def _task_block(chunks, shape) -> np.ndarray:

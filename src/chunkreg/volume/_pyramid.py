@@ -33,7 +33,6 @@ from ._stitch import group_ref
 
 __all__ = [
     "PyramidTasks",
-    "add_pyramid",
     "build_output_pyramid",
     "create_pyramid_level",
     "downsample_tile",
@@ -314,7 +313,7 @@ def build_output_pyramid(
         record = CompletionRecord(group, f"pyramid_{path}", len(tasks))
         part = run_tasks(mean_downsample_tile, tasks, client=client, record=record,
                          label=f"pyramid {level}", progress=progress, describe=str)  # fmt: skip
-        add_pyramid(report, part)
+        _add_counts(report, part)
         if not part.ok:
             report.wall_time = time.perf_counter() - t0
             return report
@@ -325,8 +324,8 @@ def build_output_pyramid(
     return report
 
 
-def add_pyramid(report: RunReport, part: RunReport) -> None:
-    """Count a pyramid's tasks in a workflow's report."""
+def _add_counts(report: RunReport, part: RunReport) -> None:
+    """Count one level's tasks in the pyramid's report."""
     report.n_tasks += part.n_tasks
     report.n_done += part.n_done
     report.n_skipped += part.n_skipped

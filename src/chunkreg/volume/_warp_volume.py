@@ -37,7 +37,7 @@ from ..io import (
 from ..registration import normalized_cross_correlation
 from ..tiling import TileGrid
 from ._flow import FLOW_ARRAY
-from ._pyramid import add_pyramid, build_output_pyramid
+from ._pyramid import build_output_pyramid
 from ._qc import qc_regressions, write_qc
 from ._shifts_to_flow import default_tile
 from ._sink import ResultSink
@@ -469,9 +469,11 @@ def warp_volume(
             )
         finally:
             sink.flush()
-        if report.ok and pyramid and mov.ndim <= 4:
-            add_pyramid(report, build_output_pyramid(group, "0", space, client=c, levels=pyramid,
-                                                     name="warped", progress=progress))  # fmt: skip
+        if report.ok and pyramid and mov.ndim <= 4:  # display levels, once the image is done
+            levels = build_output_pyramid(group, "0", space, client=c, levels=pyramid,
+                                          name="warped", progress=progress)  # fmt: skip
+            levels.raise_if_failed()
+            report.notes["pyramid levels"] = levels.notes["pyramid levels"]
     if plan.reference is not None:
         before = sink.values["ncc_before"].reshape(tiles.grid_shape)
         after = sink.values["ncc_after"].reshape(tiles.grid_shape)
