@@ -9,6 +9,7 @@ from ._common import (
     EXIT_QC_WARNING,
     add_cluster_arguments,
     add_input_check_arguments,
+    add_pyramid_argument,
     cluster_options,
     int_tuple,
 )
@@ -110,6 +111,7 @@ def add_parser(subparsers) -> None:
     out.add_argument("--batch", type=int, metavar="N", help="frames per task")
     out.add_argument("--plot", metavar="PNG", help="also save a drift plot (needs matplotlib)")
     add_input_check_arguments(parser)
+    add_pyramid_argument(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -157,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         bidiphase=args.bidiphase,
         batch_size=args.batch,
         allow_sparse=args.allow_sparse,
+        pyramid=args.pyramid,
         **cluster_options(args),
     )
     print(result.summary())

@@ -8,6 +8,7 @@ from pathlib import Path
 from ._common import (
     add_cluster_arguments,
     add_input_check_arguments,
+    add_pyramid_argument,
     cluster_options,
     finish,
     int_tuple,
@@ -131,6 +132,7 @@ def add_parser(subparsers) -> None:
         help="output chunk shape (default 1024 in 2-D, 128 in 3-D)",
     )
     add_input_check_arguments(p)
+    add_pyramid_argument(p)
     add_cluster_arguments(p)
     p.set_defaults(func=run)
 
@@ -160,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         max_relative_residual=args.max_relative_residual,
         chunks=args.chunks,
         allow_sparse=args.allow_sparse,
+        pyramid=args.pyramid,
         **cluster_options(args),
     )
     if not args.fuse_only:
