@@ -2,7 +2,9 @@
 
 Generates a textured 3-D volume pair with a known smooth deformation and a drifting time
 series, then runs dense flow + warping and drift correction on a two-worker LocalCluster,
-prints errors against the known truth with time and throughput, and writes PNG figures.
+prints errors against the known truth with time and throughput, and writes PNG figures. The
+inputs are OME-Zarr images with a voxel size in micrometres (and a frame interval), which every
+image output carries, each with its display pyramid.
 
 Run it with ``python -m chunkreg.demo [--output DIR]``.
 """
@@ -18,10 +20,43 @@ import zarr
 from scipy import ndimage
 
 from .execution import open_client
-from .io import create_array
+from .io import Space, create_array, multiscale_dataset_paths, open_array, read_space, write_space
 from .testing import apply_flow, smooth_displacement, textured_image
 
 __all__ = ["main"]
+
+UM = "micrometer"
+#: Physical spaces of the generated inputs (carried to every output, with pyramids).
+VOLUME_SPACE = Space(("z", "y", "x"), (1.0, 0.5, 0.5), (0.0, 0.0, 0.0), {"z": UM, "y": UM, "x": UM})
+SERIES_SPACE = Space(("t", "y", "x"), (0.1, 0.4, 0.4), (0.0, 0.0, 0.0),
+                     {"t": "second", "y": UM, "x": UM})  # fmt: skip
+
+
+def _write_image(path: Path, data: np.ndarray, chunks, space: Space) -> None:
+    """Write ``data`` as level 0 of an OME-Zarr image in ``space``."""
+    group = zarr.open_group(path, mode="w")
+    create_array(group, name="0", shape=data.shape, dtype=data.dtype, chunks=chunks,
+                 dimension_names=space.axes)[:] = data  # fmt: skip
+    write_space(group, ["0"], space)
+
+
+def describe_image(path: Path) -> str:
+    """One line on an OME-Zarr image output: its levels and voxel size (validated if possible)."""
+    group = zarr.open_group(path, mode="r")
+    levels = multiscale_dataset_paths(group.attrs.asdict())
+    space = read_space(open_array(path))
+    size = " x ".join(f"{s:g}" for s in space.scale)
+    units = sorted(set(space.units.values()))
+    shapes = ", ".join("x".join(map(str, group[p].shape)) for p in levels)
+    try:
+        from ome_zarr_models.v05.image import Image
+    except ImportError:
+        checked = ""
+    else:
+        Image.from_zarr(group)  # raises if the metadata is not valid OME-Zarr 0.5
+        checked = ", valid OME-Zarr 0.5"
+    return (f"{path.name}: {len(levels)} levels ({shapes}), voxel {size} "
+            f"{'/'.join(units)} along {''.join(space.axes)}{checked}")  # fmt: skip
 
 
 def make_volume_pair(folder: Path, shape=(64, 160, 160), amplitude=3.0, seed=0):
@@ -33,9 +68,7 @@ def make_volume_pair(folder: Path, shape=(64, 160, 160), amplitude=3.0, seed=0):
     chunks = (32, 64, 64)
     for name, data in (("reference", reference), ("moving", moving)):
         noisy = data + rng.normal(0, 0.01, data.shape).astype(np.float32)
-        create_array(
-            folder / f"{name}.zarr", shape=shape, dtype="float32", chunks=chunks, overwrite=True
-        )[:] = noisy
+        _write_image(folder / f"{name}.zarr", noisy.astype(np.float32), chunks, VOLUME_SPACE)
     return reference, moving, truth
 
 
@@ -55,13 +88,7 @@ def make_drifting_series(folder: Path, n_frames=60, shape=(192, 192), max_drift=
         shifted = np.fft.ifftn(ndimage.fourier_shift(spectrum, d)).real[32:-32, 32:-32]
         noisy = 1000 + 3000 * shifted + rng.normal(0, 30, shape)
         frames[t] = np.clip(noisy, 0, 65535).astype(np.uint16)
-    create_array(
-        folder / "series.zarr",
-        shape=frames.shape,
-        dtype="uint16",
-        chunks=(1, *shape),
-        overwrite=True,
-    )[:] = frames
+    _write_image(folder / "series.zarr", frames, (1, *shape), SERIES_SPACE)
     # Frame t shows the scene moved by drift[t]; registering it onto frame 0 needs the
     # opposite shift, relative to frame 0.
     return frames, -(drift - drift[0])
@@ -229,6 +256,8 @@ def main(argv=None) -> int:
     print("=====================")
     for line in lines:
         print("  " + line)
+    for name in ("flow.zarr", "registered.zarr", "series-registered.zarr"):
+        print("  " + describe_image(folder / name))
     print(f"  figures: {', '.join(str(p) for p in figures)}")
     print(f"  total time {time.perf_counter() - start:.1f} s; outputs in {folder}/")
     return 0

@@ -114,7 +114,7 @@ def test_output_layout_and_metadata(tmp_path, pair2d):
     assert flow.chunks == (1, 40, 48)
     assert flow.metadata.dimension_names == ("c", "y", "x")
     attrs = flow.attrs.asdict()
-    assert attrs["axes"] == ["c", "y", "x"] and attrs["units"] == {"values": "pixel"}
+    assert attrs["axes"] == ["c", "y", "x"] and attrs["units"] == {"values": "voxel"}
     assert attrs["tile"] == [80, 96] and attrs["depth"] == [4, 4]
     assert attrs["method"].endswith("box_flow")
     group = zarr.open_group(str(out), mode="r")

@@ -218,6 +218,17 @@ def finish(reports, *, strict: bool = False) -> int:
     return EXIT_QC_WARNING if strict and warnings else 0
 
 
+def add_pyramid_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--no-pyramid`` (image outputs get display pyramid levels by default)."""
+    parser.add_argument(
+        "--no-pyramid",
+        dest="pyramid",
+        action="store_false",
+        help="write level 0 only, without the display pyramid (levels 1, 2, ... of block means "
+        "along the fine spatial axes, down to about 64 voxels)",
+    )
+
+
 def add_input_check_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--allow-sparse``."""
     parser.add_argument(

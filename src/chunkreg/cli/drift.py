@@ -9,6 +9,7 @@ from ._common import (
     EXIT_QC_WARNING,
     add_cluster_arguments,
     add_input_check_arguments,
+    add_pyramid_argument,
     add_shards_argument,
     cluster_options,
     int_tuple,
@@ -114,6 +115,7 @@ def add_parser(subparsers) -> None:
     add_shards_argument(out, inherited="the stack's (when time is its first axis)")
     out.add_argument("--plot", metavar="PNG", help="also save a drift plot (needs matplotlib)")
     add_input_check_arguments(parser)
+    add_pyramid_argument(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -162,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch,
         shards=args.shards,
         allow_sparse=args.allow_sparse,
+        pyramid=args.pyramid,
         **cluster_options(args),
     )
     print(result.summary())

@@ -8,6 +8,7 @@ from pathlib import Path
 from ._common import (
     add_cluster_arguments,
     add_input_check_arguments,
+    add_pyramid_argument,
     add_shards_argument,
     cluster_options,
     finish,
@@ -133,6 +134,7 @@ def add_parser(subparsers) -> None:
     )
     add_shards_argument(p, inherited=None)
     add_input_check_arguments(p)
+    add_pyramid_argument(p)
     add_cluster_arguments(p)
     p.set_defaults(func=run)
 
@@ -163,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         chunks=args.chunks,
         shards=args.shards,
         allow_sparse=args.allow_sparse,
+        pyramid=args.pyramid,
         **cluster_options(args),
     )
     if not args.fuse_only:

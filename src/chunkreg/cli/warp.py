@@ -7,6 +7,7 @@ import argparse
 from ._common import (
     add_cluster_arguments,
     add_input_check_arguments,
+    add_pyramid_argument,
     add_shards_argument,
     cluster_options,
     finish,
@@ -49,6 +50,7 @@ def add_parser(subparsers) -> None:
     add_shards_argument(parser, inherited="MOVING's")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
     add_input_check_arguments(parser)
+    add_pyramid_argument(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -69,6 +71,13 @@ def run(args: argparse.Namespace) -> int:
         print(plan_warp_volume(args.moving, args.flow, **params))
         return 0
     return finish(
-        warp_volume(args.moving, args.flow, args.output, **params, **cluster_options(args)),
+        warp_volume(
+            args.moving,
+            args.flow,
+            args.output,
+            **params,
+            pyramid=args.pyramid,
+            **cluster_options(args),
+        ),
         strict=args.strict,
     )

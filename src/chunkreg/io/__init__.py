@@ -29,6 +29,7 @@ from ._output import (
     record_side_files,
     require_shared_store,
 )
+from ._space import Space, output_space, read_space, write_space
 from ._tiff import natural_sort, tiff_to_zarr, tiles_to_zarr
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "FIELD_COMPRESSORS",
     "ArrayRef",
     "CompletionRecord",
+    "Space",
     "array_ref",
     "check_inputs_stored",
     "check_no_overlap",
@@ -51,8 +53,10 @@ __all__ = [
     "open_output_group",
     "output_codecs",
     "output_scope",
+    "output_space",
     "read_lease",
     "read_region",
+    "read_space",
     "record_side_files",
     "require_chunks",
     "require_shard_aligned",
@@ -63,4 +67,5 @@ __all__ = [
     "tiles_to_zarr",
     "url_store",
     "write_ome_multiscale_metadata",
+    "write_space",
 ]

@@ -24,8 +24,9 @@ from ..errors import InputError
 from ._arrays import create_array, resolve_shards
 from ._lease import output_scope
 from ._locations import check_no_overlap
-from ._ome import default_axes, write_ome_multiscale_metadata
+from ._ome import default_axes
 from ._output import open_output_group
+from ._space import Space, ome_unit, write_space
 
 __all__ = ["natural_sort", "tiff_to_zarr", "tiles_to_zarr"]
 
@@ -218,6 +219,61 @@ class _Source:
             self.tif.close()
 
 
+def _ome_tiff_sizes(xml: str) -> tuple[dict, dict]:
+    """Voxel size and unit per axis from an OME-TIFF's ``Pixels`` element."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(xml)
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    sizes, units = {}, {}
+    if pixels is None:
+        return sizes, units
+    for axis, key in (("x", "PhysicalSizeX"), ("y", "PhysicalSizeY"), ("z", "PhysicalSizeZ"),
+                      ("t", "TimeIncrement")):  # fmt: skip
+        if pixels.get(key):
+            sizes[axis] = float(pixels.get(key))
+            default = "s" if axis == "t" else "µm"  # the OME schema's defaults
+            units[axis] = ome_unit(pixels.get(f"{key}Unit", default))
+    return sizes, units
+
+
+def _imagej_sizes(tif) -> tuple[dict, dict]:
+    """Voxel size and unit per axis from ImageJ's header and the X/YResolution tags."""
+    meta = tif.imagej_metadata or {}
+    sizes, units = {}, {}
+    unit = ome_unit(meta.get("unit"))
+    page = tif.pages[0]
+    for axis, tag in (("x", "XResolution"), ("y", "YResolution")):
+        value = page.tags.get(tag)
+        if value is not None:
+            num, den = value.value
+            if num and (num, den) != (1, 1):
+                sizes[axis], units[axis] = den / num, unit
+    if meta.get("spacing"):
+        sizes["z"], units["z"] = float(meta["spacing"]), unit
+    if meta.get("finterval"):
+        sizes["t"], units["t"] = float(meta["finterval"]), ome_unit(meta.get("tunit", "s"))
+    return sizes, units
+
+
+def _tiff_space(src: _Source, axes: tuple[str, ...]) -> Space:
+    """The physical space a TIFF records (OME-TIFF PhysicalSize, else ImageJ), else voxels."""
+    sizes, units = {}, {}
+    if src.tif is not None:
+        try:
+            if src.tif.is_ome and src.tif.ome_metadata:
+                sizes, units = _ome_tiff_sizes(src.tif.ome_metadata)
+            elif src.tif.is_imagej:
+                sizes, units = _imagej_sizes(src.tif)
+        except (ValueError, TypeError, KeyError, ZeroDivisionError) as exc:
+            warnings.warn(f"TIFF physical sizes not read ({exc}); voxels of size 1 recorded",
+                          stacklevel=3)  # fmt: skip
+            sizes, units = {}, {}
+    scale = tuple(float(sizes.get(a, 1.0)) for a in axes)
+    kept = {a: units[a] for a in axes if a in sizes and units.get(a)}
+    return Space(axes, scale, (0.0,) * len(axes), kept)
+
+
 def _copy(src: _Source, dst: zarr.Array) -> None:
     """Copy ``src`` into ``dst`` one chunk-aligned slab of planes at a time."""
     shape, chunks = src.shape, dst.shards or dst.chunks  # whole shards: each written once
@@ -270,6 +326,7 @@ def tiff_to_zarr(
     ome: bool = True,
     axes: Sequence[str] | None = None,
     overwrite: bool = False,
+    pyramid: bool | int = True,
 ) -> zarr.Array:
     """Convert a TIFF stack to a chunked zarr v3 array (OME-Zarr image by default).
 
@@ -296,6 +353,11 @@ def tiff_to_zarr(
         (so a plain 3-D stack is labelled z, y, x).
     overwrite : bool
         Replace an existing output.
+    pyramid : bool or int
+        With ``ome``, add display pyramid levels ``"1"``, ``"2"``, ... (block means of the fine
+        spatial axes, see :func:`chunkreg.volume.build_output_pyramid`); an int caps their
+        number, False: none. The voxel size recorded is the TIFF's (OME-TIFF ``PhysicalSize``,
+        else ImageJ's spacing, resolution and unit).
 
     Returns
     -------
@@ -339,7 +401,14 @@ def tiff_to_zarr(
             )  # fmt: skip
         _copy(src, array)
         if ome:
-            write_ome_multiscale_metadata(group, paths=["0"], axes=axes)
+            space = _tiff_space(src, axes)
+            write_space(group, ["0"], space)
+            if pyramid:  # display levels, built here (no cluster: conversion runs in-process)
+                from ..execution import SYNCHRONOUS
+                from ..volume._pyramid import build_output_pyramid
+
+                build_output_pyramid(group, "0", space, client=SYNCHRONOUS, levels=pyramid,
+                                     progress=False).raise_if_failed()  # fmt: skip
         return array
     finally:
         src.close()

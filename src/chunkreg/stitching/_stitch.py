@@ -16,15 +16,17 @@ from ..errors import InputError
 from ..execution import open_client, run_tasks
 from ..io import (
     CompletionRecord,
+    Space,
     array_ref,
     check_no_overlap,
     create_array,
     open_output_group,
     output_scope,
+    read_space,
     require_chunks,
     require_shared_store,
     resolve_shards,
-    write_ome_multiscale_metadata,
+    write_space,
 )
 from ._fuse import BLEND_MODES
 from ._layout import Layout, _read_spec, overlapping_pairs, read_layout, refuse_coincident_tiles
@@ -70,6 +72,7 @@ def stitch(
     n_workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    pyramid: bool | int = True,
 ) -> StitchResult:
     """Place overlapping tiles precisely and fuse them into one zarr mosaic.
 
@@ -131,6 +134,9 @@ def stitch(
         Replace an existing output instead of resuming it.
     progress : bool
         Draw progress lines.
+    pyramid : bool or int
+        Add display pyramid levels ``"1"``, ``"2"``, ... of the mosaic (block means, see
+        :func:`chunkreg.volume.build_output_pyramid`); an int caps their number, False: none.
 
     Returns
     -------
@@ -244,11 +250,13 @@ def stitch(
             unlinked = ()
         origin = None
         if fuse:
-            origin, reports["fusion"] = _fuse(
+            origin, reports["fusion"], levels = _fuse(
                 c, refs, shapes, dtype, layout.names, positions, output, out_chunks,
-                shards=shards, blend=blend, subpixel=subpixel, blend_width=blend_width, order=order,
-                overwrite=overwrite, progress=progress,
+                shards=shards, blend=blend, subpixel=subpixel, blend_width=blend_width,
+                order=order, overwrite=overwrite, progress=progress, pyramid=pyramid,
             )  # fmt: skip
+            if levels is not None:
+                reports["pyramid"] = levels
     return StitchResult(
         layout=layout.with_positions(positions),
         nominal_positions=nominal,
@@ -347,7 +355,7 @@ def _register_pairs(
 
 
 def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blend, subpixel,
-          blend_width, order, overwrite, progress, shards=None):  # fmt: skip
+          blend_width, order, overwrite, progress, pyramid=True, shards=None):  # fmt: skip
     ndim = positions.shape[1]
     placed = positions if subpixel else np.round(positions)
     if subpixel:
@@ -388,7 +396,10 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
         create_array(group, name="0", shape=shape, dtype=dtype, chunks=chunks, shards=shards,
                      dimension_names=axes)  # fmt: skip
     # (re)written on every run: a run killed before this point left none
-    write_ome_multiscale_metadata(group, paths=["0"], axes=axes, translations=[origin.tolist()])
+    # the tiles' voxel size and units; the origin (in voxels of the layout) in physical units
+    space = read_space(refs[0].open()).last(ndim).renamed(axes)
+    space = Space(axes, space.scale, (0.0,) * ndim, space.units).shifted(origin.tolist())
+    write_space(group, ["0"], space, name="mosaic")
     group.attrs["stitch"] = {
         "tiles": list(names),
         "positions": local.tolist(),
@@ -403,7 +414,14 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
         describe=FuseTask.describe,
     )  # fmt: skip
     report.raise_if_failed()
-    return origin, report
+    levels = None
+    if pyramid:  # display levels of the mosaic
+        from ..volume._pyramid import build_output_pyramid
+
+        levels = build_output_pyramid(group, "0", space, client=client, levels=pyramid,
+                                      name="mosaic", progress=progress)  # fmt: skip
+        levels.raise_if_failed()
+    return origin, report, levels
 
 
 def _task_block(chunks, shape) -> np.ndarray:

@@ -20,8 +20,9 @@ from ..io import (
     open_array,
     open_output_group,
     output_scope,
+    read_space,
     require_shared_store,
-    write_ome_multiscale_metadata,
+    write_space,
 )
 from ..io._arrays import resolve_shards
 from ._bidiphase import estimate_bidiphase
@@ -169,6 +170,7 @@ def register_timeseries(
     n_workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    pyramid: bool | int = True,
 ) -> TimeseriesResult:
     """Measure and correct the drift and motion of a time series, frame by frame.
 
@@ -263,6 +265,10 @@ def register_timeseries(
         identical one resumed).
     progress : bool
         Show progress lines on stderr.
+    pyramid : bool or int
+        With ``apply``, add display pyramid levels ``"corrected_1"``, ... of the corrected stack
+        (block means of the frames' fine spatial axes, never along t; see
+        :func:`chunkreg.volume.build_output_pyramid`); an int caps their number, False: none.
 
     Returns
     -------
@@ -400,7 +406,8 @@ def register_timeseries(
             Batch(job, i, start, min(start + batch, n_time))
             for i, start in enumerate(range(0, n_time, batch))
         ]
-        _create_arrays(group, job, array.dtype, out_chunks, batch, mask, out_shards)
+        _create_arrays(group, job, array.dtype, out_chunks, batch, mask, read_space(array),
+                       out_shards)  # fmt: skip
         require_shared_store(group, cl)
         if not previous:
             _write_reference(group, job, spec, array)
@@ -429,6 +436,14 @@ def register_timeseries(
                 describe=str,
             )
             reports[name].raise_if_failed()
+        if job.apply and pyramid:  # display levels of the corrected stack, space as recorded
+            from ..volume._pyramid import build_output_pyramid
+
+            reports["pyramid"] = build_output_pyramid(
+                group, "corrected", read_space(group["corrected"]), client=cl, levels=pyramid,
+                name="corrected", progress=progress,
+            )  # fmt: skip
+            reports["pyramid"].raise_if_failed()
         result = TimeseriesResult(
             shifts=np.asarray(group["shifts"][...]),
             error=np.asarray(group["error"][...]),
@@ -466,8 +481,12 @@ def _store_location(store):
     return store
 
 
-def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask, shards=None) -> None:
-    """Create the output arrays that do not exist yet (resume keeps existing ones)."""
+def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask, space,
+                   shards=None) -> None:  # fmt: skip
+    """Create the output arrays that do not exist yet (resume keeps existing ones).
+
+    ``space`` is the input's physical space: the corrected stack keeps it (time axis included).
+    """
     t, ndim = job.n_time, len(job.frame_shape)
 
     def table(name, shape, dtype="float64", fill=np.nan):
@@ -514,7 +533,8 @@ def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask, shards=
             compressors=(ZstdCodec(level=1),),
             dimension_names=axes,
         )
-        write_ome_multiscale_metadata(group, paths=["corrected"], axes=axes, name="corrected")
+        space = space.last(len(axes)) if space.ndim > len(axes) else space
+        write_space(group, ["corrected"], space.renamed(axes), name="corrected")
 
 
 def _write_reference(group, job: Job, spec: ReferenceSpec, array) -> None:

@@ -19,6 +19,7 @@ from ._intensity import Intensity, IntensityWarning, plan_intensity
 from ._levels import LevelPlan
 from ._methods import DEFAULT_MOTION, flow_depth
 from ._planning import FlowPlan, default_tile, plan_flow
+from ._pyramid import build_output_pyramid, pyramid_factors
 from ._qc import (
     combine_seam_sums,
     plot_qc,
@@ -43,6 +44,7 @@ __all__ = [
     "LevelPlan",
     "WarpPlan",
     "blockwise_shifts",
+    "build_output_pyramid",
     "check_warp_options",
     "combine_seam_sums",
     "compute_flow",
@@ -54,6 +56,7 @@ __all__ = [
     "plan_intensity",
     "plan_warp_volume",
     "plot_qc",
+    "pyramid_factors",
     "qc_regressions",
     "read_qc",
     "run_flow_plan",

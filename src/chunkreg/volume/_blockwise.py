@@ -29,6 +29,7 @@ from ..io import (
     open_output_group,
     output_scope,
     read_region,
+    read_space,
     require_shared_store,
 )
 from ..registration import normalized_cross_correlation
@@ -424,6 +425,8 @@ def _finalise(group, plan, values, thresholds: dict, complete, report) -> BlockS
         "n_reliable": int(reliable.sum()),
         "n_outliers": int(outlier.sum()),
         "complete": bool(complete),
+        # the reference's physical space, for the flows made from these shifts
+        "space": read_space(plan.reference).to_attrs(),
     }
     return result
 

@@ -30,8 +30,9 @@ from ..io import (
     create_array,
     open_output_group,
     output_scope,
+    read_space,
     require_shared_store,
-    write_ome_multiscale_metadata,
+    write_space,
 )
 from ._flow_tasks import LevelJob, TileTasks, WholeTask, flow_tile, whole_level
 from ._intensity import IDENTITY
@@ -47,7 +48,6 @@ __all__ = ["FLOW_ARRAY", "compute_flow", "run_flow_plan"]
 #: Name of the flow array inside the output group.
 FLOW_ARRAY = "flow"
 _RECORD = "tiles"
-_AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 _SCRATCH = "_scratch"
 _PIECES = "pieces"
 
@@ -57,10 +57,16 @@ def flow_path(level: int) -> str:
     return FLOW_ARRAY if level == 0 else f"coarse/{level}"
 
 
+def _flow_space(plan: FlowPlan):
+    """The flow's space: the reference's spatial axes behind a component axis ``c``."""
+    return read_space(plan.reference.open()).last(plan.ndim).with_leading(("c",))
+
+
 def _flow_attributes(plan: FlowPlan, level: int) -> dict:
     lp = plan.levels[level]
-    axes = ("c", *_AXES[plan.ndim])
-    unit = "pixel" if level == 0 else f"pixel of level {level} (2**{level} input pixels)"
+    space = _flow_space(plan)
+    axes = space.axes
+    unit = "voxel" if level == 0 else f"voxel of level {level} (2**{level} input voxels)"
     return {
         "description": (
             "dense displacement field: flow[:, p] is the displacement (in pixels of this "
@@ -69,6 +75,7 @@ def _flow_attributes(plan: FlowPlan, level: int) -> dict:
         ),
         "axes": list(axes),
         "units": {"values": unit},
+        "voxel_size": space.voxel_size(),
         "method": plan.method_name,
         "params": plan.params,
         "level": level,
@@ -97,7 +104,8 @@ def _flow_inputs(plan: FlowPlan) -> dict:
 def _prepare_output(plan: FlowPlan, output, overwrite: bool):
     group = open_output_group(output, signature=plan.signature(), overwrite=overwrite, kind="flow",
                               inputs=_flow_inputs(plan))  # fmt: skip
-    axes = ("c", *_AXES[plan.ndim])
+    space = _flow_space(plan)
+    axes = space.axes
     for lp in plan.levels:
         path = flow_path(lp.level)
         if path not in group:
@@ -114,7 +122,7 @@ def _prepare_output(plan: FlowPlan, output, overwrite: bool):
                 compressors=FIELD_COMPRESSORS,
             )
     if "ome" not in group.attrs:  # also when a run died between creating the array and this
-        write_ome_multiscale_metadata(group, paths=[FLOW_ARRAY], axes=axes, name="flow")
+        write_space(group, [FLOW_ARRAY], space, name="flow")
     return group
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
+import zarr
 from scipy import ndimage
 
 from .._validation import per_axis
@@ -21,6 +23,7 @@ from ..execution import RunReport, open_client, run_tasks
 from ..io import (
     FIELD_COMPRESSORS,
     ArrayRef,
+    Space,
     array_ref,
     create_array,
     open_output_group,
@@ -28,7 +31,7 @@ from ..io import (
     require_shard_aligned,
     require_shared_store,
     resolve_shards,
-    write_ome_multiscale_metadata,
+    write_space,
 )
 from ..tiling import TileGrid
 from ._blockwise import BlockShifts, _centres, load_block_shifts
@@ -139,6 +142,20 @@ def _flow_tile(task: _FlowTile) -> dict:
         "bytes_written": flow[(slice(None), *core)].nbytes,
         "seconds": time.perf_counter() - start,
     }
+
+
+def _blocks_space(blocks, ndim: int) -> Space | None:
+    """The flow's space: the blockwise reference's (recorded with the shifts), else voxels."""
+    spatial = ("z", "y", "x")[-ndim:] if ndim <= 3 else None
+    space = None
+    if isinstance(blocks, (str, os.PathLike, zarr.Group)):
+        group = blocks if isinstance(blocks, zarr.Group) else zarr.open_group(blocks, mode="r")
+        recorded = group.attrs.get("blocks", {}).get("space")
+        if recorded is not None:
+            space = Space.from_attrs(recorded).last(ndim)
+    if space is None and spatial is not None:
+        space = Space.voxels(spatial)
+    return None if space is None else space.with_leading(("c",))
 
 
 def _as_blocks(blocks, shape, block) -> BlockShifts:
@@ -307,8 +324,8 @@ def shifts_to_flow(
                 chunks=result.shifts.shape,
             )[...] = result.shifts
         if FLOW_ARRAY not in group:
-            spatial = ("z", "y", "x")[-ndim:] if ndim <= 3 else None
-            axes = None if spatial is None else ("c", *spatial)
+            space = _blocks_space(blocks, ndim)
+            axes = None if space is None else space.axes
             create_array(
                 group,
                 name=FLOW_ARRAY,
@@ -325,14 +342,15 @@ def shifts_to_flow(
                         "warp(moving, flow) ~ reference, i.e. reference(x) = moving(x + "
                         "flow(x)); flow = -(block shift)"
                     ),
-                    "units": {"values": "pixel"},
+                    "units": {"values": "voxel"},
+                    "voxel_size": {} if space is None else space.voxel_size(),
                     "method": "blockwise",
                     "block": list(result.block),
                     "order": order,
                 },
             )
-            if axes is not None:
-                write_ome_multiscale_metadata(group, paths=[FLOW_ARRAY], axes=axes, name="flow")
+            if space is not None:
+                write_space(group, [FLOW_ARRAY], space, name="flow")
         sink = ResultSink(
             group,
             "tiles",

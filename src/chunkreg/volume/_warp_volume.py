@@ -26,19 +26,20 @@ from ..io import (
     array_ref,
     check_inputs_stored,
     create_array,
-    default_axes,
     open_array,
     open_output_group,
     output_scope,
+    output_space,
     read_region,
     require_shard_aligned,
     require_shared_store,
     resolve_shards,
-    write_ome_multiscale_metadata,
+    write_space,
 )
 from ..registration import normalized_cross_correlation
 from ..tiling import TileGrid
 from ._flow import FLOW_ARRAY
+from ._pyramid import build_output_pyramid
 from ._qc import qc_regressions, write_qc
 from ._shifts_to_flow import default_tile
 from ._sink import ResultSink
@@ -343,6 +344,7 @@ def warp_volume(
     n_workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    pyramid: bool | int = True,
 ) -> RunReport:
     """Warp a zarr volume by a zarr displacement field, tile by tile, on a cluster.
 
@@ -377,12 +379,17 @@ def warp_volume(
         Fill value for ``mode="constant"``.
     reference : zarr.Array, str or os.PathLike, optional
         If given, the output's ``qc`` group records per tile the NCC between reference and
-        moving before and after warping.
+        moving before and after warping. The output lies in its physical space (scale,
+        translation, units), else in the flow's (which :func:`compute_flow` takes from its
+        reference), else in the moving volume's.
     allow_sparse : bool
         Accept inputs whose stores lack some chunk files (zarr reads those as the fill value);
         by default a missing chunk that stored data runs on into is refused before anything runs, naming it.
     client, scheduler, n_workers, overwrite, progress :
         As for :func:`blockwise_shifts`.
+    pyramid : bool or int
+        Add display pyramid levels ``"1"``, ``"2"``, ... (block means, see
+        :func:`chunkreg.volume.build_output_pyramid`); an int caps their number, False: none.
 
     Returns
     -------
@@ -424,9 +431,12 @@ def warp_volume(
             inputs={"moving": plan.moving, "flow": plan.flow, "reference": plan.reference},
         )  # fmt: skip
         require_shared_store(group, c)
+        # the warped image lies on the reference's grid: its space, else the flow's
+        # (compute_flow records the reference's there), else the moving image's
+        space = output_space(mov, plan.reference, plan.flow, mov)
         if "0" not in group:
             names = getattr(mov.metadata, "dimension_names", None)
-            axes = default_axes(mov.ndim, names) if mov.ndim <= 4 else names
+            axes = space.axes if mov.ndim <= 4 else names
             create_array(
                 group,
                 name="0",
@@ -438,7 +448,7 @@ def warp_volume(
                 dimension_names=axes,
             )
             if mov.ndim <= 4:
-                write_ome_multiscale_metadata(group, paths=["0"], axes=axes, name="warped")
+                write_space(group, ["0"], space, name="warped")
         sink = ResultSink(
             group,
             "tiles",
@@ -472,6 +482,11 @@ def warp_volume(
             )
         finally:
             sink.flush()
+        if report.ok and pyramid and mov.ndim <= 4:  # display levels, once the image is done
+            levels = build_output_pyramid(group, "0", space, client=c, levels=pyramid,
+                                          name="warped", progress=progress)  # fmt: skip
+            levels.raise_if_failed()
+            report.notes["pyramid levels"] = levels.notes["pyramid levels"]
     if plan.reference is not None:
         before = sink.values["ncc_before"].reshape(tiles.grid_shape)
         after = sink.values["ncc_after"].reshape(tiles.grid_shape)
