@@ -41,11 +41,14 @@ def run(config: dict) -> int:
         if "path" not in tables["stack"]:
             raise InputError("config table [stack] needs ['path'].")
         src = tables["stack"]
-        array = tiff_to_zarr(src["path"], mode["output"], axes=mode.get("axes"), **options)
+        array = tiff_to_zarr(src["path"], mode["output"], axes=mode.get("axes"),
+                             shards=mode.get("shards"), **options)  # fmt: skip
         print(
             f"wrote {mode['output']}: shape {array.shape}, dtype {array.dtype}, chunks {array.chunks}"
         )
     else:
+        if mode.get("shards") is not None:
+            raise InputError("[convert] shards applies to kind = 'stack', not to tiles.")
         if "pattern" not in tables["tiles"]:
             raise InputError("config table [tiles] needs ['pattern'].")
         pattern = tables["tiles"]["pattern"]

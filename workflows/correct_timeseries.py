@@ -19,6 +19,7 @@ from typing import Literal
 import chunkreg
 from chunkreg._scripts import (
     RUN_KEYS,
+    SHARDS,
     TILE,
     check_tables,
     cluster_table,
@@ -48,6 +49,7 @@ TYPES = {
     "roi": list[list[int]],
     "min_quality": Literal["auto"] | float,
     "chunks": TILE,
+    "shards": SHARDS,
 }
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import chunkreg
 from chunkreg._scripts import (
     RUN_KEYS,
+    SHARDS,
     TILE,
     check_tables,
     cluster_table,
@@ -47,6 +48,7 @@ SET_HERE = {
 TYPES = {
     "stage_error": float | list[float],
     "chunks": TILE,
+    "shards": SHARDS,
     "blend_width": float | list[float],
 }
 

@@ -34,6 +34,7 @@ __all__ = [
     "CLUSTER_TYPES",
     "OVERLAP",
     "RUN_KEYS",
+    "SHARDS",
     "TILE",
     "check_tables",
     "cluster_table",
@@ -48,6 +49,8 @@ __all__ = [
 TILE = int | list[int]
 #: A halo: ``"auto"``, or per-axis sizes.
 OVERLAP = Literal["auto"] | int | list[int]
+#: A shard shape: ``"auto"`` (the input's), ``"none"`` (unsharded), or per-axis sizes.
+SHARDS = Literal["auto", "none"] | int | list[int]
 #: The ``[cluster]`` table (see :func:`chunkreg.execution.client_from_config`).
 CLUSTER_TYPES: dict[str, Any] = {
     "kind": Literal["local", "address", "synchronous", "slurm"],

@@ -114,3 +114,16 @@ def test_folder_errors_name_the_folder(tmp_path):
     with pytest.raises(InputError, match=r"plane .*1.tif' is \(4, 6\) uint8, the first plane"):
         tiff_to_zarr(odd, tmp_path / "o.zarr")
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_sharded_conversion(tmp_path):
+    data = np.random.default_rng(1).integers(0, 60000, (12, 20, 24), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "s.tif", data)
+    array = tiff_to_zarr(tmp_path / "s.tif", tmp_path / "s.zarr", chunks=(1, 20, 24),
+                         shards=(4, 20, 24), axes=("t", "y", "x"))  # fmt: skip
+    assert array.shards == (4, 20, 24)
+    assert sum(1 for p in (tmp_path / "s.zarr" / "0" / "c").rglob("*") if p.is_file()) == 3
+    assert_array_equal(open_array(tmp_path / "s.zarr")[...], data)
+    with pytest.raises(InputError, match="shards must be a whole multiple of the chunks"):
+        tiff_to_zarr(tmp_path / "s.tif", tmp_path / "bad.zarr", chunks=(2, 20, 24), shards=3)
+    assert not (tmp_path / "bad.zarr").exists()

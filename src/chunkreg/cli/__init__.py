@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .._logging import configure_logging, verbosity_level
 from ..errors import ChunkregError, TaskFailedError
-from ._common import add_logging_arguments
+from ._common import add_logging_arguments, storage_options_applied
 
 __all__ = ["build_parser", "main"]
 
@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quiet and hasattr(args, "progress"):
         args.progress = False
     try:
-        return int(args.func(args) or 0)
+        with storage_options_applied(args):
+            return int(args.func(args) or 0)
     except TaskFailedError as exc:
         # Work was attempted and partly failed: exit 1, like a run whose report lists failures.
         print(f"chunkreg: {exc}", file=sys.stderr)

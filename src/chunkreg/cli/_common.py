@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 
 from .._logging import LEVELS
+from ..errors import InputError
 
 __all__ = [
     "EXIT_QC_WARNING",
@@ -61,6 +64,83 @@ def int_tuple(text: str) -> tuple[int, ...] | int:
     return values[0] if len(values) == 1 else values
 
 
+def shards_value(text: str):
+    """Parse ``--shards``: ``auto``, ``none`` or ``N[,N...]`` (argparse ``type=``)."""
+    if text.lower() in ("auto", "none"):
+        return "auto" if text.lower() == "auto" else None
+    try:
+        return int_tuple(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or N[,N...]; got {text!r}") from None
+
+
+def add_shards_argument(
+    parser: argparse.ArgumentParser, *, inherited: str | None = "the input's", what: str = "output"
+) -> None:
+    """``--shards auto|none|N[,N...]``: the shard shape of an image output.
+
+    With ``inherited=None`` the default is unsharded (nothing to inherit from).
+    """
+    default = "auto: " + inherited + " shards" if inherited else "none, unsharded"
+    parser.add_argument(
+        "--shards",
+        type=shards_value,
+        default="auto" if inherited else None,
+        metavar="auto|none|N[,N...]" if inherited else "none|N[,N...]",
+        help=f"{what} shard shape, a multiple of the chunks: one file per shard instead of per "
+        f"chunk; tasks then write whole shards (default {default})",
+    )
+
+
+def storage_option(text: str) -> tuple[str, object]:
+    """Parse ``--storage-option KEY=VALUE``; VALUE as JSON when it parses (true, 3), else text."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE; got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+@contextlib.contextmanager
+def storage_options_applied(args: argparse.Namespace) -> Iterator[None]:
+    """Make ``--storage-option`` the fsspec defaults of the URL schemes on the command line.
+
+    They go into ``fsspec.config.conf`` for the duration of the command, so every URL of
+    those schemes opened here (inputs and outputs) gets them; the stores pickle with them,
+    so workers open the same way.
+    """
+    pairs = getattr(args, "storage_option", None) or []
+    if not pairs:
+        yield
+        return
+    schemes = {
+        v.split("://", 1)[0].lower()
+        for v in vars(args).values()
+        if isinstance(v, str) and "://" in v and not v.startswith(("tcp://", "tls://"))
+    }
+    if not schemes:
+        raise InputError(
+            "--storage-option applies to URL inputs or outputs (s3://...); none given."
+        )
+    import fsspec.config
+
+    saved = {scheme: fsspec.config.conf.get(scheme) for scheme in schemes}
+    for scheme in schemes:
+        fsspec.config.conf[scheme] = {**(saved[scheme] or {}), **dict(pairs)}
+    try:
+        yield
+    finally:
+        for scheme, old in saved.items():
+            if old is None:
+                fsspec.config.conf.pop(scheme, None)
+            else:
+                fsspec.config.conf[scheme] = old
+
+
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--scheduler``, ``--workers``, ``--overwrite``, ``--no-progress`` and ``--strict``."""
     group = parser.add_argument_group("execution")
@@ -87,6 +167,14 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit with status 3 when every task succeeded but the quality control warns (e.g. "
         "registration made the images less similar)",
+    )
+    group.add_argument(
+        "--storage-option",
+        type=storage_option,
+        action="append",
+        metavar="KEY=VALUE",
+        help="option of the fsspec filesystem of URL inputs and outputs (s3://...), e.g. "
+        "endpoint_url=http://127.0.0.1:9000 or anon=true; repeat for several",
     )
     add_logging_arguments(parser)
 

@@ -7,6 +7,7 @@ import argparse
 from ._common import (
     add_cluster_arguments,
     add_input_check_arguments,
+    add_shards_argument,
     cluster_options,
     finish,
     int_tuple,
@@ -76,6 +77,7 @@ def add_parser(subparsers) -> None:
         metavar="FLOW",
         help="also write the dense displacement field (zarr group) here",
     )
+    add_shards_argument(parser, inherited=None, what="--flow field's")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
     add_input_check_arguments(parser)
     add_cluster_arguments(parser)
@@ -110,5 +112,5 @@ def run(args: argparse.Namespace) -> int:
     )
     reports = [result.report]
     if args.flow is not None and result.report.ok:
-        reports.append(shifts_to_flow(args.output, args.flow, **options))
+        reports.append(shifts_to_flow(args.output, args.flow, shards=args.shards, **options))
     return finish(reports, strict=args.strict)

@@ -10,6 +10,7 @@ from ._common import (
     add_cluster_arguments,
     add_input_check_arguments,
     add_pyramid_argument,
+    add_shards_argument,
     cluster_options,
     int_tuple,
 )
@@ -108,7 +109,10 @@ def add_parser(subparsers) -> None:
         help="frames below this NCC are flagged and their shifts interpolated (auto: half the "
         "median)",
     )
-    out.add_argument("--batch", type=int, metavar="N", help="frames per task")
+    out.add_argument(
+        "--batch", type=int, metavar="N", help="frames per task (rounded up to whole shards)"
+    )
+    add_shards_argument(out, inherited="the stack's (when time is its first axis)")
     out.add_argument("--plot", metavar="PNG", help="also save a drift plot (needs matplotlib)")
     add_input_check_arguments(parser)
     add_pyramid_argument(parser)
@@ -158,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         min_quality=min_quality,
         bidiphase=args.bidiphase,
         batch_size=args.batch,
+        shards=args.shards,
         allow_sparse=args.allow_sparse,
         pyramid=args.pyramid,
         **cluster_options(args),

@@ -7,6 +7,7 @@ import argparse
 from ._common import (
     add_cluster_arguments,
     add_input_check_arguments,
+    add_shards_argument,
     cluster_options,
     finish,
     int_tuple,
@@ -96,6 +97,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--chunks", type=int_tuple, metavar="N[,N...]", help="output chunks (default: input's)"
     )
+    add_shards_argument(parser, inherited="the reference's")
     parser.add_argument(
         "--normalize",
         choices=("auto", "none", "percentile"),
@@ -166,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile,
         overlap=args.overlap,
         chunks=args.chunks,
+        shards=args.shards,
         coarse_memory=args.coarse_memory,
         normalize=args.normalize,
         allow_sparse=args.allow_sparse,

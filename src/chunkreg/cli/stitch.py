@@ -9,6 +9,7 @@ from ._common import (
     add_cluster_arguments,
     add_input_check_arguments,
     add_pyramid_argument,
+    add_shards_argument,
     cluster_options,
     finish,
     int_tuple,
@@ -131,6 +132,7 @@ def add_parser(subparsers) -> None:
         metavar="N[,N...]",
         help="output chunk shape (default 1024 in 2-D, 128 in 3-D)",
     )
+    add_shards_argument(p, inherited=None)
     add_input_check_arguments(p)
     add_pyramid_argument(p)
     add_cluster_arguments(p)
@@ -161,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         max_residual=args.max_residual,
         max_relative_residual=args.max_relative_residual,
         chunks=args.chunks,
+        shards=args.shards,
         allow_sparse=args.allow_sparse,
         pyramid=args.pyramid,
         **cluster_options(args),

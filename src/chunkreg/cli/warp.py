@@ -8,6 +8,7 @@ from ._common import (
     add_cluster_arguments,
     add_input_check_arguments,
     add_pyramid_argument,
+    add_shards_argument,
     cluster_options,
     finish,
     int_tuple,
@@ -46,6 +47,7 @@ def add_parser(subparsers) -> None:
         metavar="REFERENCE",
         help="record per-tile NCC to this volume before/after warping (see `chunkreg qc`)",
     )
+    add_shards_argument(parser, inherited="MOVING's")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
     add_input_check_arguments(parser)
     add_pyramid_argument(parser)
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         "mode": args.mode,
         "reference": args.reference,
         "allow_sparse": args.allow_sparse,
+        "shards": args.shards,
     }
     if args.dry_run:
         print(plan_warp_volume(args.moving, args.flow, **params))

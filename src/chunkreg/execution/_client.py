@@ -7,13 +7,14 @@ This module and :mod:`._runner` are the only places in chunkreg that talk to
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 from collections.abc import Iterator
 
 from ..errors import InputError
 
-__all__ = ["SYNCHRONOUS", "default_n_workers", "is_synchronous", "open_client"]
+__all__ = ["SYNCHRONOUS", "active_client", "default_n_workers", "is_synchronous", "open_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,31 @@ class _Synchronous:
 
 
 SYNCHRONOUS = _Synchronous()
+
+
+#: What the innermost :func:`open_client` of this context yielded (None outside one), so that
+#: output creation can refuse process-local stores before writing anything.
+_ACTIVE: contextvars.ContextVar = contextvars.ContextVar("chunkreg_client", default=None)
+
+
+def active_client():
+    """The client (or :data:`SYNCHRONOUS`) of the innermost :func:`open_client` now open.
+
+    Returns
+    -------
+    distributed.Client, SYNCHRONOUS or None
+        None outside any :func:`open_client`.
+    """
+    return _ACTIVE.get()
+
+
+@contextlib.contextmanager
+def _activate(client) -> Iterator:
+    token = _ACTIVE.set(client)
+    try:
+        yield client
+    finally:
+        _ACTIVE.reset(token)
 
 
 def is_synchronous(client) -> bool:
@@ -115,11 +141,13 @@ def open_client(
     if client is not None:
         if scheduler is not None:
             raise InputError("give either client or scheduler, not both.")
-        yield client
+        with _activate(client):
+            yield client
         return
     if scheduler == "synchronous":
         logger.info("running every task in this process (scheduler='synchronous')")
-        yield SYNCHRONOUS
+        with _activate(SYNCHRONOUS):
+            yield SYNCHRONOUS
         return
 
     import dask
@@ -142,7 +170,8 @@ def open_client(
             c.dashboard_link,
         )
         try:
-            yield c
+            with _activate(c):
+                yield c
         finally:
             c.close()
         return
@@ -174,4 +203,5 @@ def open_client(
             _describe_limit(memory_limit),
             c.dashboard_link,
         )
-        yield c
+        with _activate(c):
+            yield c

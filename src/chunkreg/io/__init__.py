@@ -11,6 +11,10 @@ from ._arrays import (
     create_array,
     open_array,
     output_codecs,
+    require_shard_aligned,
+    require_url_support,
+    resolve_shards,
+    url_store,
 )
 from ._chunks import check_inputs_stored, missing_chunks, read_region, require_chunks
 from ._completion import CompletionRecord
@@ -55,9 +59,13 @@ __all__ = [
     "read_space",
     "record_side_files",
     "require_chunks",
+    "require_shard_aligned",
     "require_shared_store",
+    "require_url_support",
+    "resolve_shards",
     "tiff_to_zarr",
     "tiles_to_zarr",
+    "url_store",
     "write_ome_multiscale_metadata",
     "write_space",
 ]

@@ -28,6 +28,10 @@ __all__ = [
     "create_array",
     "open_array",
     "output_codecs",
+    "require_shard_aligned",
+    "require_url_support",
+    "resolve_shards",
+    "url_store",
 ]
 
 #: Compression of the float32 fields chunkreg writes (flows): LZ4 in Blosc after byte
@@ -72,7 +76,14 @@ class ArrayRef:
         return zarr.open_array(self.store, path=self.path, mode=mode)
 
     def __str__(self) -> str:
-        root = self.store if isinstance(self.store, str) else type(self.store).__name__
+        if isinstance(self.store, str):
+            root = self.store
+        elif isinstance(self.store, zarr.storage.FsspecStore):  # the URL: s3://bucket/a.zarr
+            protocol = self.store.fs.protocol
+            scheme = protocol[0] if isinstance(protocol, (tuple, list)) else protocol
+            root = f"{scheme}://{self.store.path.lstrip('/')}"
+        else:
+            root = type(self.store).__name__
         return f"{root}/{self.path}".rstrip("/")
 
 
@@ -103,7 +114,104 @@ def _is_url(source: str) -> bool:
     return "://" in source
 
 
-def open_array(source, *, level: int | None = None, name: str = "array") -> zarr.Array:
+#: The package that gives fsspec each URL scheme (what to ``pip install`` when it is missing).
+_SCHEME_PACKAGES = {
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "abfss": "adlfs",
+    "http": "aiohttp",
+    "https": "aiohttp",
+}
+
+
+def require_url_support(url: str, *, name: str = "store") -> None:
+    """Refuse a URL whose scheme this Python cannot open, naming the package to install.
+
+    Parameters
+    ----------
+    url : str
+        A store location; local paths (no ``://``) pass.
+    name : str
+        What the caller calls it, used in the message (e.g. ``"output"``).
+
+    Raises
+    ------
+    InputError
+        If fsspec, or the fsspec implementation of the URL's scheme, is not installed, or
+        the scheme is unknown.
+    """
+    if not _is_url(url):
+        return
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "file":
+        return
+    package = _SCHEME_PACKAGES.get(scheme)
+    try:
+        import fsspec
+    except ImportError:
+        extra = f" {package}" if package else ""
+        raise InputError(
+            f"{name}: opening {scheme}:// URLs needs fsspec: pip install fsspec{extra}"
+        ) from None
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except ImportError:
+        hint = package or f"the fsspec implementation of {scheme}://"
+        raise InputError(
+            f"{name}: opening {scheme}:// URLs needs {hint}: pip install {hint}"
+        ) from None
+    except ValueError:
+        raise InputError(
+            f"{name}: {url!r} has the URL scheme {scheme!r}, which fsspec does not know; "
+            "give a local path or an s3://, gs://, http(s):// URL."
+        ) from None
+
+
+def url_store(url: str, *, storage_options: dict | None = None, read_only: bool = False):
+    """A zarr store on a URL (``s3://``, ``gs://``, ``http(s)://``...) through fsspec.
+
+    Pass it as a workflow's ``output`` (or open inputs with :func:`open_array` and its
+    ``storage_options``) to reach stores that need options: credentials, an S3
+    ``endpoint_url``, ``anon=True``. The store pickles with its options, so workers open it
+    the same way.
+
+    Parameters
+    ----------
+    url : str
+        Location of the zarr group or array.
+    storage_options : dict, optional
+        Options of the fsspec filesystem (e.g. ``{"endpoint_url": "http://127.0.0.1:9000"}``).
+    read_only : bool
+        Open read-only (``http(s)://`` stores can only be read).
+
+    Returns
+    -------
+    zarr.storage.FsspecStore
+
+    Raises
+    ------
+    InputError
+        If ``url`` is not a URL, or its scheme needs a package that is not installed.
+    """
+    if not _is_url(url):
+        raise InputError(f"{url!r} is not a URL; give a local path directly instead.")
+    require_url_support(url, name="store")
+    return zarr.storage.FsspecStore.from_url(
+        url, storage_options=storage_options or None, read_only=read_only
+    )
+
+
+def open_array(
+    source,
+    *,
+    level: int | None = None,
+    name: str = "array",
+    storage_options: dict | None = None,
+) -> zarr.Array:
     """Open an existing zarr array read-only.
 
     Parameters
@@ -115,6 +223,10 @@ def open_array(source, *, level: int | None = None, name: str = "array") -> zarr
         Multiscale level to open when ``source`` is an OME-Zarr group.
     name : str
         What the caller calls this input, used in error messages (e.g. ``"reference"``).
+    storage_options : dict, optional
+        Options of the fsspec filesystem of a URL ``source`` (e.g. ``{"anon": True}`` or
+        ``{"endpoint_url": "http://127.0.0.1:9000"}`` for S3), passed to zarr's
+        ``FsspecStore``.
 
     Returns
     -------
@@ -123,8 +235,8 @@ def open_array(source, *, level: int | None = None, name: str = "array") -> zarr
     Raises
     ------
     InputError
-        If the path does not exist, is not a zarr array or multiscale group, or the level is
-        out of range.
+        If the path does not exist, is not a zarr array or multiscale group, the level is
+        out of range, or the URL's scheme needs a package that is not installed.
     """
     if isinstance(source, zarr.Array):
         if level is not None:
@@ -145,8 +257,11 @@ def open_array(source, *, level: int | None = None, name: str = "array") -> zarr
     source = os.fspath(source)
     if not _is_url(source) and not Path(source).exists():
         raise InputError(f"{name}: {source!r} does not exist.")
+    if storage_options and not _is_url(source):
+        raise InputError(f"{name}: storage_options apply to URLs, not the local path {source!r}.")
+    require_url_support(source, name=name)
     try:
-        node = zarr.open(source, mode="r")
+        node = zarr.open(source, mode="r", storage_options=storage_options or None)
     except (zarr.errors.NodeTypeValidationError, FileNotFoundError, KeyError, ValueError) as exc:
         raise InputError(f"{name}: {source!r} is not a zarr array or group ({exc}).") from exc
     if isinstance(node, zarr.Array):
@@ -230,3 +345,98 @@ def create_array(
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
     return zarr.create_array(store, name=name, **kwargs)
+
+
+def _nearest(value: int, step: int) -> str:
+    """The multiples of ``step`` next to ``value``, as advice."""
+    below, above = (value // step) * step, (value // step + 1) * step
+    return f"{below} or {above}" if below else str(above)
+
+
+def resolve_shards(shards, *, chunks, shape, like=None, name: str = "shards"):
+    """The shard shape of an output: inherited from an input by default, checked, clipped.
+
+    Parameters
+    ----------
+    shards : "auto", None, "none", int or sequence of int
+        ``"auto"``: the shards of ``like`` when it is sharded and its shards are a multiple of
+        ``chunks`` (else unsharded); None or ``"none"``: unsharded; an int (every axis) or one value per axis:
+        the shard shape in elements, a whole multiple of ``chunks``.
+    chunks, shape : sequence of int
+        The output's chunk shape and shape.
+    like : zarr.Array, optional
+        The input whose sharding ``"auto"`` keeps.
+    name : str
+        What the caller calls the parameter, used in messages (``"--shards"``).
+
+    Returns
+    -------
+    tuple of int or None
+        The shard shape (never larger than the chunks that cover ``shape``), or None when
+        the output is not sharded (also when one shard would hold a single chunk).
+
+    Raises
+    ------
+    InputError
+        If a shard is not a whole multiple of the chunks.
+    """
+    chunks = tuple(int(c) for c in chunks)
+    shape = tuple(int(n) for n in shape)
+    ndim = len(chunks)
+    if isinstance(shards, str) and shards == "none":
+        shards = None
+    if isinstance(shards, str):
+        if shards != "auto":
+            raise InputError(
+                f"{name} must be 'auto', None ('none') or a shard shape, got {shards!r}."
+            )
+        inherited = getattr(like, "shards", None) if like is not None else None
+        if inherited is None or len(inherited) != ndim:
+            return None
+        if any(s % c for s, c in zip(inherited, chunks, strict=True)):
+            return None  # the input's shards do not fit these chunks: unsharded
+        shards = inherited
+    if shards is None:
+        return None
+    from .._validation import per_axis
+
+    shards = per_axis(shards, ndim, name, minimum=1)
+    for axis, (s, c) in enumerate(zip(shards, chunks, strict=True)):
+        if s % c:
+            raise InputError(
+                f"{name} must be a whole multiple of the chunks along every axis; axis {axis} "
+                f"has shard {s} for chunk {c}: use {_nearest(s, c)}."
+            )
+    # a shard beyond the array's extent holds nothing more: clip it to the covering chunks
+    clipped = tuple(min(s, -(-n // c) * c) for s, c, n in zip(shards, chunks, shape, strict=True))
+    return None if clipped == chunks else clipped
+
+
+def require_shard_aligned(tile, shape, shards, *, what: str = "tile") -> None:
+    """Refuse a task region that is not a whole number of shards (one shard, one writer).
+
+    Parameters
+    ----------
+    tile : sequence of int
+        Region one task writes (a core, a batch of frames).
+    shape : sequence of int
+        The output's shape; a tile that covers an axis entirely passes along it.
+    shards : sequence of int or None
+        The output's shard shape; None passes.
+    what : str
+        What the region is called in the message (``"tile"``, ``"batch"``).
+
+    Raises
+    ------
+    InputError
+        Naming the axis and the nearest aligned sizes.
+    """
+    if shards is None:
+        return
+    for axis, (t, s, n) in enumerate(zip(tile, shards, shape, strict=True)):
+        if t < n and t % s:
+            raise InputError(
+                f"{what} must be a whole number of shards along axis {axis} so that each shard "
+                f"is written by one task (resume and write-once depend on it): got {t} for "
+                f"shard {s}; use {_nearest(t, s)}, or other shards (shards=/--shards)."
+            )

@@ -26,6 +26,7 @@ import zarr.storage
 
 from .. import __version__
 from ..errors import IncompatibleOutputError, InputChangedError, InputError
+from ._arrays import require_url_support
 from ._fingerprint import describe_change, fingerprint
 from ._lease import LEASE_GROUP, acquire_lease, refuse_if_leased
 from ._locations import check_no_overlap, flatten_inputs, locate
@@ -263,6 +264,52 @@ def record_side_files(output, files: Sequence) -> None:
         group.attrs[_ATTR] = meta
 
 
+def _process_local(obj: Any) -> bool:
+    """Whether ``obj`` lives in this process's memory (a MemoryStore or a memory:// URL)."""
+    where = locate(obj)
+    return where is not None and (
+        where.store.startswith("MemoryStore@") or where.store == "memory://"
+    )
+
+
+def refuse_process_local(client, *, output=None, inputs: Mapping[str, Any] | None = None) -> None:
+    """Refuse in-memory inputs or outputs when tasks run in other processes.
+
+    Workers of a LocalCluster or a remote scheduler cannot see this process's memory: they
+    would read empty inputs or write outputs that are lost. Only ``scheduler="synchronous"``
+    runs the tasks here.
+
+    Parameters
+    ----------
+    client : distributed.Client, SYNCHRONOUS or None
+        Where the tasks will run; None (not known) and SYNCHRONOUS accept everything.
+    output : optional
+        The output location (path, URL, store or group).
+    inputs : mapping, optional
+        ``{name: input}`` as :func:`~chunkreg.io.check_no_overlap` takes them.
+
+    Raises
+    ------
+    InputError
+        Naming the first in-memory input or output.
+    """
+    from ..execution import is_synchronous
+
+    if client is None or is_synchronous(client):
+        return
+    named = list(flatten_inputs(inputs or {}))
+    if output is not None:
+        named.append(("output", output))
+    for name, value in named:
+        if _process_local(value):
+            what = "the output" if name == "output" else f"the input {name}"
+            raise InputError(
+                f"{what} is an in-memory zarr store ({locate(value)}), which the workers of "
+                "a cluster cannot see (they run in other processes); save it to a path or a "
+                "shared store (s3://...), or use scheduler='synchronous'."
+            )
+
+
 def open_output_group(
     store,
     *,
@@ -322,10 +369,21 @@ def open_output_group(
     OutputInUseError
         Another live run writes the output.
     """
+    from ..execution._client import active_client
+
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
+    if isinstance(store, str):
+        if store.lower().startswith(("http://", "https://")):
+            raise InputError(
+                f"output {store!r}: http(s):// stores are read-only; write the output to a "
+                "path or a bucket (s3://, gs://...)."
+            )
+        require_url_support(store, name="output")
     wanted = normalise_signature({"workflow": kind, **signature})
     inputs = {k: v for k, v in (inputs or {}).items() if v is not None}
+    refuse_process_local(active_client(), output=store, inputs=inputs)
+    refuse_process_local(active_client(), inputs=sources)
     side = [str(locate(p)) for p in side_files]
     for read in (inputs, sources or {}):
         check_no_overlap(store, read)
@@ -399,12 +457,8 @@ def require_shared_store(group: zarr.Group, client) -> None:
     Raises
     ------
     InputError
-        If ``group`` lives in a MemoryStore and ``client`` is not synchronous.
+        If ``group`` lives in memory (a MemoryStore, a memory:// URL) and ``client`` is not
+        synchronous. Workflows opened inside :func:`~chunkreg.execution.open_client` are
+        refused earlier, by :func:`open_output_group`, also for in-memory inputs.
     """
-    from ..execution import is_synchronous
-
-    if isinstance(group.store, zarr.storage.MemoryStore) and not is_synchronous(client):
-        raise InputError(
-            "the output is an in-memory zarr store, which worker processes cannot write to; "
-            "give a path (or shared store) for the output, or use scheduler='synchronous'."
-        )
+    refuse_process_local(client, output=group)

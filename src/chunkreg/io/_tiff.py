@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 
 from ..errors import InputError
-from ._arrays import create_array
+from ._arrays import create_array, resolve_shards
 from ._lease import output_scope
 from ._locations import check_no_overlap
 from ._ome import default_axes
@@ -276,7 +276,7 @@ def _tiff_space(src: _Source, axes: tuple[str, ...]) -> Space:
 
 def _copy(src: _Source, dst: zarr.Array) -> None:
     """Copy ``src`` into ``dst`` one chunk-aligned slab of planes at a time."""
-    shape, chunks = src.shape, dst.chunks
+    shape, chunks = src.shape, dst.shards or dst.chunks  # whole shards: each written once
     if len(shape) == 2:
         dst[...] = src.read_planes([0])[0]
         return
@@ -322,6 +322,7 @@ def tiff_to_zarr(
     output,
     *,
     chunks: Sequence[int] | None = None,
+    shards: Sequence[int] | int | None = None,
     ome: bool = True,
     axes: Sequence[str] | None = None,
     overwrite: bool = False,
@@ -340,6 +341,10 @@ def tiff_to_zarr(
         array ``"0"``; otherwise a plain array.
     chunks : sequence of int, optional
         Chunk shape; default about 8 MiB per chunk (cubes of the last three axes in 3-D).
+    shards : int or sequence of int, optional
+        Shard shape, a multiple of ``chunks`` (one file per shard instead of per chunk; e.g.
+        ``(100, 512, 512)`` for a series of 512² frames chunked ``(1, 512, 512)``). Default
+        unsharded. Planes are copied one shard-deep slab at a time.
     ome : bool
         Write an OME-Zarr (NGFF 0.5) multiscale group rather than a bare array.
     axes : sequence of str, optional
@@ -371,9 +376,11 @@ def tiff_to_zarr(
             raise InputError(
                 f"chunks {chunks} must have one entry per axis of the TIFF data {shape}."
             )
+        shards = resolve_shards(shards, chunks=chunks, shape=shape)
         if ome:
             axes = _image_axes(axes, src.axes, shape)
-            signature = {"source": "tiff", "shape": shape, "dtype": dtype.name, "chunks": chunks}
+            signature = {"source": "tiff", "shape": shape, "dtype": dtype.name, "chunks": chunks,
+                         **({"shards": shards} if shards else {})}  # fmt: skip
             group = open_output_group(output, signature=signature, overwrite=overwrite, kind="tiff",
                                       inputs={"source": source})  # fmt: skip
             array = create_array(
@@ -382,14 +389,16 @@ def tiff_to_zarr(
                 shape=shape,
                 dtype=dtype,
                 chunks=chunks,
+                shards=shards,
                 overwrite=True,
                 dimension_names=axes,
             )
         else:
             check_no_overlap(output, {"source": source})
             array = create_array(
-                output, shape=shape, dtype=dtype, chunks=chunks, overwrite=overwrite
-            )
+                output, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
+                overwrite=overwrite,
+            )  # fmt: skip
         _copy(src, array)
         if ome:
             space = _tiff_space(src, axes)

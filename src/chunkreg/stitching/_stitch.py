@@ -25,6 +25,7 @@ from ..io import (
     read_space,
     require_chunks,
     require_shared_store,
+    resolve_shards,
     write_space,
 )
 from ._fuse import BLEND_MODES
@@ -62,6 +63,7 @@ def stitch(
     max_relative_residual: float = 3.0,
     fixed_tile: str | None = None,
     chunks=None,
+    shards=None,
     blend_width=None,
     order: int = 3,
     allow_sparse: bool = False,
@@ -112,6 +114,9 @@ def stitch(
     chunks : int or sequence of int, optional
         Output chunk shape; default 1024 (2-D) or 128 (3-D) per axis. Each fusion task
         writes a block of whole chunks (about 4 M pixels) exactly once.
+    shards : int or sequence of int, optional
+        Shard shape of the fused image, a multiple of ``chunks`` (one file per shard instead
+        of per chunk); each fusion task then writes whole shards. Default: unsharded.
     blend_width : float or sequence of float, optional
         Length of the blending ramps from each tile border; default half the tile.
     order : int
@@ -211,6 +216,9 @@ def stitch(
             "pass register=False (--fuse-only) to place them as given."
         )
     out_chunks = _output_chunks(chunks, ndim)
+    # shards checked before anything runs (the mosaic's shape is known only later)
+    if shards is not None and not isinstance(shards, str):
+        resolve_shards(shards, chunks=out_chunks, shape=per_axis(shards, ndim, "shards"))
 
     reports = {}
     with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
@@ -244,8 +252,8 @@ def stitch(
         if fuse:
             origin, reports["fusion"], levels = _fuse(
                 c, refs, shapes, dtype, layout.names, positions, output, out_chunks,
-                blend=blend, subpixel=subpixel, blend_width=blend_width, order=order,
-                overwrite=overwrite, progress=progress, pyramid=pyramid,
+                shards=shards, blend=blend, subpixel=subpixel, blend_width=blend_width,
+                order=order, overwrite=overwrite, progress=progress, pyramid=pyramid,
             )  # fmt: skip
             if levels is not None:
                 reports["pyramid"] = levels
@@ -347,7 +355,7 @@ def _register_pairs(
 
 
 def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blend, subpixel,
-          blend_width, order, overwrite, progress, pyramid=True):  # fmt: skip
+          blend_width, order, overwrite, progress, pyramid=True, shards=None):  # fmt: skip
     ndim = positions.shape[1]
     placed = positions if subpixel else np.round(positions)
     if subpixel:
@@ -359,6 +367,7 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
     local = placed - origin
     shape = tuple(int(v) for v in stop - origin)
     chunks = tuple(min(c, s) for c, s in zip(chunks, shape, strict=True))
+    shards = resolve_shards(shards, chunks=chunks, shape=shape)
     width = (
         None
         if blend_width is None
@@ -372,6 +381,7 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
         "shape": shape,
         "dtype": str(dtype),
         "chunks": chunks,
+        **({"shards": shards} if shards else {}),
         "blend": blend,
         "blend_width": width,
         "subpixel": bool(subpixel),
@@ -383,7 +393,8 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
     require_shared_store(group, client)
     axes = _AXES[ndim]
     if "0" not in group:
-        create_array(group, name="0", shape=shape, dtype=dtype, chunks=chunks, dimension_names=axes)
+        create_array(group, name="0", shape=shape, dtype=dtype, chunks=chunks, shards=shards,
+                     dimension_names=axes)  # fmt: skip
     # (re)written on every run: a run killed before this point left none
     # the tiles' voxel size and units; the origin (in voxels of the layout) in physical units
     space = read_space(refs[0].open()).last(ndim).renamed(axes)
@@ -395,7 +406,8 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
         "origin": origin.tolist(),
     }
     out_ref = array_ref(group["0"])
-    tasks = _fuse_tasks(out_ref, shape, chunks, local, shapes, refs, blend, width, order)
+    # tasks are whole shards, so that each shard has one writer
+    tasks = _fuse_tasks(out_ref, shape, shards or chunks, local, shapes, refs, blend, width, order)
     record = CompletionRecord(group, "fusion", len(tasks))
     report = run_tasks(
         fuse_task, tasks, client=client, label="chunks", record=record, progress=progress,

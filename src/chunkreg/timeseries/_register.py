@@ -24,6 +24,7 @@ from ..io import (
     require_shared_store,
     write_space,
 )
+from ..io._arrays import resolve_shards
 from ._bidiphase import estimate_bidiphase
 from ._frames import fourier_shift_frame
 from ._links import interpolate_missing, solve_drift
@@ -160,6 +161,7 @@ def register_timeseries(
     min_quality="auto",
     bidiphase: str | float | None = None,
     chunks=None,
+    shards="auto",
     batch_size: int | None = None,
     csv_path=None,
     allow_sparse: bool = False,
@@ -240,9 +242,15 @@ def register_timeseries(
         is stored in the output's attributes and ``result.notes``. ``None``: no correction.
     chunks : tuple of int, optional
         Chunks of ``corrected``; default one frame per chunk.
+    shards : "auto", None, int or tuple of int
+        Shard shape of ``corrected``, a multiple of ``chunks`` (one file per shard: a
+        million-frame movie in 1000-frame shards is a thousand files, not a million).
+        ``"auto"`` keeps the stack's shards when time is its first axis and they fit the
+        chunks; None: one file per chunk.
     batch_size : int, optional
-        Frames per task (rounded up to a multiple of the time chunk of ``corrected``);
-        default about 64 MB of float32 frames, at most 256.
+        Frames per task (rounded up to a multiple of the time extent of a shard, or of a
+        chunk, of ``corrected``, so each shard is written by one task); default about 64 MB
+        of float32 frames, at most 256.
     csv_path : str, optional
         Where to write the CSV of shifts; default ``<output without .zarr>_shifts.csv`` next
         to a local output; ``False`` to skip.
@@ -340,7 +348,13 @@ def register_timeseries(
     if min_quality != "auto" and min_quality is not None:
         _resolve_min_quality(min_quality, np.zeros(0))
     out_chunks = _output_chunks(chunks, n_time, frame_shape)
-    batch = _batch_size(batch_size, out_chunks[0], frame_shape, n_time)
+    out_shards = resolve_shards(
+        shards,
+        chunks=out_chunks,
+        shape=(n_time, *frame_shape),
+        like=array if time_axis == 0 else None,
+    )
+    batch = _batch_size(batch_size, (out_shards or out_chunks)[0], frame_shape, n_time)
     check_inputs_stored({"stack": array}, allow_sparse)  # the store listing: after the cheap checks
     offset = _resolve_bidiphase(bidiphase, array, time_axis, min(n_time, n_reference_frames))
     signature = {
@@ -359,6 +373,7 @@ def register_timeseries(
         "bidiphase": bidiphase if bidiphase in (None, "auto") else float(bidiphase),
         "apply": bool(apply),
         "chunks": out_chunks,
+        **({"shards": out_shards} if out_shards else {}),
         "batch_size": batch,
     }
     # the lease is held until everything is written; the output is created once the cluster
@@ -391,7 +406,8 @@ def register_timeseries(
             Batch(job, i, start, min(start + batch, n_time))
             for i, start in enumerate(range(0, n_time, batch))
         ]
-        _create_arrays(group, job, array.dtype, out_chunks, batch, mask, read_space(array))
+        _create_arrays(group, job, array.dtype, out_chunks, batch, mask, read_space(array),
+                       out_shards)  # fmt: skip
         require_shared_store(group, cl)
         if not previous:
             _write_reference(group, job, spec, array)
@@ -465,7 +481,8 @@ def _store_location(store):
     return store
 
 
-def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask, space) -> None:
+def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask, space,
+                   shards=None) -> None:  # fmt: skip
     """Create the output arrays that do not exist yet (resume keeps existing ones).
 
     ``space`` is the input's physical space: the corrected stack keeps it (time axis included).
@@ -511,6 +528,7 @@ def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask, space) 
             shape=(t, *job.frame_shape),
             dtype=dtype,
             chunks=out_chunks,
+            shards=shards,
             fill_value=0,
             compressors=(ZstdCodec(level=1),),
             dimension_names=axes,

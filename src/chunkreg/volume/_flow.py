@@ -115,6 +115,7 @@ def _prepare_output(plan: FlowPlan, output, overwrite: bool):
                 shape=(plan.ndim, *lp.shape),
                 dtype=np.float32,
                 chunks=(1, *lp.chunks) if lp.level else plan.chunks,
+                shards=None if lp.level else plan.shards,
                 fill_value=np.nan,
                 dimension_names=axes,
                 attributes=_flow_attributes(plan, lp.level),
@@ -358,6 +359,7 @@ def compute_flow(
     tile=None,
     overlap="auto",
     chunks=None,
+    shards="auto",
     coarse_memory=TASK_MEMORY_BUDGET,
     normalize: str = "auto",
     allow_sparse: bool = False,
@@ -413,6 +415,11 @@ def compute_flow(
     chunks : int or tuple of int, optional
         Spatial chunk shape of the output (default: the reference's chunks). The flow array is
         chunked ``(1, *chunks)``.
+    shards : "auto", None, int or tuple of int
+        Spatial shard shape of the output, a multiple of ``chunks`` (each shard is one file
+        holding many chunks). ``"auto"`` (default) keeps the reference's shards when they fit
+        the chunks, None writes one file per chunk. Tiles are whole shards (the default tile
+        is chosen so; a given ``tile`` that is not is refused), so each shard has one writer.
     coarse_memory : int or str
         Bytes (or a string such as ``"4GiB"``) the in-memory flow of the coarsest level may
         use; a coarsest level larger than that is computed tile by tile.
@@ -506,6 +513,7 @@ def compute_flow(
         tile=tile,
         overlap=overlap,
         chunks=chunks,
+        shards=shards,
         coarse_memory=coarse_memory,
         normalize=normalize,
         allow_sparse=allow_sparse,

@@ -14,6 +14,7 @@ import zarr
 from .._validation import per_axis
 from ..errors import InputError
 from ..io import ArrayRef, check_inputs_stored, open_array
+from ..io._arrays import require_shard_aligned, resolve_shards
 from ..tiling import TileGrid
 from ._intensity import IDENTITY, Intensity, plan_intensity
 from ._levels import (
@@ -165,6 +166,7 @@ class FlowPlan:
     reference_intensity: Intensity = IDENTITY
     moving_intensity: Intensity = IDENTITY
     intensity_note: str = ""
+    shards: tuple[int, ...] | None = None
 
     @property
     def ndim(self) -> int:
@@ -234,6 +236,7 @@ class FlowPlan:
             "input_dtype": str(self.input_dtype),
             "dtype": "float32",
             "chunks": list(self.chunks),
+            **({"shards": list(self.shards)} if self.shards else {}),
             "tile": list(self.grid.tile_shape),
             "depth": list(self.grid.depth),
             "stitch": f"{BLEND_KIND} blend across half the halo",
@@ -260,7 +263,8 @@ class FlowPlan:
                 else ""
             ),
             f"intensities: {self.intensity_note}",
-            f"output: shape {(self.ndim, *self.shape)}, float32, chunks {self.chunks}",
+            f"output: shape {(self.ndim, *self.shape)}, float32, chunks {self.chunks}"
+            + (f", shards {self.shards}" if self.shards else ""),
             f"levels: {n}"
             + (
                 " (coarse-to-fine: the coarsest level over the whole volume, then each finer "
@@ -358,6 +362,7 @@ def plan_flow(
     tile=None,
     overlap="auto",
     chunks=None,
+    shards="auto",
     coarse_memory=TASK_MEMORY_BUDGET,
     normalize: str = "auto",
     allow_sparse: bool = False,
@@ -392,6 +397,8 @@ def plan_flow(
     levels = parse_levels(levels)
     coarse_memory = _bytes(coarse_memory, "coarse_memory")
     out_chunks = ref.chunks if chunks is None else per_axis(chunks, ndim, "chunks", minimum=1)
+    out_shards = resolve_shards(shards, chunks=out_chunks, shape=shape, like=ref)
+    align = out_shards or out_chunks  # tiles are whole shards: one task writes each shard
     (single, single_rule), (refine, refine_rule) = _depths(method, params, overlap, ndim)
 
     def grid_for(depth, refining=True):
@@ -400,7 +407,7 @@ def plan_flow(
             if refining:  # leave room for what a refinement holds beside the kernel
                 factor = kernel_memory_factor(method, ndim)
                 budget = budget * factor // (factor + refine_extra(ndim))
-            tile_shape = default_tile(shape, out_chunks, depth, method=method,
+            tile_shape = default_tile(shape, align, depth, method=method,
                                       memory_budget=budget)  # fmt: skip
         else:
             # a tile larger than the volume is the volume (clipped before any estimate)
@@ -408,7 +415,8 @@ def plan_flow(
                 min(t, n)
                 for t, n in zip(per_axis(tile, ndim, "tile", minimum=1), shape, strict=True)
             )
-        return TileGrid(shape=shape, tile_shape=tile_shape, depth=depth, chunks=out_chunks)
+            require_shard_aligned(tile_shape, shape, out_shards)
+        return TileGrid(shape=shape, tile_shape=tile_shape, depth=depth, chunks=align)
 
     count = _count_levels(levels, shape, grid_for(refine), method, coarse_memory)
     grid0 = grid_for(single, refining=False) if count == 1 else grid_for(refine)
@@ -462,4 +470,5 @@ def plan_flow(
         reference_intensity=ref_intensity,
         moving_intensity=mov_intensity,
         intensity_note=intensity_note,
+        shards=None if out_shards is None else (ndim, *out_shards),
     )

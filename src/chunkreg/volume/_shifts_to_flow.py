@@ -28,7 +28,9 @@ from ..io import (
     create_array,
     open_output_group,
     output_scope,
+    require_shard_aligned,
     require_shared_store,
+    resolve_shards,
     write_space,
 )
 from ..tiling import TileGrid
@@ -213,6 +215,7 @@ def shifts_to_flow(
     shape=None,
     block=None,
     chunks=None,
+    shards=None,
     tile=None,
     order: int = 3,
     client=None,
@@ -238,8 +241,12 @@ def shifts_to_flow(
     chunks : tuple of int, optional
         Spatial chunk shape of the field; default the reference volume's chunks (64 per axis
         for a plain array).
+    shards : int or tuple of int, optional
+        Spatial shard shape of the field, a multiple of ``chunks`` (one file per shard);
+        default unsharded. Tiles are then whole shards.
     tile : tuple of int, optional
-        Region computed per task, a multiple of ``chunks``; default a few million voxels.
+        Region computed per task, a multiple of ``chunks`` (of ``shards`` when given);
+        default a few million voxels.
     order : {1, 3}
         1: multilinear between block centres; 3: cubic spline (smooth, the default). Both are
         exact at the centres and constant beyond the outermost ones.
@@ -285,8 +292,11 @@ def shifts_to_flow(
         raise InputError(f"order must be 1 (linear) or 3 (cubic), got {order!r}.")
     chunks = per_axis(chunks if chunks is not None else result.chunks, ndim, "chunks", minimum=1)
     chunks = tuple(min(c, n) for c, n in zip(chunks, result.shape, strict=True))
-    tile = default_tile(result.shape, chunks) if tile is None else tile
-    tiles = TileGrid(result.shape, per_axis(tile, ndim, "tile", minimum=1), (0,) * ndim, chunks)
+    shards = resolve_shards(shards, chunks=chunks, shape=result.shape)
+    align = shards or chunks  # tiles are whole shards: one writer per shard
+    tile = default_tile(result.shape, align) if tile is None else tile
+    require_shard_aligned(per_axis(tile, ndim, "tile", minimum=1), result.shape, shards)
+    tiles = TileGrid(result.shape, per_axis(tile, ndim, "tile", minimum=1), (0,) * ndim, align)
     axis_centres = tuple(
         tuple(float(c) for c in result.centres[(*(0,) * a, slice(None), *(0,) * (ndim - 1 - a), a)])
         for a in range(ndim)
@@ -294,6 +304,7 @@ def shifts_to_flow(
     signature = {
         "shape": result.shape,
         "chunks": chunks,
+        **({"shards": shards} if shards else {}),
         "tile": tiles.tile_shape,
         "block": result.block,
         "order": order,
@@ -321,6 +332,7 @@ def shifts_to_flow(
                 shape=(ndim, *result.shape),
                 dtype="float32",
                 chunks=(1, *chunks),
+                shards=None if shards is None else (ndim, *shards),
                 fill_value=np.nan,
                 dimension_names=axes,
                 compressors=FIELD_COMPRESSORS,

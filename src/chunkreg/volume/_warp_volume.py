@@ -31,7 +31,9 @@ from ..io import (
     output_scope,
     output_space,
     read_region,
+    require_shard_aligned,
     require_shared_store,
+    resolve_shards,
     write_space,
 )
 from ..registration import normalized_cross_correlation
@@ -210,6 +212,7 @@ class WarpPlan:
     order: int
     mode: str
     cval: float
+    shards: tuple[int, ...] | None = None
 
     def signature(self) -> dict:
         """What determines the output (stored in it for resume)."""
@@ -220,7 +223,7 @@ class WarpPlan:
             "shape": self.moving.shape,
             "dtype": str(self.moving.dtype),
             "chunks": self.moving.chunks,
-            "shards": self.moving.shards,
+            "shards": self.shards,
             "tile": self.tiles.tile_shape,
             "order": self.order,
             "mode": self.mode,
@@ -272,12 +275,13 @@ def plan_warp_volume(
     cval: float = 0.0,
     reference=None,
     allow_sparse: bool = False,
+    shards="auto",
 ) -> WarpPlan:
     """Validate the inputs of :func:`warp_volume` and plan the run, writing nothing.
 
     Parameters
     ----------
-    moving, flow, order, tile, mode, cval, reference, allow_sparse
+    moving, flow, order, tile, mode, cval, reference, allow_sparse, shards
         As for :func:`warp_volume`.
 
     Returns
@@ -310,12 +314,17 @@ def plan_warp_volume(
                 f"reference and moving must have the same shape, got {ref.shape} and {mov.shape}."
             )
     check_warp_options(order=order, mode=mode, cval=cval)
-    align = mov.shards or mov.chunks
+    if isinstance(shards, str) and shards == "auto":
+        shards = mov.shards
+    else:
+        shards = resolve_shards(shards, chunks=mov.chunks, shape=mov.shape, name="shards")
+    align = shards or mov.chunks
     tile = default_tile(mov.shape, align, target=2**21) if tile is None else tile
+    require_shard_aligned(per_axis(tile, mov.ndim, "tile", minimum=1), mov.shape, shards)
     tiles = TileGrid(mov.shape, per_axis(tile, mov.ndim, "tile", minimum=1), (0,) * mov.ndim, align)
     inputs = {"moving": mov, "flow": fl, **({} if ref is None else {"reference": ref})}
     check_inputs_stored(inputs, allow_sparse)
-    return WarpPlan(mov, fl, ref, tiles, int(order), mode, float(cval))
+    return WarpPlan(mov, fl, ref, tiles, int(order), mode, float(cval), shards)
 
 
 def warp_volume(
@@ -329,6 +338,7 @@ def warp_volume(
     cval: float = 0.0,
     reference=None,
     allow_sparse: bool = False,
+    shards="auto",
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -360,6 +370,9 @@ def warp_volume(
     tile : int or tuple of int, optional
         Output region per task, a multiple of the moving chunks (shards); default about two
         million voxels.
+    shards : "auto", None, int or tuple of int
+        Shard shape of the output, a multiple of the moving chunks; ``"auto"`` (default)
+        keeps the moving volume's, None writes one file per chunk. Tiles are whole shards.
     mode : {"edge", "constant"}
         Samples outside the volume repeat the edge voxel, or take ``cval``.
     cval : float
@@ -408,7 +421,7 @@ def warp_volume(
     """
     plan = plan_warp_volume(
         moving, flow, order=order, tile=tile, mode=mode, cval=cval, reference=reference,
-        allow_sparse=allow_sparse,
+        allow_sparse=allow_sparse, shards=shards,
     )  # fmt: skip
     mov, tiles = plan.moving, plan.tiles
     # the output's lease is held until everything is written
@@ -430,7 +443,7 @@ def warp_volume(
                 shape=mov.shape,
                 dtype=mov.dtype,
                 chunks=mov.chunks,
-                shards=mov.shards,
+                shards=plan.shards,
                 fill_value=mov.fill_value,
                 dimension_names=axes,
             )
