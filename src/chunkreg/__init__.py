@@ -17,9 +17,12 @@ from .registration import optical_flow_ilk, optical_flow_tvl1, phase_cross_corre
 
 # Workflow functions, imported lazily: public name -> module that defines it.
 _LAZY = {
+    "AffineResult": ".volume",
     "BlockShifts": ".volume",
     "blockwise_shifts": ".volume",
     "compute_flow": ".volume",
+    "estimate_affine": ".volume",
+    "load_affine": ".volume",
     "register_timeseries": ".timeseries",
     "shifts_to_flow": ".volume",
     "stitch": ".stitching",

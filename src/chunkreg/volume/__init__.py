@@ -3,10 +3,13 @@
 :func:`compute_flow` computes dense optical flow between two volumes, coarse to fine over an
 image pyramid and seam-free across tiles; :func:`plan_flow` returns the plan it would follow
 (levels, tiles, halo, memory) without writing anything.
-:func:`blockwise_shifts` registers blocks rigidly and :func:`shifts_to_flow` turns the block
+:func:`estimate_affine` finds the global affine transform (the other workflows take it as
+``initial_affine`` / ``affine``); :func:`blockwise_shifts` registers blocks rigidly and :func:`shifts_to_flow` turns the block
 grid into a dense flow; :func:`warp_volume` applies a flow to a volume.
 """
 
+from ._affine import estimate_affine
+from ._affine_result import AffineResult, load_affine
 from ._blockwise import (
     BlockShifts,
     BlocksPlan,
@@ -25,6 +28,7 @@ from ._warp_volume import WarpPlan, plan_warp_volume, warp_volume
 __all__ = [
     "DEFAULT_MOTION",
     "FLOW_ARRAY",
+    "AffineResult",
     "BlockShifts",
     "BlocksPlan",
     "FlowPlan",
@@ -34,7 +38,9 @@ __all__ = [
     "combine_seam_sums",
     "compute_flow",
     "default_tile",
+    "estimate_affine",
     "flow_depth",
+    "load_affine",
     "load_block_shifts",
     "plan_blockwise_shifts",
     "plan_flow",

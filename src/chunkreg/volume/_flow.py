@@ -78,6 +78,22 @@ def _flow_attributes(plan: FlowPlan, level: int) -> dict:
         "reference": str(plan.reference),
         "moving": str(plan.moving),
         "chunkreg_version": __version__,
+        **_affine_attributes(plan, level),
+    }
+
+
+def _affine_attributes(plan: FlowPlan, level: int) -> dict:
+    """A flow computed after an initial affine records it: its displacements are the residual."""
+    if plan.initial_affine is None:
+        return {}
+    from ..registration._affine import level_matrix
+    from ._affine_view import INITIAL_AFFINE_ATTR
+
+    matrix = np.asarray(plan.initial_affine)
+    return {
+        INITIAL_AFFINE_ATTR: (level_matrix(matrix, 2**level) if level else matrix).tolist(),
+        "composition": "residual after the initial affine: the moving volume matches the "
+        "reference at p where initial_affine @ (p + flow[:, p]); warp_volume applies both",
     }
 
 
@@ -314,6 +330,7 @@ def compute_flow(
     overlap="auto",
     chunks=None,
     coarse_memory=TASK_MEMORY_BUDGET,
+    initial_affine=None,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -369,6 +386,14 @@ def compute_flow(
     coarse_memory : int or str
         Bytes (or a string such as ``"4GiB"``) the in-memory flow of the coarsest level may
         use; a coarsest level larger than that is computed tile by tile.
+    initial_affine : array_like, AffineResult, str or os.PathLike, optional
+        A global affine found first (:func:`chunkreg.estimate_affine`: its result, the path of
+        its output, or a ``(ndim + 1)`` square matrix from reference to moving voxels). Every
+        task reads the moving volume resampled through it (cubic), so the flow is the
+        residual motion left after the affine; the moving volume may then have another shape.
+        The flow array records the matrix (attribute ``initial_affine``) and
+        :func:`chunkreg.warp_volume` applies both, affine after flow. The quality control's
+        "before" is then measured after the affine.
     client : distributed.Client, optional
         Run on this client (left open).
     scheduler : str, optional
@@ -445,6 +470,7 @@ def compute_flow(
         overlap=overlap,
         chunks=chunks,
         coarse_memory=coarse_memory,
+        initial_affine=initial_affine,
         **kernel_params,
     )
     return run_flow_plan(
