@@ -63,8 +63,7 @@ from ._stitch import group_ref
 __all__ = ["estimate_affine"]
 
 #: Voxels the coarse level may have when ``level="auto"`` (it is held in memory by one task).
-COARSE_VOXELS = {2: 2**20, 3: 2**21}
-_COARSE_BLOCK = {2: 32, 3: 16}
+COARSE_VOXELS = {2: 2**16, 3: 2**21}
 _FINE_BLOCK = {2: 96, 3: 48}
 _MAX_FINE_BLOCKS = {2: 144, 3: 125}
 _DOWNSAMPLE_VOXELS = 2**24  # level-0 voxels one downsampling task reads
@@ -80,13 +79,19 @@ def _coarse_shape(shape, factor) -> tuple[int, ...]:
     return tuple(math.ceil(n / factor) for n in shape)
 
 
-def _auto_level(shape, ndim: int, coarse_block: int) -> int:
+def _auto_level(shape, ndim: int) -> int:
     level = 0
     while _voxels(_coarse_shape(shape, 2**level)) > COARSE_VOXELS[ndim]:
-        if min(_coarse_shape(shape, 2 ** (level + 1))) < 3 * coarse_block:
+        if min(_coarse_shape(shape, 2 ** (level + 1))) < 64:
             break
         level += 1
     return level
+
+
+def _auto_block(coarse_shape) -> int:
+    """Coarse blocks of about a quarter of the shortest axis (16 to 64 voxels): large enough
+    to keep matching through rotations of 15 degrees, four or more along every axis."""
+    return int(min(max(min(coarse_shape) // 4, 16), 64))
 
 
 def _multiscale_level(source, level: int, shape) -> ArrayRef | None:
@@ -301,7 +306,7 @@ def estimate_affine(
     block=None,
     fine_block=None,
     max_blocks: int | None = None,
-    iterations: int = 4,
+    iterations: int = 6,
     refine: int = 2,
     threshold: float = 1.5,
     upsample_factor: int = 20,
@@ -334,11 +339,13 @@ def estimate_affine(
         ``coordinateTransformations``), the correspondences and the ``qc`` group.
     level : "auto" or int
         Pyramid level of the coarse estimate (``2**level`` times coarser). ``"auto"``: the
-        finest level of at most about two million voxels (3-D; one million in 2-D).
+        finest level of at most about two million voxels in 3-D (128³), 65,536 in 2-D (256²),
+        keeping 64 voxels or more along every axis.
     model : {"affine", "similarity", "rigid", "translation"}
         Degrees of freedom: general linear part, rotation + uniform scale, rotation, shift.
     block : int or tuple of int, optional
-        Block shape at the coarse level (default 16 in 3-D, 32 in 2-D, in coarse voxels).
+        Block shape at the coarse level, in its voxels (default: a quarter of the shortest
+        axis, 16 to 64).
     fine_block : int or tuple of int, optional
         Block shape of the full-resolution refinement (default 48 in 3-D, 96 in 2-D).
     max_blocks : int, optional
@@ -407,18 +414,19 @@ def estimate_affine(
     if model not in MODELS:
         raise InputError(f"model must be one of {MODELS}, got {model!r}.")
     ndim = ref.ndim
-    block = per_axis(_COARSE_BLOCK[ndim] if block is None else block, ndim, "block", minimum=8)
     fine = per_axis(_FINE_BLOCK[ndim] if fine_block is None else fine_block, ndim, "fine_block",
                     minimum=8)  # fmt: skip
     fine = tuple(min(b, n) for b, n in zip(fine, ref.shape, strict=True))
     max_blocks = _positive_int(_MAX_FINE_BLOCKS[ndim] if max_blocks is None else max_blocks,
                                "max_blocks", minimum=1)  # fmt: skip
     if level == "auto":
-        level = _auto_level(ref.shape, ndim, max(block))
+        level = _auto_level(ref.shape, ndim)
     level = _positive_int(level, "level", minimum=0)
-    if min(_coarse_shape(ref.shape, 2**level)) < 8:
-        raise InputError(f"level {level} makes the reference {_coarse_shape(ref.shape, 2**level)}"
-                         ", under 8 voxels along an axis; use a finer level.")  # fmt: skip
+    cshape = _coarse_shape(ref.shape, 2**level)
+    if min(cshape) < 8:
+        raise InputError(f"level {level} makes the reference {cshape}, under 8 voxels along an "
+                         "axis; use a finer level.")  # fmt: skip
+    block = per_axis(_auto_block(cshape) if block is None else block, ndim, "block", minimum=8)
     iterations = _positive_int(iterations, "iterations")
     refine = _positive_int(refine, "refine", minimum=0)
     upsample_factor = _positive_int(upsample_factor, "upsample_factor")

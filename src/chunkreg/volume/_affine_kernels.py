@@ -189,12 +189,13 @@ def estimate_in_memory(
     *,
     model: str = "affine",
     block,
-    iterations: int = 4,
+    iterations: int = 6,
     threshold: float = 1.5,
     upsample_factor: int = 20,
     min_std: float = 0.0,
     seed: int = 0,
     initial=None,
+    min_quality: float = 0.2,
 ) -> tuple[np.ndarray, list[dict]]:
     """Estimate the affine between two (coarse) volumes held in memory.
 
@@ -229,25 +230,30 @@ def estimate_in_memory(
     corners = np.array(np.meshgrid(*[(0, n - 1) for n in ref.shape], indexing="ij"))
     corners = corners.reshape(ndim, -1).T
     stages = []
+    # While the estimate is far off, few blocks match and a general affine can fit a wrong
+    # consensus; a similarity (rotation + scale) cannot, so it is fitted until it converges.
+    fitted = "similarity" if model == "affine" else model
     for _ in range(iterations):
         warped = resample_affine(mov, (0,) * ndim, matrix, whole, order=1)
         src, dst = [], []
         for region in regions:
             shift, quality, _ = block_match(ref[region], warped[region],
                                             upsample_factor=upsample_factor, min_std=min_std)  # fmt: skip
-            if np.all(np.isfinite(shift)) and quality > 0:
+            if np.all(np.isfinite(shift)) and quality > min_quality:
                 c, m = correspondence(matrix, region, shift)
                 src.append(c)
                 dst.append(m)
         if not src:
             break
-        new, inliers = ransac_affine(np.array(src), np.array(dst), model=model,
+        new, inliers = ransac_affine(np.array(src), np.array(dst), model=fitted,
                                      threshold=threshold, seed=seed)  # fmt: skip
         r = transform_residuals(new, np.array(src), np.array(dst))[inliers]
         stages.append({"pairs": len(src), "inliers": int(inliers.sum()),
                        "rms": float(np.sqrt(np.mean(r**2)))})  # fmt: skip
         moved = np.abs(apply_affine(new, corners) - apply_affine(matrix, corners)).max()
         matrix = new
-        if moved < 0.05:
-            break
+        if moved < 0.05 or (fitted != model and moved < 1.0):
+            if fitted == model:
+                break
+            fitted = model
     return matrix, stages
