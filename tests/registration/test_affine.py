@@ -32,7 +32,7 @@ CASES = {
             rotation_matrix(np.radians([7, -4, 3])) @ np.diag([1.04, 0.96, 1.0])
             + 0.02 * np.eye(3, k=1),
             [1.0, -2.5, 4.0],
-        ),  # fmt: skip
+        ),
     },
     "similarity": {
         2: _matrix(1.05 * rotation_matrix(np.radians(12)), [2.0, 1.0]),
@@ -98,7 +98,7 @@ def test_matrix_convention_is_scipy_affine_transform():
     assert np.abs(back - ref)[10:50, 10:50].mean() < 0.02
     # the point p of the reference is at matrix @ p in the moving image
     centre = apply_affine(truth, [24.5, 37.0])
-    assert moving[int(round(centre[0])), int(round(centre[1]))] > 0.5
+    assert moving[round(centre[0]), round(centre[1])] > 0.5
 
 
 def test_compose_invert_and_levels():

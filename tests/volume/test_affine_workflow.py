@@ -158,7 +158,7 @@ def test_bad_input_is_refused_and_writes_nothing(tmp_path):
         assert not out.exists()
     with pytest.raises(InputError, match="same number of axes"):
         chunkreg.estimate_affine(r, m3, out, **SYNC)
-    with pytest.raises(InputError, match="RANSAC|too few usable blocks"):  # blank: no blocks
+    with pytest.raises(InputError, match=r"RANSAC|too few usable blocks"):  # blank: no blocks
         chunkreg.estimate_affine(r, r, out, **SYNC)
 
 
@@ -234,7 +234,7 @@ def test_warp_by_an_affine_alone_equals_scipy_in_memory(tmp_path):
         expected = np.clip(np.rint(expected), 0, 65535).astype(np.uint16)
         assert got.dtype == np.uint16 and got.shape == (60, 80)
         assert np.abs(got.astype(int) - expected).max() <= 1
-    with pytest.raises(InputError, match="a flow, an affine, or both|displacement field"):
+    with pytest.raises(InputError, match=r"a flow, an affine, or both|displacement field"):
         chunkreg.warp_volume(m, None, tmp_path / "x.zarr", **SYNC)
 
 
