@@ -44,7 +44,7 @@ def test_register_command_runs_affine_flow_warp_and_resumes(tmp_path, capsys):
 
 
 def test_workflow_script_pipeline_with_blocks(tmp_path):
-    shape, truth, ref, mov = _pair(tmp_path)
+    _, _, ref, mov = _pair(tmp_path)
     config = tmp_path / "c.toml"
     config.write_text(
         f"""

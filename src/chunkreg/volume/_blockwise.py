@@ -325,9 +325,7 @@ def plan_blockwise_shifts(
         or batch_size < 1
     ):
         raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
-    return BlocksPlan(
-        ref, mov, grid, int(batch_size), int(upsample_factor), normalization, matrix
-    )
+    return BlocksPlan(ref, mov, grid, int(batch_size), int(upsample_factor), normalization, matrix)
 
 
 def _centres(grid: TileGrid) -> np.ndarray:

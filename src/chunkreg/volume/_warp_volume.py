@@ -424,7 +424,12 @@ def warp_volume(
         }
         tasks = [
             _WarpTile(
-                **refs, tiles=tiles, number=i, order=plan.order, mode=plan.mode, cval=plan.cval,
+                **refs,
+                tiles=tiles,
+                number=i,
+                order=plan.order,
+                mode=plan.mode,
+                cval=plan.cval,
                 affine=None if plan.affine is None else tuple(map(tuple, plan.affine.tolist())),
             )
             for i in todo
