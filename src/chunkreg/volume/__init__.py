@@ -9,6 +9,7 @@ grid into a dense flow; :func:`warp_volume` applies a flow to a volume.
 """
 
 from ._affine import estimate_affine
+from ._affine_pipeline import PipelineResult, register_volumes
 from ._affine_result import AffineResult, load_affine
 from ._blockwise import (
     BlockShifts,
@@ -33,6 +34,7 @@ __all__ = [
     "BlocksPlan",
     "FlowPlan",
     "LevelPlan",
+    "PipelineResult",
     "WarpPlan",
     "blockwise_shifts",
     "combine_seam_sums",
@@ -47,6 +49,7 @@ __all__ = [
     "plan_warp_volume",
     "plot_qc",
     "read_qc",
+    "register_volumes",
     "run_flow_plan",
     "seam_metric",
     "seam_sums",

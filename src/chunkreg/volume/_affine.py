@@ -67,8 +67,8 @@ COARSE_VOXELS = {2: 2**16, 3: 2**21}
 _FINE_BLOCK = {2: 96, 3: 48}
 _MAX_FINE_BLOCKS = {2: 144, 3: 125}
 _DOWNSAMPLE_VOXELS = 2**24  # level-0 voxels one downsampling task reads
-_FINE_TASK_VOXELS = 2**22  # block voxels per refinement task
-_FINE_ORDER = 3
+_FINE_TASK_VOXELS = 2**20  # block voxels per refinement task (a few seconds)
+_FINE_ORDER = 1  # linear: the cubic prefilter of each block's box would double its cost
 
 
 def _voxels(shape) -> int:
@@ -203,7 +203,7 @@ def _fine(task: _Fine) -> dict:
         warped = resample_affine(
             source, [b.start for b in bounds], matrix, region, order=_FINE_ORDER
         )
-        shift, quality, ncc = block_match(ref, warped, upsample_factor=task.upsample_factor,
+        shift, quality = block_match(ref, warped, upsample_factor=task.upsample_factor,
                                           min_std=task.min_std)  # fmt: skip
         before = np.nan
         if task.identity_qc:
@@ -213,12 +213,11 @@ def _fine(task: _Fine) -> dict:
             read += same.nbytes
             if same.std() > 0 and ref.std() > 0:
                 before = normalized_cross_correlation(ref, same)
-        rows.append((shift, quality, ncc, before))
+        rows.append((shift, quality, before))
     return {
         "shift": np.array([r[0] for r in rows]),
         "quality": np.array([r[1] for r in rows]),
-        "ncc": np.array([r[2] for r in rows]),
-        "ncc_identity": np.array([r[3] for r in rows]),
+        "ncc_identity": np.array([r[2] for r in rows]),
         "bytes_read": read,
         "seconds": time.perf_counter() - t0,
     }
@@ -347,7 +346,9 @@ def estimate_affine(
         Block shape at the coarse level, in its voxels (default: a quarter of the shortest
         axis, 16 to 64).
     fine_block : int or tuple of int, optional
-        Block shape of the full-resolution refinement (default 48 in 3-D, 96 in 2-D).
+        Block shape of the full-resolution refinement. Default: the reference's chunks (or
+        shards) when they are 24 to 128 voxels per axis, so each block decodes one chunk of
+        it; else 48 in 3-D, 96 in 2-D.
     max_blocks : int, optional
         Most blocks a refinement pass measures (default 125 in 3-D, 144 in 2-D).
     iterations : int
@@ -414,8 +415,10 @@ def estimate_affine(
     if model not in MODELS:
         raise InputError(f"model must be one of {MODELS}, got {model!r}.")
     ndim = ref.ndim
-    fine = per_axis(_FINE_BLOCK[ndim] if fine_block is None else fine_block, ndim, "fine_block",
-                    minimum=8)  # fmt: skip
+    if fine_block is None:  # one storage chunk per block when it is a usable size: one read
+        chunks = ref.shards or ref.chunks
+        fine_block = chunks if all(24 <= c <= 128 for c in chunks) else _FINE_BLOCK[ndim]
+    fine = per_axis(fine_block, ndim, "fine_block", minimum=8)
     fine = tuple(min(b, n) for b, n in zip(fine, ref.shape, strict=True))
     max_blocks = _positive_int(_MAX_FINE_BLOCKS[ndim] if max_blocks is None else max_blocks,
                                "max_blocks", minimum=1)  # fmt: skip

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..registration import normalized_cross_correlation
 from ..registration._affine import apply_affine
 from ._block_kernels import estimate_shift, shifted_ncc
 
@@ -110,7 +109,7 @@ def block_match(
     *,
     upsample_factor: int = 20,
     min_std: float = 0.0,
-) -> tuple[np.ndarray, float, float]:
+) -> tuple[np.ndarray, float]:
     """Shift registering a warped moving block onto its reference block, and its quality.
 
     Returns
@@ -119,18 +118,15 @@ def block_match(
         NaN when a block is constant (blank), or at most ``min_std``.
     quality : float
         NCC between the reference and the warped block shifted by ``shift`` (NaN if none).
-    ncc : float
-        NCC between the two blocks as given (before the shift).
     """
     nan = np.full(reference.ndim, np.nan)
     std_r, std_m = float(reference.std()), float(warped.std())
     if not (std_r > min_std and std_m > min_std and math.isfinite(std_r + std_m)):
-        return nan, float("nan"), float("nan")
-    ncc = normalized_cross_correlation(reference, warped)
+        return nan, float("nan")
     shift, _ = estimate_shift(reference, warped, upsample_factor=upsample_factor)
     if not np.all(np.isfinite(shift)):
-        return nan, float("nan"), ncc
-    return shift, shifted_ncc(reference, warped, shift), ncc
+        return nan, float("nan")
+    return shift, shifted_ncc(reference, warped, shift)
 
 
 def downsample_mean(region: np.ndarray, factor: int) -> np.ndarray:
@@ -237,7 +233,7 @@ def estimate_in_memory(
         warped = resample_affine(mov, (0,) * ndim, matrix, whole, order=1)
         src, dst = [], []
         for region in regions:
-            shift, quality, _ = block_match(ref[region], warped[region],
+            shift, quality = block_match(ref[region], warped[region],
                                             upsample_factor=upsample_factor, min_std=min_std)  # fmt: skip
             if np.all(np.isfinite(shift)) and quality > min_quality:
                 c, m = correspondence(matrix, region, shift)
