@@ -268,3 +268,37 @@ def test_blockwise_shifts_after_an_initial_affine_measure_the_residual(tmp_path)
     warped = zarr.open_array(tmp_path / "w.zarr", path="0")[...]
     inner = (slice(32, -32),) * 2
     assert np.abs(warped - ref)[inner].mean() < 0.03
+
+
+def test_an_interrupted_estimate_resumes_from_its_coarse_estimate(tmp_path):
+    shape = (256, 256)
+    truth = about_centre(shape, angles=4, shift=(1.0, 2.0))
+    ref, mov = make_pair(shape, truth)
+    args = (save(tmp_path / "r.zarr", ref, (64, 64)), save(tmp_path / "m.zarr", mov, (64, 64)),
+            tmp_path / "a.zarr")  # fmt: skip
+    first = chunkreg.estimate_affine(*args, **SYNC)
+    group = zarr.open_group(tmp_path / "a.zarr", mode="a")
+    del group.attrs["affine"]  # as if the run died during the refinement
+    again = chunkreg.estimate_affine(*args, **SYNC)
+    assert "coarse estimate: complete from an earlier run" in again.report.notes.values()
+    assert_allclose(again.matrix, first.matrix)
+
+
+def test_moving_of_another_shape_and_an_affine_only_warp(tmp_path):
+    """The moving volume covers more than the reference: the affine maps into it, the warp
+    has the reference's shape."""
+    ref, big = make_pair((320, 320), about_centre((320, 320), angles=6, shift=(3.0, -2.0)))
+    ref = ref[40:280, 30:290]  # reference voxel p is big-reference voxel p + (40, 30)
+    truth = about_centre((320, 320), angles=6, shift=(3.0, -2.0))
+    offset = np.eye(3)
+    offset[:2, 2] = (40, 30)
+    truth = truth @ offset
+    r, m = save(tmp_path / "r.zarr", ref, (64, 64)), save(tmp_path / "m.zarr", big, (64, 64))
+    result = chunkreg.estimate_affine(r, m, tmp_path / "a.zarr", **SYNC)
+    assert result.moving_shape == (320, 320) and result.shape == (240, 260)
+    assert corner_error(result.matrix, truth, ref.shape) < 0.3
+    chunkreg.warp_volume(m, None, tmp_path / "w.zarr", affine=tmp_path / "a.zarr", reference=r,
+                         order=3, **SYNC)  # fmt: skip
+    warped = zarr.open_array(tmp_path / "w.zarr", path="0")[...]
+    assert warped.shape == ref.shape
+    assert np.abs(warped - ref).mean() < 0.02

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import zarr
+import zarr.errors
 
 from .._validation import per_axis
 from ..errors import InputError
@@ -100,8 +101,8 @@ def _multiscale_level(source, level: int, shape) -> ArrayRef | None:
         return None
     try:
         node = zarr.open(str(source), mode="r")
-    except Exception:
-        return None
+    except (FileNotFoundError, KeyError, ValueError, zarr.errors.NodeTypeValidationError):
+        return None  # open_array accepted it before; anything else has no levels to offer
     if not isinstance(node, zarr.Group):
         return None
     paths = multiscale_dataset_paths(node.attrs.asdict())
@@ -157,6 +158,7 @@ class _Coarse:
     upsample_factor: int
     min_std: float
     seed: int
+    min_quality: float = 0.2
 
     def __str__(self) -> str:
         return "coarse estimate"
@@ -169,7 +171,7 @@ def _coarse(task: _Coarse) -> dict:
     matrix, stages = estimate_in_memory(
         ref, mov, model=task.model, block=task.block, iterations=task.iterations,
         threshold=task.threshold, upsample_factor=task.upsample_factor, min_std=task.min_std,
-        seed=task.seed,
+        seed=task.seed, min_quality=task.min_quality,
     )  # fmt: skip
     return {"matrix": matrix.tolist(), "stages": stages, "bytes_read": ref.nbytes + mov.nbytes,
             "seconds": time.perf_counter() - t0}  # fmt: skip
@@ -310,6 +312,7 @@ def estimate_affine(
     threshold: float = 1.5,
     upsample_factor: int = 20,
     min_std: float = 0.0,
+    min_quality: float = 0.2,
     seed: int = 0,
     client=None,
     scheduler: str | None = None,
@@ -361,6 +364,8 @@ def estimate_affine(
         Phase correlation precision, ``1 / upsample_factor`` voxel.
     min_std : float
         Blocks whose standard deviation is at most this (in either volume) are blank.
+    min_quality : float
+        Blocks whose NCC after the shift is at most this are left out (no match).
     seed : int
         RANSAC seed: the same inputs give the same matrix.
     client, scheduler, n_workers, overwrite, progress
@@ -435,11 +440,13 @@ def estimate_affine(
     upsample_factor = _positive_int(upsample_factor, "upsample_factor")
     if not (isinstance(threshold, numbers.Real) and threshold > 0):
         raise InputError(f"threshold must be a number of voxels > 0, got {threshold!r}.")
+    if not -1.0 <= float(min_quality) < 1.0:
+        raise InputError(f"min_quality must be within [-1, 1), got {min_quality}.")
     params = {
         "level": level, "model": model, "block": block, "fine_block": fine,
         "max_blocks": max_blocks, "iterations": iterations, "refine": refine,
         "threshold": float(threshold), "upsample_factor": upsample_factor,
-        "min_std": float(min_std), "seed": int(seed),
+        "min_std": float(min_std), "min_quality": float(min_quality), "seed": int(seed),
     }  # fmt: skip
     signature = {"reference": str(array_ref(ref)), "moving": str(array_ref(mov)),
                  "shape": list(ref.shape), "moving_shape": list(mov.shape), **params}  # fmt: skip
@@ -464,7 +471,8 @@ def estimate_affine(
             stages.lines.append("coarse estimate: complete from an earlier run")
         else:
             task = _Coarse(coarse["reference"], coarse["moving"], model, block, iterations,
-                           float(threshold), upsample_factor, float(min_std), int(seed))  # fmt: skip
+                           float(threshold), upsample_factor, float(min_std), int(seed),
+                           float(min_quality))  # fmt: skip
             (out,) = stages.run(f"coarse estimate (level {level})", _coarse, [task])
             matrix, coarse_stages = np.asarray(out["matrix"]), out["stages"]
             group.attrs["coarse_estimate"] = {"matrix": matrix.tolist(), "stages": coarse_stages}
@@ -490,7 +498,7 @@ def estimate_affine(
             q = np.concatenate([o["quality"] for o in outs])
             if p == 0:
                 ncc_identity = np.concatenate([o["ncc_identity"] for o in outs])
-            ok = np.all(np.isfinite(shifts), axis=1) & (np.nan_to_num(q, nan=-1) > 0)
+            ok = np.all(np.isfinite(shifts), axis=1) & (np.nan_to_num(q, nan=-1) > min_quality)
             dst = np.full_like(src, np.nan)
             for i in np.flatnonzero(ok):
                 dst[i] = correspondence(matrix, regions[i], shifts[i])[1]
