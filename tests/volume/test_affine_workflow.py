@@ -302,3 +302,23 @@ def test_moving_of_another_shape_and_an_affine_only_warp(tmp_path):
     warped = zarr.open_array(tmp_path / "w.zarr", path="0")[...]
     assert warped.shape == ref.shape
     assert np.abs(warped - ref).mean() < 0.02
+
+
+def test_an_ome_zarr_input_s_own_coarse_level_is_used(tmp_path):
+    from chunkreg.io import write_ome_multiscale_metadata
+    from chunkreg.volume._affine_kernels import downsample_mean
+
+    shape = (256, 256)
+    truth = about_centre(shape, angles=7, scale=1.02, shift=(2.0, 3.0))
+    ref, mov = make_pair(shape, truth)
+    paths = []
+    for name, data in (("r", ref), ("m", mov)):
+        group = zarr.open_group(tmp_path / f"{name}.ome.zarr", mode="w")
+        group.create_array("0", data=data, chunks=(64, 64))
+        group.create_array("1", data=downsample_mean(data, 2), chunks=(64, 64))
+        write_ome_multiscale_metadata(group, paths=["0", "1"])
+        paths.append(str(tmp_path / f"{name}.ome.zarr"))
+    result = chunkreg.estimate_affine(*paths, tmp_path / "a.zarr", level=1, **SYNC)
+    assert corner_error(result.matrix, truth, shape) < 0.3
+    stages = [v for k, v in result.report.notes.items() if k.startswith("stage")]
+    assert stages[0].startswith("coarse estimate (level 1)")  # no coarse images built

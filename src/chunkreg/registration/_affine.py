@@ -190,6 +190,16 @@ def _umeyama(src: np.ndarray, dst: np.ndarray, w: np.ndarray, scale: bool) -> np
     return out
 
 
+def _pairs(reference_points, moving_points, model: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """Validated point arrays (float64, both (n, ndim)) and the model's minimal sample size."""
+    _check_model(model)
+    src = np.asarray(reference_points, dtype=np.float64)
+    dst = np.asarray(moving_points, dtype=np.float64)
+    if src.ndim != 2 or src.shape != dst.shape:
+        raise InputError(f"point arrays must both be (n, ndim), got {src.shape} and {dst.shape}.")
+    return src, dst, min_samples(model, src.shape[1])
+
+
 def fit_affine(
     reference_points, moving_points, *, model: str = "affine", weights=None
 ) -> np.ndarray:
@@ -221,13 +231,8 @@ def fit_affine(
     .. [1] Umeyama, S. (1991). Least-squares estimation of transformation parameters between
        two point patterns. IEEE TPAMI 13(4), 376-380. :DOI:`10.1109/34.88573`
     """
-    _check_model(model)
-    src = np.asarray(reference_points, dtype=np.float64)
-    dst = np.asarray(moving_points, dtype=np.float64)
-    if src.ndim != 2 or src.shape != dst.shape:
-        raise InputError(f"point arrays must both be (n, ndim), got {src.shape} and {dst.shape}.")
+    src, dst, need = _pairs(reference_points, moving_points, model)
     n_points, ndim = src.shape
-    need = min_samples(model, ndim)
     if n_points < need:
         raise InputError(
             f"a {model} transform in {ndim}-D needs at least {need} point pairs, got {n_points}."
@@ -301,13 +306,8 @@ def ransac_affine(
     InputError
         Fewer pairs than the model needs, or no sample yielding a transform.
     """
-    _check_model(model)
-    src = np.asarray(reference_points, dtype=np.float64)
-    dst = np.asarray(moving_points, dtype=np.float64)
-    if src.ndim != 2 or src.shape != dst.shape:
-        raise InputError(f"point arrays must both be (n, ndim), got {src.shape} and {dst.shape}.")
+    src, dst, need = _pairs(reference_points, moving_points, model)
     n_points, ndim = src.shape
-    need = min_samples(model, ndim)
     if n_points < need:
         raise InputError(
             f"too few usable blocks for a {model} transform in {ndim}-D: {n_points}, need at "
