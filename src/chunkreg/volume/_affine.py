@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import time
-from dataclasses import dataclass
 
 import numpy as np
 import zarr
@@ -48,16 +46,12 @@ from ..registration._affine import (
     transform_residuals,
 )
 from ..tiling import TileGrid
-from ._affine_kernels import (
-    affine_bounds,
-    block_match,
-    block_regions,
-    correspondence,
-    downsample_mean,
-    estimate_in_memory,
-    resample_affine,
-)
+from ._affine_kernels import block_regions, centre, correspondence
 from ._affine_result import AFFINE_ATTR, AffineResult, load_affine
+from ._affine_tasks import Coarse, Downsample, Fine
+from ._affine_tasks import coarse as coarse_task
+from ._affine_tasks import downsample as downsample_task
+from ._affine_tasks import fine as fine_task
 from ._qc import write_qc
 from ._stitch import group_ref
 
@@ -69,7 +63,6 @@ _FINE_BLOCK = {2: 96, 3: 48}
 _MAX_FINE_BLOCKS = {2: 144, 3: 125}
 _DOWNSAMPLE_VOXELS = 2**24  # level-0 voxels one downsampling task reads
 _FINE_TASK_VOXELS = 2**20  # block voxels per refinement task (a few seconds)
-_FINE_ORDER = 1  # linear: the cubic prefilter of each block's box would double its cost
 
 
 def _voxels(shape) -> int:
@@ -115,114 +108,6 @@ def _multiscale_level(source, level: int, shape) -> ArrayRef | None:
     ):
         return None
     return array_ref(array)
-
-
-# -- tasks ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Downsample:
-    source: ArrayRef
-    target: ArrayRef
-    factor: int
-    grid: TileGrid
-    number: int
-
-    def __str__(self) -> str:
-        return f"coarse region {self.grid.tile(self.number).core} of {self.target.path}"
-
-
-def _downsample(task: _Downsample) -> dict:
-    t0 = time.perf_counter()
-    core = task.grid.tile(task.number).core
-    fine = task.source.open()
-    f = task.factor
-    src = tuple(
-        slice(c.start * f, min(c.stop * f, n)) for c, n in zip(core, fine.shape, strict=True)
-    )
-    region = np.asarray(fine[src])
-    values = downsample_mean(region, f)
-    task.target.open(mode="r+")[core] = values
-    return {"bytes_read": region.nbytes, "bytes_written": values.nbytes,
-            "seconds": time.perf_counter() - t0}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Coarse:
-    reference: ArrayRef
-    moving: ArrayRef
-    model: str
-    block: tuple[int, ...]
-    iterations: int
-    threshold: float
-    upsample_factor: int
-    min_std: float
-    seed: int
-    min_quality: float = 0.2
-
-    def __str__(self) -> str:
-        return "coarse estimate"
-
-
-def _coarse(task: _Coarse) -> dict:
-    t0 = time.perf_counter()
-    ref = np.asarray(task.reference.open()[...], dtype=np.float32)
-    mov = np.asarray(task.moving.open()[...], dtype=np.float32)
-    matrix, stages = estimate_in_memory(
-        ref, mov, model=task.model, block=task.block, iterations=task.iterations,
-        threshold=task.threshold, upsample_factor=task.upsample_factor, min_std=task.min_std,
-        seed=task.seed, min_quality=task.min_quality,
-    )  # fmt: skip
-    return {"matrix": matrix.tolist(), "stages": stages, "bytes_read": ref.nbytes + mov.nbytes,
-            "seconds": time.perf_counter() - t0}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class _Fine:
-    reference: ArrayRef
-    moving: ArrayRef
-    matrix: tuple
-    regions: tuple
-    upsample_factor: int
-    min_std: float
-    identity_qc: bool
-
-    def __str__(self) -> str:
-        return f"refinement blocks from {self.regions[0]}"
-
-
-def _fine(task: _Fine) -> dict:
-    t0 = time.perf_counter()
-    ref_array, mov_array = task.reference.open(), task.moving.open()
-    matrix = np.asarray(task.matrix)
-    rows = []
-    read = 0
-    for region in task.regions:
-        ref = np.asarray(ref_array[region], dtype=np.float32)
-        bounds = affine_bounds(matrix, region, mov_array.shape, _FINE_ORDER)
-        source = np.asarray(mov_array[bounds])
-        read += ref.nbytes + source.nbytes
-        warped = resample_affine(
-            source, [b.start for b in bounds], matrix, region, order=_FINE_ORDER
-        )
-        shift, quality = block_match(ref, warped, upsample_factor=task.upsample_factor,
-                                          min_std=task.min_std)  # fmt: skip
-        before = np.nan
-        if task.identity_qc:
-            from ..registration import normalized_cross_correlation
-
-            same = np.asarray(mov_array[region], dtype=np.float32)
-            read += same.nbytes
-            if same.std() > 0 and ref.std() > 0:
-                before = normalized_cross_correlation(ref, same)
-        rows.append((shift, quality, before))
-    return {
-        "shift": np.array([r[0] for r in rows]),
-        "quality": np.array([r[1] for r in rows]),
-        "ncc_identity": np.array([r[2] for r in rows]),
-        "bytes_read": read,
-        "seconds": time.perf_counter() - t0,
-    }
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -289,10 +174,10 @@ def _coarse_images(stages, group, refs, sources, shapes, level, chunks) -> dict[
         edge = max(1, round((_DOWNSAMPLE_VOXELS / f ** len(cshape)) ** (1 / len(cshape))))
         tile = tuple(max(c, edge // c * c) for c in cchunks)
         grid = TileGrid(cshape, tile, (0,) * len(cshape), cchunks)
-        tasks += [_Downsample(refs[name], out[name], f, grid, i) for i in range(len(grid))]
+        tasks += [Downsample(refs[name], out[name], f, grid, i) for i in range(len(grid))]
     if tasks:
         record = CompletionRecord(group, "coarse_images", len(tasks))
-        stages.run(f"coarse level {level} images", _downsample, tasks, record=record,
+        stages.run(f"coarse level {level} images", downsample_task, tasks, record=record,
                    label="coarse regions")  # fmt: skip
     return out
 
@@ -470,51 +355,33 @@ def estimate_affine(
             matrix, coarse_stages = np.asarray(saved["matrix"]), saved["stages"]
             stages.lines.append("coarse estimate: complete from an earlier run")
         else:
-            task = _Coarse(coarse["reference"], coarse["moving"], model, block, iterations,
+            task = Coarse(coarse["reference"], coarse["moving"], model, block, iterations,
                            float(threshold), upsample_factor, float(min_std), int(seed),
                            float(min_quality))  # fmt: skip
-            (out,) = stages.run(f"coarse estimate (level {level})", _coarse, [task])
+            (out,) = stages.run(f"coarse estimate (level {level})", coarse_task, [task])
             matrix, coarse_stages = np.asarray(out["matrix"]), out["stages"]
             group.attrs["coarse_estimate"] = {"matrix": matrix.tolist(), "stages": coarse_stages}
         history += [{"stage": f"coarse iteration {i + 1}", "level": level, **s}
                     for i, s in enumerate(coarse_stages)]  # fmt: skip
         matrix = level_matrix(matrix, 1 / 2**level) if level else matrix
         regions, grid_shape = block_regions(ref.shape, fine, max_blocks=max_blocks)
-        src = np.array([correspondence(np.eye(ndim + 1), r, np.zeros(ndim))[0] for r in regions])
+        src = np.array([centre(r) for r in regions])
         dst = np.full_like(src, np.nan)
         inliers = np.zeros(len(regions), dtype=bool)
         quality = np.full(len(regions), np.nan)
         ncc_identity = np.full(len(regions), np.nan)
-        per_task = max(1, _FINE_TASK_VOXELS // _voxels(fine))
+        fit = {"model": model, "threshold": threshold, "seed": seed, "min_quality": min_quality}
         for p in range(refine):
-            batches = [tuple(regions[i : i + per_task]) for i in range(0, len(regions), per_task)]
-            m = tuple(tuple(row) for row in matrix.tolist())
-            tasks = [_Fine(refs["reference"], refs["moving"], m, b, upsample_factor,
-                           float(min_std), p == 0 and ref.shape == mov.shape)
-                     for b in batches]  # fmt: skip
-            outs = stages.run(f"refinement pass {p + 1} (full resolution)", _fine, tasks,
+            identity_qc = p == 0 and ref.shape == mov.shape
+            tasks = _fine_tasks(refs, matrix, regions, fine, upsample_factor, min_std, identity_qc)
+            outs = stages.run(f"refinement pass {p + 1} (full resolution)", fine_task, tasks,
                               label="block batches")  # fmt: skip
-            shifts = np.concatenate([o["shift"] for o in outs])
-            q = np.concatenate([o["quality"] for o in outs])
-            if p == 0:
+            if identity_qc:
                 ncc_identity = np.concatenate([o["ncc_identity"] for o in outs])
-            ok = np.all(np.isfinite(shifts), axis=1) & (np.nan_to_num(q, nan=-1) > min_quality)
-            dst = np.full_like(src, np.nan)
-            for i in np.flatnonzero(ok):
-                dst[i] = correspondence(matrix, regions[i], shifts[i])[1]
-            try:
-                new, sub = ransac_affine(src[ok], dst[ok], model=model, threshold=threshold,
-                                         seed=seed)  # fmt: skip
-            except InputError as exc:
-                raise InputError(f"refinement pass {p + 1}: {exc}") from None
-            inliers = np.zeros(len(regions), dtype=bool)
-            inliers[np.flatnonzero(ok)[sub]] = True
-            quality = q
-            r = transform_residuals(new, src[inliers], dst[inliers])
-            history.append({"stage": f"refinement pass {p + 1}", "level": 0, "pairs": int(ok.sum()),
-                            "inliers": int(inliers.sum()),
-                            "rms": float(np.sqrt(np.mean(r**2)))})  # fmt: skip
-            matrix = new
+            quality = np.concatenate([o["quality"] for o in outs])
+            shifts = np.concatenate([o["shift"] for o in outs])
+            matrix, dst, inliers, stage = _fit_pass(matrix, regions, src, shifts, quality, fit)
+            history.append({"stage": f"refinement pass {p + 1}", "level": 0, **stage})
     residuals = np.full(len(regions), np.nan)
     measured = np.all(np.isfinite(dst), axis=1)
     residuals[measured] = transform_residuals(matrix, src[measured], dst[measured])
@@ -533,6 +400,40 @@ def estimate_affine(
         stages.report.notes[f"stage {i + 1}"] = line
     _notes(stages.report, result, ncc_identity)
     return result
+
+
+def _fine_tasks(refs, matrix, regions, block, upsample_factor, min_std, identity_qc) -> list:
+    """The tasks of one refinement pass: batches of blocks of about a million voxels."""
+    per_task = max(1, _FINE_TASK_VOXELS // _voxels(block))
+    m = tuple(tuple(row) for row in np.asarray(matrix).tolist())
+    return [
+        Fine(refs["reference"], refs["moving"], m, tuple(regions[i : i + per_task]),
+              upsample_factor, float(min_std), identity_qc)
+        for i in range(0, len(regions), per_task)
+    ]  # fmt: skip
+
+
+def _fit_pass(matrix, regions, src, shifts, quality, fit: dict):
+    """Correspondences of one pass's measured blocks, fitted by RANSAC and least squares.
+
+    Returns the new matrix, the moving points (NaN where not measured), the inlier mask and the
+    pass's statistics.
+    """
+    ok = np.all(np.isfinite(shifts), axis=1) & (np.nan_to_num(quality, nan=-1) > fit["min_quality"])
+    dst = np.full_like(src, np.nan)
+    for i in np.flatnonzero(ok):
+        dst[i] = correspondence(matrix, regions[i], shifts[i])[1]
+    try:
+        new, sub = ransac_affine(src[ok], dst[ok], model=fit["model"],
+                                 threshold=fit["threshold"], seed=fit["seed"])  # fmt: skip
+    except InputError as exc:
+        raise InputError(f"full-resolution refinement: {exc}") from None
+    inliers = np.zeros(len(regions), dtype=bool)
+    inliers[np.flatnonzero(ok)[sub]] = True
+    r = transform_residuals(new, src[inliers], dst[inliers])
+    stage = {"pairs": int(ok.sum()), "inliers": int(inliers.sum()),
+             "rms": float(np.sqrt(np.mean(r**2)))}  # fmt: skip
+    return new, dst, inliers, stage
 
 
 def _notes(report: RunReport, result: AffineResult, ncc_identity=None) -> None:
