@@ -359,6 +359,8 @@ def estimate_affine(
                            float(threshold), upsample_factor, float(min_std), int(seed),
                            float(min_quality))  # fmt: skip
             (out,) = stages.run(f"coarse estimate (level {level})", coarse_task, [task])
+            if "error" in out:
+                raise InputError(f"coarse estimate (level {level}): {out['error']}")
             matrix, coarse_stages = np.asarray(out["matrix"]), out["stages"]
             group.attrs["coarse_estimate"] = {"matrix": matrix.tolist(), "stages": coarse_stages}
         history += [{"stage": f"coarse iteration {i + 1}", "level": level, **s}

@@ -21,6 +21,7 @@ __all__ = [
     "affine_bounds",
     "block_match",
     "downsample_mean",
+    "inside_fraction",
     "resample_affine",
 ]
 
@@ -50,6 +51,16 @@ def affine_bounds(matrix, region: Sequence[slice], shape, order: int) -> tuple[s
         lo = min(max(lo, 0), n - 1)
         out.append(slice(lo, max(min(hi, n), lo + 1)))
     return tuple(out)
+
+
+def inside_fraction(matrix, region: Sequence[slice], shape, samples: int = 8) -> float:
+    """Fraction of ``region`` (on a ``samples``-per-axis grid) that maps inside a volume of
+    ``shape``: the rest would be resampled from beyond its edges, where there is no data."""
+    axes = [np.linspace(s.start, s.stop - 1, min(samples, s.stop - s.start)) for s in region]
+    points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(region))
+    mapped = apply_affine(matrix, points)
+    inside = np.all((mapped >= 0) & (mapped <= np.asarray(shape) - 1), axis=1)
+    return float(inside.mean())
 
 
 def resample_affine(
@@ -179,6 +190,70 @@ def correspondence(matrix, region: Sequence[slice], shift) -> tuple[np.ndarray, 
     return c, apply_affine(matrix, c - np.asarray(shift, dtype=np.float64))
 
 
+def _iteration(ref, mov, matrix, regions, fit: dict):
+    """One pass: resample through ``matrix``, match every block, fit; (matrix, stage) or None
+    when no block matched (or no consensus was found)."""
+    from ..errors import InputError
+    from ..registration._affine import ransac_affine, transform_residuals
+
+    ndim = ref.ndim
+    whole = tuple(slice(0, n) for n in ref.shape)
+    warped = resample_affine(mov, (0,) * ndim, matrix, whole, order=1)
+    src, dst = [], []
+    for region in regions:
+        shift, quality = block_match(ref[region], warped[region],
+                                     upsample_factor=fit["upsample_factor"],
+                                     min_std=fit["min_std"])  # fmt: skip
+        if np.all(np.isfinite(shift)) and quality > fit["min_quality"]:
+            c, m = correspondence(matrix, region, shift)
+            src.append(c)
+            dst.append(m)
+    try:
+        new, inliers = ransac_affine(np.array(src).reshape(-1, ndim),
+                                     np.array(dst).reshape(-1, ndim), model=fit["model"],
+                                     threshold=fit["threshold"], seed=fit["seed"])  # fmt: skip
+    except InputError:
+        return None
+    r = transform_residuals(new, np.array(src), np.array(dst))[inliers]
+    return new, {"pairs": len(src), "inliers": int(inliers.sum()),
+                 "rms": float(np.sqrt(np.mean(r**2)))}  # fmt: skip
+
+
+def _start(ref, mov, turn, upsample_factor: int) -> np.ndarray:
+    """A starting estimate: the rotation ``turn`` (about the centre), then the translation a
+    global phase correlation finds between the reference and the moving volume turned so."""
+    ndim = ref.ndim
+    whole = tuple(slice(0, n) for n in ref.shape)
+    turned = resample_affine(mov, (0,) * ndim, turn, whole, order=1, mode="constant",
+                             cval=float(mov.mean()))  # fmt: skip
+    shift, _ = estimate_shift(ref, turned, upsample_factor=upsample_factor)
+    move = np.eye(ndim + 1)
+    if np.all(np.isfinite(shift)):
+        move[:ndim, ndim] = -shift
+    return turn @ move
+
+
+def _turns(shape, degrees: float = 8.0) -> list[np.ndarray]:
+    """Rotations about the volume's centre by +-``degrees`` and twice that (2-D), or by
+    +-``degrees`` about each axis (3-D): starting points for large rotations."""
+    from ..registration._affine import rotation_matrix
+
+    ndim = len(shape)
+    centre = (np.asarray(shape, dtype=np.float64) - 1) / 2
+    if ndim == 2:
+        angles = [[a] for a in (-2 * degrees, -degrees, degrees, 2 * degrees)]
+    else:
+        angles = [np.roll([sign * degrees, 0.0, 0.0], k) for k in range(3) for sign in (-1, 1)]
+    out = []
+    for a in angles:
+        turn = np.eye(ndim + 1)
+        rot = rotation_matrix(np.radians(a), ndim=ndim)
+        turn[:ndim, :ndim] = rot
+        turn[:ndim, ndim] = centre - rot @ centre
+        out.append(turn)
+    return out
+
+
 def estimate_in_memory(
     reference: np.ndarray,
     moving: np.ndarray,
@@ -191,14 +266,18 @@ def estimate_in_memory(
     min_std: float = 0.0,
     seed: int = 0,
     initial=None,
-    min_quality: float = 0.2,
+    min_quality: float = 0.1,
 ) -> tuple[np.ndarray, list[dict]]:
     """Estimate the affine between two (coarse) volumes held in memory.
 
-    A global phase correlation gives the starting translation (unless ``initial`` is given);
-    each iteration then resamples the moving volume through the estimate, measures every
+    A global phase correlation gives the starting translation (unless ``initial`` is given).
+    Each iteration then resamples the moving volume through the estimate, measures every
     block's shift, and refits the transform to the correspondences by RANSAC and least
-    squares. Stops early once the estimate moves no voxel of the volume by more than 0.05.
+    squares. When the first iteration finds a weak consensus (fewer than half of the matched
+    blocks, as after a large rotation), starts rotated about the centre (each with its own
+    global phase correlation) are tried too and the one with the largest consensus is kept. While far off, a similarity is fitted (it cannot
+    chase a wrong consensus as a general affine can), then ``model``; stops once the estimate
+    moves no voxel by more than 0.05.
 
     Returns
     -------
@@ -206,50 +285,53 @@ def estimate_in_memory(
         Reference to moving voxels of these arrays.
     stages : list of dict
         Per iteration: ``pairs``, ``inliers``, ``rms``.
+
+    Raises
+    ------
+    InputError
+        No start yields a consensus (no usable blocks).
     """
-    from ..registration._affine import ransac_affine, transform_residuals
+    from ..errors import InputError
+    from ..registration._affine import min_samples
 
     ndim = reference.ndim
-    whole = tuple(slice(0, n) for n in reference.shape)
     ref = np.asarray(reference, dtype=np.float32)
     mov = np.asarray(moving, dtype=np.float32)
     if initial is None:
-        same = resample_affine(mov, (0,) * ndim, np.eye(ndim + 1), whole, order=1,
-                               mode="constant", cval=float(mov.mean()))  # fmt: skip
-        shift, _ = estimate_shift(ref, same, upsample_factor=upsample_factor)
-        matrix = np.eye(ndim + 1)
-        if np.all(np.isfinite(shift)):
-            matrix[:ndim, ndim] = -shift
+        matrix = _start(ref, mov, np.eye(ndim + 1), upsample_factor)
     else:
         matrix = np.asarray(initial, dtype=np.float64)
     regions, _ = block_regions(ref.shape, block)
     corners = np.array(np.meshgrid(*[(0, n - 1) for n in ref.shape], indexing="ij"))
     corners = corners.reshape(ndim, -1).T
-    stages = []
-    # While the estimate is far off, few blocks match and a general affine can fit a wrong
-    # consensus; a similarity (rotation + scale) cannot, so it is fitted until it converges.
     fitted = "similarity" if model == "affine" else model
-    for _ in range(iterations):
-        warped = resample_affine(mov, (0,) * ndim, matrix, whole, order=1)
-        src, dst = [], []
-        for region in regions:
-            shift, quality = block_match(ref[region], warped[region],
-                                            upsample_factor=upsample_factor, min_std=min_std)  # fmt: skip
-            if np.all(np.isfinite(shift)) and quality > min_quality:
-                c, m = correspondence(matrix, region, shift)
-                src.append(c)
-                dst.append(m)
-        if not src:
+    fit = {"model": fitted, "threshold": threshold, "seed": seed, "min_std": min_std,
+           "min_quality": min_quality, "upsample_factor": upsample_factor}  # fmt: skip
+    first = _iteration(ref, mov, matrix, regions, fit)
+    weak = first is None or first[1]["inliers"] < max(0.5 * first[1]["pairs"],
+                                                      3 * min_samples(fitted, ndim))  # fmt: skip
+    if weak and model != "translation" and initial is None:
+        tries = [first] + [_iteration(ref, mov, _start(ref, mov, turn, upsample_factor),
+                                      regions, fit) for turn in _turns(ref.shape)]  # fmt: skip
+        tries = [t for t in tries if t is not None]
+        first = max(tries, key=lambda t: t[1]["inliers"], default=None)
+    if first is None:
+        raise InputError(
+            "no block of the coarse level matched (blank or unrelated volumes?); check the "
+            "inputs, or lower min_quality / use a finer level."
+        )
+    matrix, stage = first
+    stages = [stage]
+    for _ in range(iterations - 1):
+        step = _iteration(ref, mov, matrix, regions, fit)
+        if step is None:
             break
-        new, inliers = ransac_affine(np.array(src), np.array(dst), model=fitted,
-                                     threshold=threshold, seed=seed)  # fmt: skip
-        r = transform_residuals(new, np.array(src), np.array(dst))[inliers]
-        stages.append({"pairs": len(src), "inliers": int(inliers.sum()),
-                       "rms": float(np.sqrt(np.mean(r**2)))})  # fmt: skip
+        new, stage = step
+        stages.append(stage)
         moved = np.abs(apply_affine(new, corners) - apply_affine(matrix, corners)).max()
         matrix = new
-        if moved < 0.05 or (fitted != model and moved < 1.0):
-            if fitted == model:
+        if moved < 0.05 or (fit["model"] != model and moved < 1.0):
+            if fit["model"] == model:
                 break
-            fitted = model
+            fit["model"] = model
     return matrix, stages

@@ -3,7 +3,8 @@
 * :class:`Downsample`: one region of a coarse level (block means of the input);
 * :class:`Coarse`: the whole coarse estimate, in memory;
 * :class:`Fine`: a batch of full-resolution blocks, each read with the moving region the
-  current estimate maps it to, resampled and phase-correlated.
+  current estimate maps it to, resampled and phase-correlated (blocks of which more
+  than a tenth maps beyond the moving volume are left out).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError
 from ..io import ArrayRef
 from ..registration import normalized_cross_correlation
 from ..tiling import TileGrid
@@ -21,6 +23,7 @@ from ._affine_kernels import (
     block_match,
     downsample_mean,
     estimate_in_memory,
+    inside_fraction,
     resample_affine,
 )
 
@@ -29,6 +32,8 @@ __all__ = ["Coarse", "Downsample", "Fine", "coarse", "downsample", "fine"]
 #: Spline order of the refinement's resampling: linear (a cubic prefilter of each block's
 #: region would double its cost).
 FINE_ORDER = 1
+#: Least fraction of a refinement block that must map inside the moving volume.
+MIN_INSIDE = 0.75
 
 
 @dataclass(frozen=True)
@@ -76,14 +81,18 @@ class Coarse:
 
 
 def coarse(task: Coarse) -> dict:
+    """The coarse estimate; ``{"error": message}`` when the data allow none (not retried)."""
     t0 = time.perf_counter()
     ref = np.asarray(task.reference.open()[...], dtype=np.float32)
     mov = np.asarray(task.moving.open()[...], dtype=np.float32)
-    matrix, stages = estimate_in_memory(
-        ref, mov, model=task.model, block=task.block, iterations=task.iterations,
-        threshold=task.threshold, upsample_factor=task.upsample_factor, min_std=task.min_std,
-        seed=task.seed, min_quality=task.min_quality,
-    )  # fmt: skip
+    try:
+        matrix, stages = estimate_in_memory(
+            ref, mov, model=task.model, block=task.block, iterations=task.iterations,
+            threshold=task.threshold, upsample_factor=task.upsample_factor,
+            min_std=task.min_std, seed=task.seed, min_quality=task.min_quality,
+        )  # fmt: skip
+    except InputError as exc:
+        return {"error": str(exc), "bytes_read": ref.nbytes + mov.nbytes}
     return {"matrix": matrix.tolist(), "stages": stages, "bytes_read": ref.nbytes + mov.nbytes,
             "seconds": time.perf_counter() - t0}  # fmt: skip
 
@@ -109,6 +118,11 @@ def fine(task: Fine) -> dict:
     rows = []
     read = 0
     for region in task.regions:
+        if inside_fraction(matrix, region, mov_array.shape) < MIN_INSIDE:
+            # much of the block would be resampled from beyond the moving volume's edge,
+            # which biases its shift: left out
+            rows.append((np.full(len(region), np.nan), np.nan, np.nan))
+            continue
         ref = np.asarray(ref_array[region], dtype=np.float32)
         bounds = affine_bounds(matrix, region, mov_array.shape, FINE_ORDER)
         source = np.asarray(mov_array[bounds])
