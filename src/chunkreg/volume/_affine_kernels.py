@@ -266,7 +266,7 @@ def estimate_in_memory(
     min_std: float = 0.0,
     seed: int = 0,
     initial=None,
-    min_quality: float = 0.1,
+    min_quality: float = 0.2,
 ) -> tuple[np.ndarray, list[dict]]:
     """Estimate the affine between two (coarse) volumes held in memory.
 
