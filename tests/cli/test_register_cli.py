@@ -77,3 +77,22 @@ kind = "synchronous"
     warped = zarr.open_array(str(tmp_path / "w.zarr"), path="0")[...]
     inner = (slice(32, -32),) * 2
     assert np.abs(warped - ref)[inner].mean() < 0.2 * np.abs(mov - ref)[inner].mean()
+
+
+def test_warp_command_applies_a_stored_affine_alone(tmp_path, capsys):
+    _, _, ref, mov = _pair(tmp_path)
+    common = ["--scheduler", "synchronous", "--no-progress"]
+    args = [str(tmp_path / "ref.zarr"), str(tmp_path / "mov.zarr"), str(tmp_path / "out")]
+    assert main(["register", *args, "--steps", "affine", *common]) == 0
+    affine = str(tmp_path / "out" / "affine.zarr")
+    warp = [str(tmp_path / "mov.zarr"), "none", str(tmp_path / "w.zarr"), "--affine", affine]
+    assert main(["warp", *warp, "--dry-run"]) == 0
+    assert "x -> A x" in capsys.readouterr().out
+    assert main(["warp", *warp, "--order", "3", "--reference", str(tmp_path / "ref.zarr"),
+                 *common]) == 0  # fmt: skip
+    warped = zarr.open_array(str(tmp_path / "w.zarr"), path="0")[...]
+    inner = (slice(32, -32),) * 2
+    assert np.abs(warped - ref)[inner].mean() < 0.1 * np.abs(mov - ref)[inner].mean()
+    assert main(["warp", str(tmp_path / "mov.zarr"), "none", str(tmp_path / "x.zarr"),
+                 *common]) == 2  # fmt: skip
+    assert "give a displacement field" in capsys.readouterr().err
