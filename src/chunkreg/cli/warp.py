@@ -68,6 +68,4 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(plan_warp_volume(args.moving, flow, **params))
         return 0
-    return finish(
-        warp_volume(args.moving, flow, args.output, **params, **cluster_options(args))
-    )
+    return finish(warp_volume(args.moving, flow, args.output, **params, **cluster_options(args)))
