@@ -1,8 +1,8 @@
 """Register a moving volume onto a reference volume (both zarr) and warp it.
 
-Dense optical flow (iLK or TV-L1, tiled) or blockwise rigid registration (a shift per block,
+Dense optical flow (iLK, TV-L1 or DIS, tiled) or blockwise rigid registration (a shift per block,
 interpolated into a smooth flow), then the moving volume warped by the flow. With a
-``[pipeline]`` section, ``steps`` (``affine``, ``blocks``, ``flow``, ``warp``) run the whole
+``[pipeline]`` table, ``steps`` (``affine``, ``blocks``, ``flow``, ``warp``) run the whole
 pipeline instead: the global affine first, the local step on what is left, and the warp by
 both, with a summary of each step's QC. Every stage is resumable: run the same command again
 after an interruption.
@@ -17,36 +17,139 @@ See ``register_volumes.example.toml`` for every option.
 from __future__ import annotations
 
 import sys
+from typing import Literal
 
 import chunkreg
-from chunkreg._scripts import script_main, section
+from chunkreg._scripts import (
+    OVERLAP,
+    RUN_KEYS,
+    TILE,
+    check_tables,
+    cluster_table,
+    function_types,
+    options,
+    script_main,
+    section,
+)
 from chunkreg.cli._common import finish
+from chunkreg.errors import InputError
 from chunkreg.execution import client_from_config
+from chunkreg.volume import check_warp_options
 
-METHODS = ("ilk", "tvl1", "blockwise")
+METHODS = ("ilk", "tvl1", "dis", "blockwise")
+KERNELS = {
+    "ilk": chunkreg.optical_flow_ilk,
+    "tvl1": chunkreg.optical_flow_tvl1,
+    "dis": chunkreg.optical_flow_dis,
+}
+TABLES = ("input", "registration", "output", "cluster", "affine", *METHODS)
+#: The steps of a ``[pipeline]`` and the tables it reads.
+STEPS = ("affine", "blocks", "flow", "warp")
+PIPELINE_TABLES = ("pipeline", *TABLES)
+
+#: Keys the script passes to the workflow functions itself, and where they come from.
+SET_HERE = {
+    "reference": "[input] reference",
+    "moving": "[input] moving",
+    "output": "[output]",
+    "level": "[input] level",
+    "method": "[registration] method",
+    "tile": "[registration] tile",
+    "overlap": "[registration] overlap",
+    "overwrite": "[output] overwrite",
+    "initial_affine": "[pipeline] (the affine step's output)",
+    **RUN_KEYS,
+}
+
+
+def _tables(config: dict) -> dict:
+    """Every table of the config, checked before anything runs."""
+    check_tables(config, TABLES)
+    reg = section(
+        config, "registration", required=["method"],
+        types={"method": Literal[METHODS], "tile": TILE, "overlap": OVERLAP},
+    )  # fmt: skip
+    method = reg["method"]
+    blockwise = method == "blockwise"
+    tables = {
+        "input": section(
+            config, "input", required=["reference", "moving"],
+            types={"reference": str, "moving": str, "level": int},
+        ),
+        "registration": reg,
+        "output": section(
+            config, "output", required=["flow"],
+            types={"flow": str, "blocks": str, "registered": str, "overwrite": bool,
+                   "order": function_types(chunkreg.warp_volume)["order"]},
+        ),
+        "cluster": cluster_table(config),
+    }  # fmt: skip
+    for name, kernel in KERNELS.items():  # every table is checked, used or not
+        tables[name] = options(
+            config, name, kernel, skip=("reference_image", "moving_image", "dtype"),
+            reserved=SET_HERE,
+        )  # fmt: skip
+    tables["blockwise"] = options(
+        config, "blockwise", chunkreg.blockwise_shifts,
+        required=["block"] if blockwise else (),
+        reserved={k: v for k, v in SET_HERE.items() if k not in ("overlap", "tile")},
+        types={"block": TILE, "overlap": TILE, "max_deviation": float | Literal[False]},
+    )  # fmt: skip
+    if blockwise and "blocks" not in tables["output"]:
+        raise InputError("config [output] blocks = 'PATH.zarr' is needed for method = 'blockwise'.")
+    return tables
+
+
+def _pipeline_tables(config: dict) -> dict:
+    """The tables of a ``[pipeline]`` config, checked before anything runs."""
+    check_tables(config, PIPELINE_TABLES)
+    tables = {
+        "input": section(config, "input", required=["reference", "moving"],
+                         types={"reference": str, "moving": str}),
+        "pipeline": section(config, "pipeline", required=["steps"],
+                            types={"steps": list[Literal[STEPS]]}),
+        "registration": section(config, "registration",
+                                types={"method": Literal[("ilk", "tvl1", "dis")], "tile": TILE,
+                                       "overlap": OVERLAP}),
+        "output": section(config, "output",
+                          types={"affine": str, "blocks": str, "flow": str, "registered": str,
+                                 "overwrite": bool,
+                                 "order": function_types(chunkreg.warp_volume)["order"]}),
+        "cluster": cluster_table(config),
+        "affine": options(config, "affine", chunkreg.estimate_affine,
+                          skip=("reference", "moving", "output", "overwrite"), reserved=RUN_KEYS,
+                          types={"level": int | Literal["auto"], "block": TILE,
+                                 "fine_block": TILE}),
+        "blockwise": options(config, "blockwise", chunkreg.blockwise_shifts,
+                             reserved={k: v for k, v in SET_HERE.items()
+                                       if k not in ("overlap", "tile")},
+                             types={"block": TILE, "overlap": TILE,
+                                    "max_deviation": float | Literal[False]}),
+    }  # fmt: skip
+    for name, kernel in KERNELS.items():
+        tables[name] = options(config, name, kernel,
+                               skip=("reference_image", "moving_image", "dtype"),
+                               reserved=SET_HERE)  # fmt: skip
+    return tables
 
 
 def run_pipeline(config: dict) -> int:
+    """The whole pipeline: global affine, local step (blocks or flow), warp."""
     from chunkreg.volume._affine_pipeline import register_volumes
 
-    inputs = section(config, "input", required=["reference", "moving"], allowed=[])
-    pipe = section(config, "pipeline", required=["steps"], allowed=[])
-    out = section(
-        config, "output", required=[],
-        allowed=["affine", "blocks", "flow", "registered", "overwrite", "order"],
-    )  # fmt: skip
-    reg = dict(config.get("registration", {}))
-    method = reg.pop("method", "ilk")
+    tables = _pipeline_tables(config)
+    out, reg = tables["output"], tables["registration"]
+    method = reg.get("method", "ilk")
     flow = {"method": method, **{k: reg[k] for k in ("tile", "overlap") if k in reg},
-            **config.get(method, {})}  # fmt: skip
-    blocks = dict(config.get("blockwise", {}))
+            **tables[method]}  # fmt: skip
+    blocks = dict(tables["blockwise"])
     if blocks.get("max_deviation") is False:  # TOML has no None
         blocks["max_deviation"] = None
     outputs = {k: out[k] for k in ("affine", "blocks", "flow", "registered") if k in out}
-    with client_from_config(config.get("cluster")) as client:
+    with client_from_config(tables["cluster"]) as client:
         result = register_volumes(
-            inputs["reference"], inputs["moving"], outputs, steps=pipe["steps"],
-            affine=dict(config.get("affine", {})), blocks=blocks, flow=flow,
+            tables["input"]["reference"], tables["input"]["moving"], outputs,
+            steps=tables["pipeline"]["steps"], affine=tables["affine"], blocks=blocks, flow=flow,
             warp={"order": out.get("order", 1)}, client=client,
             overwrite=out.get("overwrite", False),
         )  # fmt: skip
@@ -59,39 +162,18 @@ def run_pipeline(config: dict) -> int:
 def run(config: dict) -> int:
     if "pipeline" in config:
         return run_pipeline(config)
-    inputs = section(config, "input", required=["reference", "moving"], allowed=["level"])
-    reg = section(config, "registration", required=["method"], allowed=["tile", "overlap"])
-    out = section(
-        config, "output", required=["flow"], allowed=["blocks", "registered", "overwrite", "order"]
-    )
+    tables = _tables(config)
+    inputs, reg, out = tables["input"], tables["registration"], tables["output"]
     method = reg["method"]
-    if method not in METHODS:
-        print(
-            f"error: [registration] method must be one of {METHODS}, got {method!r}",
-            file=sys.stderr,
-        )
-        return 2
-    overwrite = out.get("overwrite", False)
     reports = []
-    with client_from_config(config.get("cluster")) as client:
-        common = {"client": client, "overwrite": overwrite}
+    if "registered" in out:  # refuse a bad warp option before the flow is computed
+        check_warp_options(order=out.get("order", 1))
+    with client_from_config(tables["cluster"]) as client:
+        common = {"client": client, "overwrite": out.get("overwrite", False)}
         if method == "blockwise":
-            params = section(
-                config,
-                "blockwise",
-                required=["block"],
-                allowed=[
-                    "overlap", "upsample_factor", "min_quality", "min_std", "max_deviation",
-                    "normalization",
-                ],
-            )  # fmt: skip
+            params = tables["blockwise"]
             if params.get("max_deviation") is False:  # TOML has no None
                 params["max_deviation"] = None
-            if "blocks" not in out:
-                print(
-                    "error: method 'blockwise' needs [output] blocks = 'PATH.zarr'", file=sys.stderr
-                )
-                return 2
             blocks = chunkreg.blockwise_shifts(
                 inputs["reference"], inputs["moving"], out["blocks"], **params, **common
             )
@@ -99,7 +181,6 @@ def run(config: dict) -> int:
             print(f"blocks: {int(blocks.reliable.sum())} of {blocks.reliable.size} reliable")
             reports.append(chunkreg.shifts_to_flow(out["blocks"], out["flow"], **common))
         else:
-            params = dict(config.get(method, {}))
             tiling = {k: reg[k] for k in ("tile", "overlap") if k in reg}
             reports.append(
                 chunkreg.compute_flow(
@@ -109,7 +190,7 @@ def run(config: dict) -> int:
                     method=method,
                     level=inputs.get("level"),
                     **tiling,
-                    **params,
+                    **tables[method],
                     **common,
                 )
             )

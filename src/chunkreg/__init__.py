@@ -13,7 +13,13 @@ import importlib
 
 from . import errors
 from .errors import ChunkregError
-from .registration import optical_flow_ilk, optical_flow_tvl1, phase_cross_correlation, warp
+from .registration import (
+    optical_flow_dis,
+    optical_flow_ilk,
+    optical_flow_tvl1,
+    phase_cross_correlation,
+    warp,
+)
 
 # Workflow functions, imported lazily: public name -> module that defines it.
 _LAZY = {
@@ -34,6 +40,7 @@ __all__ = [
     "ChunkregError",
     "__version__",
     "errors",
+    "optical_flow_dis",
     "optical_flow_ilk",
     "optical_flow_tvl1",
     "phase_cross_correlation",

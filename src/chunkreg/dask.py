@@ -16,15 +16,15 @@ import numpy as np
 
 from ._validation import per_axis
 from .errors import InputError
+from .volume._intensity import to_float
 from .volume._methods import depth_rule, kernel, resolve_method
 
-__all__ = ["optical_flow_ilk", "optical_flow_tvl1"]
+__all__ = ["optical_flow_dis", "optical_flow_ilk", "optical_flow_tvl1"]
 
 
 def _flow_block(reference, moving, *, method, params, out_dtype):
-    flow = kernel(method)(
-        np.asarray(reference, dtype=np.float32), np.asarray(moving, dtype=np.float32), **params
-    )
+    # integers scaled by their dtype's range exactly as the in-memory kernels scale them
+    flow = kernel(method)(to_float(reference), to_float(moving), **params)
     return np.asarray(flow, dtype=out_dtype)
 
 
@@ -175,3 +175,66 @@ def optical_flow_tvl1(
         "prefilter": prefilter,
     }
     return _lazy_flow(reference_image, moving_image, "tvl1", depth, dtype, params)
+
+
+def optical_flow_dis(
+    reference_image,
+    moving_image,
+    *,
+    depth="auto",
+    preset: str = "medium",
+    patch_size: int | None = None,
+    patch_stride: int | None = None,
+    num_levels: int | None = None,
+    finest_level: int | None = None,
+    gd_iterations: int | None = None,
+    variational_iterations: int | None = None,
+    smoothness: float | None = None,
+    robust_smoothness: bool | None = None,
+    normalize_patches: bool | None = None,
+    dtype=np.float32,
+) -> da.Array:
+    """Lazy dense-inverse-search flow, block by block with a halo.
+
+    Parameters
+    ----------
+    reference_image, moving_image : dask.array.Array or array_like
+        2-D or 3-D images of the same shape. The moving image is rechunked like the reference.
+    depth : "auto", int or tuple of int
+        Halo per axis; ``"auto"`` uses :func:`chunkreg.volume.flow_depth` (motion up to 4 px).
+    preset, patch_size, patch_stride, num_levels, finest_level, gd_iterations, \
+variational_iterations, smoothness, robust_smoothness, normalize_patches :
+        As in :func:`chunkreg.optical_flow_dis` (None: the preset's value).
+    dtype : dtype
+        Output dtype.
+
+    Returns
+    -------
+    dask.array.Array
+        Flow of shape ``(ndim, *shape)``, chunked ``((ndim,), *reference_chunks)``.
+
+    References
+    ----------
+    .. [1] Kroeger, T., Timofte, R., Dai, D., & Van Gool, L. (2016). Fast optical flow using
+       dense inverse search. ECCV 2016. :DOI:`10.1007/978-3-319-46493-0_29`
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> ref = da.zeros((128, 128), chunks=64)
+    >>> optical_flow_dis(ref, ref, preset="fast").chunks
+    ((2,), (64, 64), (64, 64))
+    """
+    params = {
+        "preset": preset,
+        "patch_size": patch_size,
+        "patch_stride": patch_stride,
+        "num_levels": num_levels,
+        "finest_level": finest_level,
+        "gd_iterations": gd_iterations,
+        "variational_iterations": variational_iterations,
+        "smoothness": smoothness,
+        "robust_smoothness": robust_smoothness,
+        "normalize_patches": normalize_patches,
+    }
+    return _lazy_flow(reference_image, moving_image, "dis", depth, dtype, params)

@@ -10,7 +10,9 @@ from __future__ import annotations
 __all__ = [
     "ChunkregError",
     "IncompatibleOutputError",
+    "InputChangedError",
     "InputError",
+    "OutputInUseError",
     "TaskFailedError",
 ]
 
@@ -27,6 +29,17 @@ class IncompatibleOutputError(ChunkregError):
     """An existing output does not match the run (shape, dtype, chunks or parameters).
 
     The output is left untouched; pass ``overwrite=True`` (``--overwrite``) to start afresh.
+    """
+
+
+class OutputInUseError(IncompatibleOutputError):
+    """Another live run holds the output's lease; the output is left untouched."""
+
+
+class InputChangedError(IncompatibleOutputError):
+    """An input's content changed since the output was started, so it cannot be resumed.
+
+    Pass ``overwrite=True`` (``--overwrite``) to start afresh from the current input.
     """
 
 

@@ -1,5 +1,6 @@
 import io
 import os
+import time
 
 import numpy as np
 import pytest
@@ -112,6 +113,24 @@ def test_progress_line_in_logs():
     bar.close()
     lines = stream.getvalue().strip().splitlines()
     assert lines[-1].startswith("frames: 4/4 [########################]")
+
+
+def test_progress_heartbeat_between_completions():
+    """A task that runs for long still shows elapsed time and tasks in flight."""
+    stream = io.StringIO()
+    bar = Progress(3, "tiles", stream=stream, log_interval=60.0, heartbeat=0.05, running=lambda: 2)
+    bar.update()  # the first completion draws the line
+    time.sleep(0.4)
+    bar.close()
+    lines = stream.getvalue().strip().splitlines()
+    assert lines[0].startswith("tiles: 1/3 [########................]")
+    beats = lines[1:]
+    assert len(beats) >= 3
+    assert all(b.startswith("tiles: 1/3") and b.endswith("running 2") for b in beats)
+    assert "elapsed 0s" in beats[-1]
+    n = len(stream.getvalue())
+    time.sleep(0.15)
+    assert len(stream.getvalue()) == n  # closed: the heartbeat has stopped
 
 
 def test_report_throughput():

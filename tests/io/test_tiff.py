@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tifffile
@@ -7,13 +5,11 @@ import zarr
 from numpy.testing import assert_array_equal
 
 from chunkreg.errors import InputError
-from chunkreg.io import open_array, tiff_to_zarr, tiles_to_zarr
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+from chunkreg.io import natural_sort, open_array, tiff_to_zarr, tiles_to_zarr
 
 
-def test_real_stack_to_ome_zarr(tmp_path):
-    src = SHARED / "pystackreg-pc12" / "pc12-unreg.tif"
+def test_real_stack_to_ome_zarr(tmp_path, shared_data):
+    src = shared_data("pystackreg-pc12") / "pc12-unreg.tif"
     expected = tifffile.imread(src)
     arr = tiff_to_zarr(src, tmp_path / "pc12.zarr", chunks=(1, 128, 128), axes=("t", "y", "x"))
     assert arr.chunks == (1, 128, 128)
@@ -41,8 +37,8 @@ def test_folder_of_planes_and_2d(tmp_path):
     assert_array_equal(tiff_to_zarr(tmp_path / "one.tif", tmp_path / "one.zarr")[:], planes[0])
 
 
-def test_tiles_to_group(tmp_path):
-    paths = sorted((SHARED / "nist-mist-phase-contrast-5x5" / "tiles").glob("*.tif"))[:3]
+def test_tiles_to_group(tmp_path, shared_data):
+    paths = sorted((shared_data("nist-mist-phase-contrast-5x5") / "tiles").glob("*.tif"))[:3]
     group = tiles_to_zarr(paths, tmp_path / "tiles.zarr")
     assert sorted(group.array_keys()) == sorted(p.stem for p in paths)
     assert_array_equal(group[paths[1].stem][:], tifffile.imread(paths[1]))
@@ -65,3 +61,56 @@ def test_unknown_tiff_axes_default_to_zyx(tmp_path):
     tiff_to_zarr(tmp_path / "q.tif", tmp_path / "q.zarr")
     axes = zarr.open_group(tmp_path / "q.zarr", mode="r").attrs["ome"]["multiscales"][0]["axes"]
     assert [a["name"] for a in axes] == ["z", "y", "x"]
+
+
+def test_folder_planes_in_natural_order(tmp_path):
+    """0.tif ... 29.tif stack as 0, 1, 2, ..., 29 (not 0, 1, 10, 11, ...)."""
+    folder = tmp_path / "planes"
+    folder.mkdir()
+    for i in range(30):
+        tifffile.imwrite(folder / f"{i}.tif", np.full((3, 4), i, dtype=np.uint16))
+    (folder / ".hidden.tif").write_bytes(b"not an image")
+    stack = tiff_to_zarr(folder, tmp_path / "s.zarr")[:]
+    assert_array_equal(stack[:, 0, 0], np.arange(30))
+
+
+def test_folder_of_png_planes(tmp_path):
+    iio = pytest.importorskip("imageio.v3")
+    planes = np.random.default_rng(2).integers(0, 255, size=(12, 9, 11), dtype=np.uint8)
+    folder = tmp_path / "png"
+    folder.mkdir()
+    for i, p in enumerate(planes):
+        iio.imwrite(folder / f"slice_{i}.png", p)
+    assert_array_equal(tiff_to_zarr(folder, tmp_path / "p.zarr")[:], planes)
+
+
+def test_natural_sort_and_ambiguous_names():
+    assert natural_sort(["z10.tif", "Z2.tif", "z1.tif"]) == ["z1.tif", "Z2.tif", "z10.tif"]
+    assert natural_sort(["/a/b/img_2.png", "/a/b/img_10.png"]) == [
+        "/a/b/img_2.png",
+        "/a/b/img_10.png",
+    ]
+    with pytest.warns(UserWarning, match="'z01.tif' and 'z1.tif' number the same plane"):
+        natural_sort(["z1.tif", "z01.tif", "z2.tif"])
+    with pytest.warns(UserWarning, match="more than one number varies"):
+        natural_sort(["t1_z2.tif", "t2_z1.tif", "t1_z1.tif"])
+
+
+def test_folder_errors_name_the_folder(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match=f"in folder '{empty}'"):
+        tiff_to_zarr(empty, tmp_path / "o.zarr")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    tifffile.imwrite(mixed / "0.tif", np.zeros((4, 5), np.uint8))
+    (mixed / "1.png").write_bytes(b"")
+    with pytest.raises(InputError, match=r"mixes plane formats \['.png', '.tif'\]"):
+        tiff_to_zarr(mixed, tmp_path / "o.zarr")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    tifffile.imwrite(odd / "0.tif", np.zeros((4, 5), np.uint8))
+    tifffile.imwrite(odd / "1.tif", np.zeros((4, 6), np.uint8))
+    with pytest.raises(InputError, match=r"plane .*1.tif' is \(4, 6\) uint8, the first plane"):
+        tiff_to_zarr(odd, tmp_path / "o.zarr")
+    assert not (tmp_path / "o.zarr").exists()

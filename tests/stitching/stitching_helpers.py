@@ -1,22 +1,7 @@
 """Helpers for the stitching tests: synthetic mosaics with known tile positions."""
 
-from pathlib import Path
-
 import numpy as np
 from scipy import ndimage
-
-
-def _find_data() -> Path:
-    """``../shared/data`` beside the checkout (CI), or beside a folder above it (worktrees)."""
-    root = Path(__file__).resolve().parents[2]
-    for parent in [root, *root.parents]:
-        candidate = parent / ".." / "shared" / "data"
-        if candidate.is_dir():
-            return candidate
-    return root / ".." / "shared" / "data"
-
-
-DATA = _find_data()
 
 
 class Mosaic:

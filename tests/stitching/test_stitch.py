@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zarr
 from numpy.testing import assert_allclose, assert_array_equal
-from stitching_helpers import DATA, relative_error
+from stitching_helpers import relative_error
 
 from chunkreg import stitch
 from chunkreg.registration import normalized_cross_correlation
@@ -153,8 +153,7 @@ def test_blank_and_corrupted_tiles_are_dropped(make_mosaic, tmp_path):
         assert np.abs(result.positions[k] - mosaic.layout.positions[k] - gauge).max() < 1.0
 
 
-def _mist_layout():
-    root = DATA / "nist-mist-phase-contrast-5x5"
+def _mist_layout(root):
     with open(root / "ground_truth_positions.csv") as fh:
         rows = list(csv.DictReader(fh))
     truth = np.array([[float(r["y_px"]), float(r["x_px"])] for r in rows])
@@ -163,7 +162,7 @@ def _mist_layout():
     return files, truth, mist
 
 
-def test_nist_mist_real_data(tmp_path):
+def test_nist_mist_real_data(tmp_path, shared_data):
     """25 real phase-contrast tiles; ground truth from pixel-identical overlaps (SOURCE.md).
 
     The overlaps are exact crops of one image, so every pairwise offset is an integer that
@@ -174,7 +173,7 @@ def test_nist_mist_real_data(tmp_path):
 
     from chunkreg.stitching import regular_grid
 
-    files, truth, mist = _mist_layout()
+    files, truth, mist = _mist_layout(shared_data("nist-mist-phase-contrast-5x5"))
     group = zarr.open_group(tmp_path / "mist.zarr", mode="w")
     tiles = []
     for f in files:

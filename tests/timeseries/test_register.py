@@ -1,8 +1,6 @@
 """register_timeseries end to end on zarr: known drift, piecewise, bad frames, errors, resume."""
 
 import csv
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,13 +15,6 @@ from chunkreg.testing import apply_flow, smooth_displacement, textured_image
 from chunkreg.timeseries import PatchGrid, register_timeseries
 from chunkreg.timeseries import _register as register_module
 
-# ../shared/data beside the checkout (as in CI); CHUNKREG_SHARED_DATA overrides it for
-# checkouts elsewhere (e.g. git worktrees).
-DATA = Path(
-    os.environ.get(
-        "CHUNKREG_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-    )
-)
 SYNC = {"scheduler": "synchronous", "progress": False}
 
 # (frame shape, frames, largest drift, scene margin): 2-D frames drift up to 20 px, 3-D
@@ -295,11 +286,11 @@ def test_interrupted_run_resumes_only_missing_batches(tmp_path, to_zarr, monkeyp
     assert_array_equal(resumed.quality_after, clean.quality_after)
 
 
-def test_real_pc12_consecutive_shifts(tmp_path, to_zarr):
+def test_real_pc12_consecutive_shifts(tmp_path, to_zarr, shared_data):
     tifffile = pytest.importorskip("tifffile")
     from skimage.registration import phase_cross_correlation
 
-    frames = tifffile.imread(DATA / "pystackreg-pc12" / "pc12-unreg.tif")
+    frames = tifffile.imread(shared_data("pystackreg-pc12") / "pc12-unreg.tif")
     assert frames.shape == (5, 201, 199)
     result = register_timeseries(
         to_zarr(frames), tmp_path / "pc12.zarr", reference="previous", upsample_factor=20, **SYNC

@@ -40,6 +40,11 @@ def piecewise_rigid(shape, block, shifts, *, seed=0, sigma=2.0, noise=0.02):
 
 
 def save(path, data, chunks):
+    """Store ``data``; an input already holding it is left alone (a rewrite is a new input)."""
+    if path.exists():
+        old = zarr.open_array(path, mode="r")
+        if old.shape == data.shape and old.chunks == tuple(chunks) and np.array_equal(old[:], data):
+            return old
     return zarr.create_array(path, data=data, chunks=chunks, overwrite=True)
 
 
@@ -160,8 +165,9 @@ def test_piecewise_rigid_2d_recovered_and_blank_block_filled(tmp_path):
     ref, mov = piecewise_rigid((256, 256), (64, 64), true, seed=1)
     ref[64:128, 64:128] = 0.0  # an empty block: constant in both volumes
     mov[64:128, 64:128] = 0.0
-    # independent random shifts: every block disagrees with its neighbours, keep them all
-    result = run(tmp_path, ref, mov, (64, 64), block=64, max_deviation=None)
+    # independent random shifts: every block disagrees with its neighbours, keep them all;
+    # zarr does not store the blank block's chunks (all fill value): sparse on purpose
+    result = run(tmp_path, ref, mov, (64, 64), block=64, max_deviation=None, allow_sparse=True)
     assert isinstance(result, BlockShifts) and result.report.ok
     blank = np.zeros((4, 4), dtype=bool)
     blank[1, 1] = True

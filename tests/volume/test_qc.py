@@ -155,3 +155,39 @@ def test_plot_writes_a_png(output, tmp_path):
     assert (tmp_path / "qc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = matplotlib.image.imread(tmp_path / "qc.png")
     assert image.shape[1] == 1200 and image.shape[0] == 360  # 12 x 3.6 inches at 100 dpi
+
+
+def test_worker_memory_check_compares_the_largest_task_with_the_limit():
+    from chunkreg.errors import InputError
+    from chunkreg.volume._memory import check_worker_memory, worker_memory_limit
+
+    class Client:
+        def __init__(self, limits, threads=1):
+            self.workers = {
+                str(i): {"memory_limit": m, "nthreads": threads} for i, m in enumerate(limits)
+            }
+
+        def scheduler_info(self):
+            return {"workers": self.workers}
+
+    gib = 2**30
+    assert worker_memory_limit(Client([4 * gib, 2 * gib], 2)) == (2 * gib, 2)
+    assert worker_memory_limit(Client([0])) == (None, 1)  # no limit set
+    check_worker_memory(gib, Client([2 * gib]), baseline=0)
+    check_worker_memory(100 * gib, Client([0]))  # unlimited workers: nothing to check
+    with pytest.raises(InputError, match=r"a worker running 2 at once about 2\.0 GiB, more than"):
+        check_worker_memory(gib, Client([int(1.5 * gib)], threads=2), baseline=0)
+
+
+def test_run_report_status_and_warnings_in_the_summary():
+    from chunkreg.cli._common import finish
+    from chunkreg.execution import RunReport
+
+    report = RunReport(label="tiles", n_tasks=1, n_done=1)
+    assert report.status == "ok" and finish(report, strict=True) == 0
+    report.warnings.append("registration made the images less similar: ...")
+    assert report.status == "warning"
+    assert "WARNING, quality control:\n  registration made" in report.summary()
+    assert finish(report) == 0 and finish(report, strict=True) == 3
+    report.n_failed = 1
+    assert report.status == "failed" and finish(report, strict=True) == 1

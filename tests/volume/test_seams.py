@@ -205,6 +205,7 @@ def test_tile_quality_is_the_ncc_before_and_after_warping(tmp_path, large, in_me
     tile's flow, from the part of the moving volume in memory or read where it is not; large
     cores are measured on every second voxel per axis, which changes the NCC very little."""
     from chunkreg.volume._flow_tasks import _quality
+    from chunkreg.volume._intensity import IDENTITY
 
     shape = (72, 72, 72) if large else (40, 40, 40)
     core = tuple(slice(4, n - 4) for n in shape)
@@ -217,7 +218,7 @@ def test_tile_quality_is_the_ncc_before_and_after_warping(tmp_path, large, in_me
         region, start = mov, (0, 0, 0)
     else:  # only a corner in memory: both samples must be read from zarr
         region, start = mov[:8, :8, :8], (0, 0, 0)
-    before, after = _quality(ref[core], (moving, region, start), flow, core)
+    before, after = _quality(ref[core], (moving, region, start, IDENTITY), flow, core)
     warped = chunkreg.warp(mov, truth, order=1, mode="edge")
     full = (normalized_cross_correlation(ref[core], mov[core]),
             normalized_cross_correlation(ref[core], warped[core]))  # fmt: skip

@@ -12,7 +12,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .._logging import configure_logging, verbosity_level
 from ..errors import ChunkregError, TaskFailedError
+from ._common import add_logging_arguments
 
 __all__ = ["build_parser", "main"]
 
@@ -29,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Register microscopy data far larger than memory, on a laptop or a Dask cluster.",
     )
     parser.add_argument("--version", action="version", version=f"chunkreg {__version__}")
+    add_logging_arguments(parser, top_level=True)
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     for name in _COMMANDS:
         importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)
@@ -39,13 +42,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code.
 
     0: success; 1: some tiles/frames/chunks failed (listed; run again to retry them);
-    2: bad input or options (nothing was written); 130: interrupted.
+    2: bad input or options, or an output that cannot be written (nothing was written);
+    3: with ``--strict``, every task succeeded but the quality control warns; 130: interrupted.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    configure_logging(verbosity_level(args.verbose, args.quiet, args.log_level))
+    if args.quiet and hasattr(args, "progress"):
+        args.progress = False
     try:
         return int(args.func(args) or 0)
     except TaskFailedError as exc:
@@ -54,6 +61,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ChunkregError as exc:
         print(f"chunkreg: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. an output directory that is read-only
+        where = f": {exc.filename}" if exc.filename else ""
+        print(
+            f"chunkreg: error: {exc.strerror or exc}{where}; choose an output location you can "
+            "write to.",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(

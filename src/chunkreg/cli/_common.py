@@ -5,7 +5,51 @@ from __future__ import annotations
 import argparse
 import sys
 
-__all__ = ["add_cluster_arguments", "cluster_options", "finish", "int_tuple"]
+from .._logging import LEVELS
+
+__all__ = [
+    "EXIT_QC_WARNING",
+    "add_cluster_arguments",
+    "add_input_check_arguments",
+    "add_logging_arguments",
+    "cluster_options",
+    "finish",
+    "int_tuple",
+]
+
+
+def add_logging_arguments(parser: argparse.ArgumentParser, *, top_level: bool = False) -> None:
+    """Add ``-v/--verbose``, ``-q/--quiet`` and ``--log-level``.
+
+    They are accepted before the command (``chunkreg -v flow ...``) and after it; the
+    sub-command's copies default to "not given" so they never undo the top-level ones.
+    """
+    group = parser.add_argument_group("messages") if not top_level else parser
+
+    def default(value):
+        return value if top_level else argparse.SUPPRESS
+
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default(0),
+        help="say more: -v what runs where (cluster, plan, retries), -vv debug messages",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default(False),
+        help="errors and the final summary only (no progress lines, no warnings)",
+    )
+    group.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LEVELS,
+        default=default(None),
+        help="log level (overrides -v/-q)",
+    )
 
 
 def int_tuple(text: str) -> tuple[int, ...] | int:
@@ -18,7 +62,7 @@ def int_tuple(text: str) -> tuple[int, ...] | int:
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--scheduler``, ``--workers``, ``--overwrite`` and ``--no-progress``."""
+    """Add ``--scheduler``, ``--workers``, ``--overwrite``, ``--no-progress`` and ``--strict``."""
     group = parser.add_argument_group("execution")
     group.add_argument(
         "--scheduler",
@@ -38,6 +82,13 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--no-progress", dest="progress", action="store_false", help="do not draw progress bars"
     )
+    group.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 3 when every task succeeded but the quality control warns (e.g. "
+        "registration made the images less similar)",
+    )
+    add_logging_arguments(parser)
 
 
 def cluster_options(args: argparse.Namespace) -> dict:
@@ -50,17 +101,40 @@ def cluster_options(args: argparse.Namespace) -> dict:
     }
 
 
-def finish(reports) -> int:
-    """Print each run report's summary; return 1 if any task failed, else 0."""
+#: Exit status of a run whose tasks all succeeded but whose quality control warns, under
+#: ``--strict``.
+EXIT_QC_WARNING = 3
+
+
+def finish(reports, *, strict: bool = False) -> int:
+    """Print each run report's summary and its quality-control warnings; return the exit code.
+
+    1 if any task failed; else :data:`EXIT_QC_WARNING` if ``strict`` and a report warns; else 0.
+    """
     if not isinstance(reports, (list, tuple)):
         reports = [reports]
     ok = True
+    warnings = []
     for report in reports:
         print(report.summary())
         ok &= report.ok
+        warnings += getattr(report, "warnings", [])
+    for warning in warnings:
+        print(f"chunkreg: warning: {warning}", file=sys.stderr)
     if not ok:
         print(
             "chunkreg: some tasks failed (listed above); run the same command again to retry them.",
             file=sys.stderr,
         )
-    return 0 if ok else 1
+        return 1
+    return EXIT_QC_WARNING if strict and warnings else 0
+
+
+def add_input_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--allow-sparse``."""
+    parser.add_argument(
+        "--allow-sparse",
+        action="store_true",
+        help="accept inputs whose stores lack chunk files (read as the fill value); by "
+        "default a missing chunk next to stored data is refused, naming it",
+    )

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_cluster_arguments, cluster_options, finish, int_tuple
+from ._common import (
+    add_cluster_arguments,
+    add_input_check_arguments,
+    cluster_options,
+    finish,
+    int_tuple,
+)
 
 
 def _max_deviation(text: str) -> float | None:
@@ -71,6 +77,7 @@ def add_parser(subparsers) -> None:
         help="also write the dense displacement field (zarr group) here",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
+    add_input_check_arguments(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -87,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         "upsample_factor": args.upsample,
         "normalization": normalization,
     }
+    params["allow_sparse"] = args.allow_sparse
     if args.dry_run:
         print(plan_blockwise_shifts(args.reference, args.moving, **params))
         return 0
@@ -103,4 +111,4 @@ def run(args: argparse.Namespace) -> int:
     reports = [result.report]
     if args.flow is not None and result.report.ok:
         reports.append(shifts_to_flow(args.output, args.flow, **options))
-    return finish(reports)
+    return finish(reports, strict=args.strict)

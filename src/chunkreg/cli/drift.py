@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import add_cluster_arguments, cluster_options, int_tuple
+from ._common import (
+    EXIT_QC_WARNING,
+    add_cluster_arguments,
+    add_input_check_arguments,
+    cluster_options,
+    int_tuple,
+)
 
 __all__ = ["add_parser"]
 
@@ -18,6 +24,17 @@ def _reference(text: str):
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected first, mean, previous or a frame index; got {text!r}"
+        ) from None
+
+
+def _bidiphase(text: str):
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected auto or an offset in pixels; got {text!r}"
         ) from None
 
 
@@ -63,6 +80,13 @@ def add_parser(subparsers) -> None:
         default="none",
         help="cross-power spectrum normalisation (none: plain cross-correlation)",
     )
+    parser.add_argument(
+        "--bidiphase",
+        type=_bidiphase,
+        metavar="auto|PX",
+        help="correct the line offset of resonant-scanner frames: odd lines displaced by PX "
+        "pixels along the last axis, or auto to measure it (default: no correction)",
+    )
     pw = parser.add_argument_group("piecewise-rigid correction")
     pw.add_argument("--piecewise", action="store_true", help="correct patch by patch")
     pw.add_argument("--patch", type=int, default=128, metavar="N", help="patch size (128)")
@@ -85,6 +109,7 @@ def add_parser(subparsers) -> None:
     )
     out.add_argument("--batch", type=int, metavar="N", help="frames per task")
     out.add_argument("--plot", metavar="PNG", help="also save a drift plot (needs matplotlib)")
+    add_input_check_arguments(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -112,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(
                 f"--min-quality must be a number or 'auto', got {min_quality!r}."
             ) from None
+    if args.plot:  # a side file: not replaced silently, and never an input
+        from ..io import check_side_files
+
+        check_side_files([args.plot], output=args.output, overwrite=args.overwrite,
+                         inputs={"stack": args.stack})  # fmt: skip
     result = register_timeseries(
         args.stack,
         args.output,
@@ -124,19 +154,26 @@ def run(args: argparse.Namespace) -> int:
         strides=strides,
         apply=args.apply,
         min_quality=min_quality,
+        bidiphase=args.bidiphase,
         batch_size=args.batch,
+        allow_sparse=args.allow_sparse,
         **cluster_options(args),
     )
     print(result.summary())
     for report in result.reports.values():
         print(report.summary())
     if args.plot:
+        from ..io import record_side_files
+
+        record_side_files(args.output, [args.plot])
         plot_drift(result, args.plot)
         print(f"drift plot: {args.plot}")
+    for warning in result.warnings:
+        print(f"chunkreg: warning: {warning}", file=sys.stderr)
     if result.low_quality.any():
         print(
             "chunkreg: some frames have low quality (listed above); their shifts were "
             "interpolated from the neighbouring frames.",
             file=sys.stderr,
         )
-    return 0
+    return EXIT_QC_WARNING if args.strict and result.warnings else 0

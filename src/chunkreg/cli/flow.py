@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_cluster_arguments, cluster_options, finish, int_tuple
+from ._common import (
+    add_cluster_arguments,
+    add_input_check_arguments,
+    cluster_options,
+    finish,
+    int_tuple,
+)
 
 __all__ = ["add_parser"]
 
 _ILK_ONLY = ("radius", "gaussian")
 _TVL1_ONLY = ("attachment", "tightness", "num_iter", "tol")
+_DIS_ONLY = ("preset", "patch_size", "patch_stride", "gd_iterations", "variational_iterations")
+#: Parameters each method takes.
+_METHOD_PARAMS = {
+    "ilk": (*_ILK_ONLY, "num_warp", "prefilter"),
+    "tvl1": (*_TVL1_ONLY, "num_warp", "prefilter"),
+    "dis": _DIS_ONLY,
+}
 
 
 def _overlap(text: str):
@@ -45,7 +58,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("reference", metavar="REFERENCE", help="zarr array or OME-Zarr group")
     parser.add_argument("moving", metavar="MOVING", help="zarr array or OME-Zarr group")
     parser.add_argument("output", metavar="OUTPUT", help="output zarr group (created)")
-    parser.add_argument("--method", choices=("ilk", "tvl1"), default="ilk", help="flow kernel")
+    parser.add_argument(
+        "--method", choices=("ilk", "tvl1", "dis"), default="ilk", help="flow kernel"
+    )
     parser.add_argument("--level", type=int, help="multiscale level of OME-Zarr inputs (0)")
     parser.add_argument(
         "--levels",
@@ -82,6 +97,16 @@ def add_parser(subparsers) -> None:
         "--chunks", type=int_tuple, metavar="N[,N...]", help="output chunks (default: input's)"
     )
     parser.add_argument(
+        "--normalize",
+        choices=("auto", "none", "percentile"),
+        default="auto",
+        help="make the inputs' intensities comparable: percentile maps each input's 1st-99th "
+        "percentile range to [0, 1]; auto (default) does so when their ranges differ by more "
+        "than a factor 4; none never does (integer inputs are always scaled by their dtype's "
+        "range, as the in-memory kernels do)",
+    )
+    add_input_check_arguments(parser)
+    parser.add_argument(
         "--dry-run", action="store_true", help="print the plan and estimates; write nothing"
     )
     kern = parser.add_argument_group("kernel parameters (scikit-image names and defaults)")
@@ -95,6 +120,17 @@ def add_parser(subparsers) -> None:
     kern.add_argument("--tightness", type=float, help="TV-L1: tightness (0.3)")
     kern.add_argument("--num-iter", type=int, help="TV-L1: iterations per warp (10)")
     kern.add_argument("--tol", type=float, help="TV-L1: convergence tolerance (1e-4)")
+    kern.add_argument(
+        "--preset", choices=("fast", "medium", "fine"), help="DIS: parameter preset (medium)"
+    )
+    kern.add_argument("--patch-size", type=int, help="DIS: patch width in pixels (preset)")
+    kern.add_argument("--patch-stride", type=int, help="DIS: patch grid step (preset)")
+    kern.add_argument(
+        "--gd-iterations", type=int, help="DIS: Gauss-Newton iterations per patch (preset)"
+    )
+    kern.add_argument(
+        "--variational-iterations", type=int, help="DIS: refinement sweeps per level (preset)"
+    )
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -102,9 +138,9 @@ def add_parser(subparsers) -> None:
 def _kernel_params(args: argparse.Namespace) -> dict:
     from ..errors import InputError
 
-    names = (*_ILK_ONLY, *_TVL1_ONLY, "num_warp", "prefilter")
+    names = (*_ILK_ONLY, *_TVL1_ONLY, *_DIS_ONLY, "num_warp", "prefilter")
     params = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    wrong = _TVL1_ONLY if args.method == "ilk" else _ILK_ONLY
+    wrong = [n for n in names if n not in _METHOD_PARAMS[args.method]]
     given = [f"--{n.replace('_', '-')}" for n in wrong if n in params]
     if given:
         verb = "does" if len(given) == 1 else "do"
@@ -126,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         chunks=args.chunks,
         coarse_memory=args.coarse_memory,
+        normalize=args.normalize,
+        allow_sparse=args.allow_sparse,
         **_kernel_params(args),
     )
     print(plan.describe())
@@ -133,4 +171,4 @@ def run(args: argparse.Namespace) -> int:
         print("dry run: nothing written.")
         return 0
     report = run_flow_plan(plan, args.output, **cluster_options(args))
-    return finish(report)
+    return finish(report, strict=args.strict)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._common import add_cluster_arguments, cluster_options, finish, int_tuple
+from ._common import (
+    add_cluster_arguments,
+    add_input_check_arguments,
+    cluster_options,
+    finish,
+    int_tuple,
+)
 
 __all__ = ["add_parser", "sidecar_paths"]
 
@@ -124,14 +130,20 @@ def add_parser(subparsers) -> None:
         metavar="N[,N...]",
         help="output chunk shape (default 1024 in 2-D, 128 in 3-D)",
     )
+    add_input_check_arguments(p)
     add_cluster_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``chunkreg stitch`` with parsed arguments."""
+    from ..io import check_side_files, record_side_files
     from ..stitching import stitch
 
+    paths = sidecar_paths(args.output)
+    if not args.fuse_only:  # before anything runs: existing tables are not replaced silently
+        check_side_files(list(paths.values()), output=args.output, overwrite=args.overwrite,
+                         inputs={"tiles": args.tiles, "layout": args.layout})  # fmt: skip
     result = stitch(
         args.tiles,
         args.layout,
@@ -147,13 +159,15 @@ def run(args: argparse.Namespace) -> int:
         max_residual=args.max_residual,
         max_relative_residual=args.max_relative_residual,
         chunks=args.chunks,
+        allow_sparse=args.allow_sparse,
         **cluster_options(args),
     )
     if not args.fuse_only:
-        paths = sidecar_paths(args.output)
+        if not args.register_only:
+            record_side_files(args.output, list(paths.values()))
         result.write_positions(paths["positions_json"])
         result.write_positions(paths["positions_csv"])
         result.write_links(paths["links_csv"])
         print(result.summary())
         print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return finish(list(result.reports.values()))
+    return finish(list(result.reports.values()), strict=args.strict)

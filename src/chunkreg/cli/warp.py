@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_cluster_arguments, cluster_options, finish, int_tuple
+from ._common import (
+    add_cluster_arguments,
+    add_input_check_arguments,
+    cluster_options,
+    finish,
+    int_tuple,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -49,6 +55,7 @@ def add_parser(subparsers) -> None:
         "flow; a flow computed after an affine already records it",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
+    add_input_check_arguments(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -63,9 +70,13 @@ def run(args: argparse.Namespace) -> int:
         "mode": args.mode,
         "reference": args.reference,
         "affine": args.affine,
+        "allow_sparse": args.allow_sparse,
     }
     flow = None if args.flow.lower() == "none" else args.flow
     if args.dry_run:
         print(plan_warp_volume(args.moving, flow, **params))
         return 0
-    return finish(warp_volume(args.moving, flow, args.output, **params, **cluster_options(args)))
+    return finish(
+        warp_volume(args.moving, flow, args.output, **params, **cluster_options(args)),
+        strict=args.strict,
+    )

@@ -7,12 +7,15 @@ This module and :mod:`._runner` are the only places in chunkreg that talk to
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 
 from ..errors import InputError
 
 __all__ = ["SYNCHRONOUS", "default_n_workers", "is_synchronous", "open_client"]
+
+logger = logging.getLogger(__name__)
 
 
 class _Synchronous:
@@ -54,6 +57,14 @@ WORKER_ALLOCATOR_ENV = {
 }
 
 
+def _describe_limit(memory_limit) -> str:
+    if not memory_limit:
+        return "none"
+    if isinstance(memory_limit, (int, float)):
+        return f"{memory_limit / 2**30:.1f} GiB"
+    return str(memory_limit)
+
+
 def default_n_workers() -> int:
     """One worker per CPU this process may use."""
     try:
@@ -70,6 +81,7 @@ def open_client(
     n_workers: int | None = None,
     memory_limit: str | float | None = "auto",
     threads_per_worker: int = 1,
+    dashboard_address: str | None = "127.0.0.1:0",
 ) -> Iterator:
     """Yield something :func:`run_tasks` can run on, and clean up what was started here.
 
@@ -90,6 +102,11 @@ def open_client(
         Threads per embedded worker. One keeps kernels (which release the GIL only in parts)
         from competing; native thread pools are pinned to one thread in workers by
         distributed's ``nanny.pre-spawn-environ`` defaults.
+    dashboard_address : str or None
+        Where the embedded cluster's dashboard listens: by default on this machine only
+        (``127.0.0.1``, any free port), so nobody else on the network can open it (the
+        dashboard shows task details and has no authentication). ``":8787"`` listens on every
+        interface; None starts no dashboard.
 
     Yields
     ------
@@ -101,6 +118,7 @@ def open_client(
         yield client
         return
     if scheduler == "synchronous":
+        logger.info("running every task in this process (scheduler='synchronous')")
         yield SYNCHRONOUS
         return
 
@@ -112,6 +130,17 @@ def open_client(
             c = Client(scheduler, timeout="20s")
         except (OSError, TimeoutError) as exc:
             raise InputError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}") from exc
+        except ValueError as exc:  # distributed cannot parse the address
+            raise InputError(
+                f"{scheduler!r} is not a Dask scheduler address ({exc}); give one such as "
+                "tcp://host:8786, or 'synchronous'."
+            ) from exc
+        logger.info(
+            "connected to the scheduler at %s (%d workers, dashboard %s)",
+            scheduler,
+            len(c.scheduler_info().get("workers", {})),
+            c.dashboard_link,
+        )
         try:
             yield c
         finally:
@@ -132,9 +161,17 @@ def open_client(
             threads_per_worker=threads_per_worker,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=":0",  # any free port: never clash with another cluster
+            dashboard_address=dashboard_address,  # any free port: never clash with another
             memory_limit=memory_limit,
         ) as cluster,
         Client(cluster) as c,
     ):
+        logger.info(
+            "started a local cluster: %d workers x %d thread(s), memory limit %s each, "
+            "dashboard %s",
+            n,
+            threads_per_worker,
+            _describe_limit(memory_limit),
+            c.dashboard_link,
+        )
         yield c

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from collections.abc import Callable
 
 __all__ = ["Progress"]
 
@@ -21,7 +23,10 @@ class Progress:
     """Counts finished tasks and redraws one status line.
 
     On a terminal the line is redrawn in place at most every ``interval`` seconds; in a log
-    file (not a TTY) a line is written every ``log_interval`` seconds and at the end.
+    file (not a TTY) a line is written every ``log_interval`` seconds and at the end. Between
+    completions a heartbeat redraws it at least every ``heartbeat`` seconds, with the elapsed
+    time and, given ``running``, the number of tasks in flight, so a long task never looks
+    like a hang.
     """
 
     def __init__(
@@ -33,6 +38,8 @@ class Progress:
         stream=None,
         interval: float = 0.2,
         log_interval: float = 15.0,
+        heartbeat: float = 15.0,
+        running: Callable[[], int] | None = None,
     ) -> None:
         self.total = total
         self.label = label
@@ -43,15 +50,33 @@ class Progress:
         self.done = 0
         self.failed = 0
         self.start = time.perf_counter()
+        self.running = running
         self._last = -float("inf")
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beat = None
+        if self.enabled and heartbeat > 0:
+            self._beat = threading.Thread(
+                target=self._heartbeat, args=(heartbeat,), name=f"progress-{label}", daemon=True
+            )
+            self._beat.start()
 
     def update(self, n: int = 1, *, failed: bool = False) -> None:
-        self.done += n
-        self.failed += int(failed)
-        now = time.perf_counter()
-        if self.enabled and (now - self._last >= self.interval or self.done >= self.total):
-            self._last = now
-            self._draw(now)
+        with self._lock:
+            self.done += n
+            self.failed += int(failed)
+            now = time.perf_counter()
+            if self.enabled and (now - self._last >= self.interval or self.done >= self.total):
+                self._last = now
+                self._draw(now)
+
+    def _heartbeat(self, every: float) -> None:
+        while not self._stop.wait(min(every, 1.0)):
+            with self._lock:
+                now = time.perf_counter()
+                if self.done < self.total and now - self._last >= every:
+                    self._last = now
+                    self._draw(now)
 
     def _draw(self, now: float) -> None:
         elapsed = now - self.start
@@ -66,12 +91,17 @@ class Progress:
             text += f" eta {_fmt_seconds(eta)}"
         if self.failed:
             text += f" failed {self.failed}"
+        if self.running is not None and self.done < self.total:
+            text += f" running {self.running()}"
         end = "" if self.tty and self.done < self.total else "\n"
         prefix = "\r" if self.tty else ""
         self.stream.write(prefix + text + end)
         self.stream.flush()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
         if self.enabled and self.tty and self.done < self.total:
             self.stream.write("\n")
             self.stream.flush()

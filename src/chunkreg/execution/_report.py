@@ -44,6 +44,9 @@ class RunReport:
         Summed kernel time the tasks reported (``"seconds"`` in their result).
     notes : dict
         Workflow-specific facts worth printing (e.g. the halo chosen).
+    warnings : list of str
+        What the run's quality control found wrong although every task succeeded (e.g.
+        registration made the images less similar); printed by :meth:`summary`.
     """
 
     label: str
@@ -57,11 +60,20 @@ class RunReport:
     bytes_written: int = 0
     task_seconds: float = 0.0
     notes: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """True when no task failed."""
         return self.n_failed == 0
+
+    @property
+    def status(self) -> str:
+        """``"failed"`` (some task failed), ``"warning"`` (all done, but the quality control
+        found something wrong: see :attr:`warnings`) or ``"ok"``."""
+        if not self.ok:
+            return "failed"
+        return "warning" if self.warnings else "ok"
 
     @property
     def throughput_mb_s(self) -> float:
@@ -86,6 +98,9 @@ class RunReport:
             f"{self.throughput_mb_s:.1f} MB/s, wall time {self.wall_time:.1f} s",
         ]
         lines += [f"{key}: {value}" for key, value in self.notes.items()]
+        if self.warnings:
+            lines.append("WARNING, quality control:")
+            lines += [f"  {w}" for w in self.warnings]
         if self.failures:
             lines.append("failed tasks:")
             lines += [f"  {f}" for f in self.failures[:max_failures]]

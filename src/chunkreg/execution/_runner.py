@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback as tb
 import uuid
@@ -16,6 +17,8 @@ from ._report import RunReport, TaskFailure
 __all__ = ["run_tasks"]
 
 _FLUSH_EVERY = 1.0  # seconds between completion-record writes
+
+logger = logging.getLogger(__name__)
 
 
 class _Marks:
@@ -113,7 +116,9 @@ def run_tasks(
     else:
         todo = list(range(n))
     report.n_skipped = n - len(todo) + skipped
-    bar = Progress(len(todo), label, enabled=progress)
+    logger.info("%s: %d to run, %d already complete", label, len(todo), report.n_skipped)
+    in_flight: list[int] = [0]  # tasks submitted and not yet returned, for the heartbeat
+    bar = Progress(len(todo), label, enabled=progress, running=lambda: in_flight[0])
     marks = _Marks(record)
     start = time.perf_counter()
 
@@ -126,6 +131,14 @@ def run_tasks(
         bar.update()
 
     def failed(i: int, exc: BaseException, trace: str) -> None:
+        logger.warning(
+            "%s: %s failed after %d attempt(s): %s: %s",
+            label,
+            _describe(describe, tasks[i]),
+            retries + 1,
+            type(exc).__name__,
+            exc,
+        )
         report.n_failed += 1
         report.failures.append(
             TaskFailure(i, _describe(describe, tasks[i]), f"{type(exc).__name__}: {exc}", trace)
@@ -134,10 +147,20 @@ def run_tasks(
 
     try:
         if is_synchronous(client):
+            in_flight[0] = 1
             _run_here(func, tasks, todo, retries, succeeded, failed)
         else:
             _run_on_cluster(
-                func, tasks, todo, client, label, retries, max_in_flight, succeeded, failed
+                func,
+                tasks,
+                todo,
+                client,
+                label,
+                retries,
+                max_in_flight,
+                succeeded,
+                failed,
+                in_flight,
             )
     finally:
         marks.flush()
@@ -161,7 +184,7 @@ def _run_here(func, tasks, todo, retries, succeeded, failed) -> None:
 
 
 def _run_on_cluster(
-    func, tasks, todo, client, label, retries, max_in_flight, succeeded, failed
+    func, tasks, todo, client, label, retries, max_in_flight, succeeded, failed, in_flight
 ) -> None:
     from distributed import as_completed
 
@@ -183,11 +206,13 @@ def _run_on_cluster(
             )
             index_of[future.key] = i
             futures.add(future)
+        in_flight[0] = len(index_of)
 
     fill()
     try:
         for future in futures:
             i = index_of.pop(future.key)
+            in_flight[0] = len(index_of)
             if future.status == "finished":
                 succeeded(i, future.result())
             else:

@@ -3,22 +3,54 @@
 This layer knows about zarr and the filesystem, nothing about registration or dask.
 """
 
-from ._arrays import FIELD_COMPRESSORS, ArrayRef, array_ref, create_array, open_array
+from ._arrays import (
+    CHECKSUM,
+    FIELD_COMPRESSORS,
+    ArrayRef,
+    array_ref,
+    create_array,
+    open_array,
+    output_codecs,
+)
+from ._chunks import check_inputs_stored, missing_chunks, read_region, require_chunks
 from ._completion import CompletionRecord
-from ._ome import multiscale_dataset_paths, write_ome_multiscale_metadata
-from ._output import normalise_signature, open_output_group, require_shared_store
-from ._tiff import tiff_to_zarr, tiles_to_zarr
+from ._fingerprint import fingerprint
+from ._lease import output_scope, read_lease
+from ._locations import check_no_overlap
+from ._ome import default_axes, multiscale_dataset_paths, write_ome_multiscale_metadata
+from ._output import (
+    check_side_files,
+    normalise_signature,
+    open_output_group,
+    record_side_files,
+    require_shared_store,
+)
+from ._tiff import natural_sort, tiff_to_zarr, tiles_to_zarr
 
 __all__ = [
+    "CHECKSUM",
     "FIELD_COMPRESSORS",
     "ArrayRef",
     "CompletionRecord",
     "array_ref",
+    "check_inputs_stored",
+    "check_no_overlap",
+    "check_side_files",
     "create_array",
+    "default_axes",
+    "fingerprint",
+    "missing_chunks",
     "multiscale_dataset_paths",
+    "natural_sort",
     "normalise_signature",
     "open_array",
     "open_output_group",
+    "output_codecs",
+    "output_scope",
+    "read_lease",
+    "read_region",
+    "record_side_files",
+    "require_chunks",
     "require_shared_store",
     "tiff_to_zarr",
     "tiles_to_zarr",

@@ -20,12 +20,36 @@ import zarr.storage
 from ..errors import InputError
 from ._ome import multiscale_dataset_paths
 
-__all__ = ["FIELD_COMPRESSORS", "ArrayRef", "array_ref", "create_array", "open_array"]
+__all__ = [
+    "CHECKSUM",
+    "FIELD_COMPRESSORS",
+    "ArrayRef",
+    "array_ref",
+    "create_array",
+    "open_array",
+    "output_codecs",
+]
 
 #: Compression of the float32 fields chunkreg writes (flows): LZ4 in Blosc after byte
 #: shuffling. On flow fields it writes about twice as fast as zarr's default Zstandard and
 #: stores them a little smaller (shuffling groups the exponent bytes, which repeat).
 FIELD_COMPRESSORS = (zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),)
+#: Zarr's default compression of numeric arrays (what ``compressors="auto"`` means).
+DEFAULT_COMPRESSORS = (zarr.codecs.ZstdCodec(level=0, checksum=False),)
+#: Appended to every output's codecs: a CRC32C checksum of each stored chunk, so that a later
+#: read of a corrupted chunk fails instead of returning wrong values.
+CHECKSUM = zarr.codecs.Crc32cCodec()
+
+
+def output_codecs(compressors="auto") -> tuple:
+    """The bytes codecs of an output: ``compressors`` (``"auto"``: zarr's default, None:
+    none), then the CRC32C checksum."""
+    if isinstance(compressors, str) and compressors == "auto":
+        compressors = DEFAULT_COMPRESSORS
+    compressors = () if compressors is None else tuple(compressors)
+    if any(isinstance(c, zarr.codecs.Crc32cCodec) for c in compressors):
+        return compressors
+    return (*compressors, CHECKSUM)
 
 
 @dataclass(frozen=True)
@@ -179,9 +203,15 @@ def create_array(
         Axis names stored in the array metadata.
     compressors : "auto", None or sequence of codecs
         As :func:`zarr.create_array`: ``"auto"`` is zarr's default, ``None`` no compression;
-        :data:`FIELD_COMPRESSORS` suits float32 flow fields.
+        :data:`FIELD_COMPRESSORS` suits float32 flow fields. A CRC32C checksum codec is always
+        appended, so reading a corrupted chunk raises instead of returning wrong values.
     overwrite : bool
         Replace an existing array.
+
+    Notes
+    -----
+    Every chunk is stored, also one holding only the fill value, so that a chunk missing
+    from the store later means it was lost (see :func:`chunkreg.io.require_chunks`).
     """
     kwargs = {
         "shape": tuple(int(s) for s in shape),
@@ -191,8 +221,9 @@ def create_array(
         "fill_value": fill_value,
         "attributes": attributes or {},
         "dimension_names": dimension_names,
-        "compressors": compressors,
+        "compressors": output_codecs(compressors),
         "overwrite": overwrite,
+        "config": {"write_empty_chunks": True},
     }
     if isinstance(store, zarr.Group):
         return store.create_array(name, **kwargs)

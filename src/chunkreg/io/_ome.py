@@ -2,15 +2,58 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import zarr
+from zarr.core.sync import sync
 
-__all__ = ["multiscale_dataset_paths", "write_ome_multiscale_metadata"]
+__all__ = ["default_axes", "multiscale_dataset_paths", "write_ome_multiscale_metadata"]
 
 OME_VERSION = "0.5"
 
 _DEFAULT_AXIS_NAMES = {1: ("x",), 2: ("y", "x"), 3: ("z", "y", "x"), 4: ("t", "z", "y", "x")}
+
+
+def default_axes(ndim: int, names: Sequence[str | None] | None = None) -> tuple[str, ...]:
+    """Axis names of an image: ``names`` where every axis has one, else the last of t, z, y, x.
+
+    Parameters
+    ----------
+    ndim : int
+        Number of axes (1 to 4 without ``names``).
+    names : sequence of str or None, optional
+        Names already known, e.g. an input array's ``dimension_names``.
+
+    Returns
+    -------
+    tuple of str
+    """
+    if names is not None and len(names) == ndim and all(names):
+        return tuple(names)
+    if ndim not in _DEFAULT_AXIS_NAMES:
+        raise ValueError(f"give axis names for a {ndim}-D image")
+    return _DEFAULT_AXIS_NAMES[ndim]
+
+
+def _require_dimension_names(array: zarr.Array, axes: tuple[str, ...]) -> None:
+    """OME-Zarr 0.5 requires each level's zarr ``dimension_names`` to be the axis names.
+
+    Arrays created without them (plain zarr inputs, levels made elsewhere) get them recorded in
+    their metadata; names that contradict ``axes`` are an error.
+    """
+    found = array.metadata.dimension_names
+    if found is not None and tuple(found) == axes:
+        return
+    if found is not None and any(found):
+        raise ValueError(
+            f"level array {array.path!r} has dimension_names {tuple(found)}, but the image axes "
+            f"are {axes}"
+        )
+    # zarr has no public call to change an array's metadata in place: save the replaced
+    # metadata document through the array's own writer.
+    metadata = dataclasses.replace(array.metadata, dimension_names=axes)
+    sync(array._async_array._save_metadata(metadata))
 
 
 def _multiscales(attrs: dict) -> list:
@@ -70,6 +113,7 @@ def write_ome_multiscale_metadata(
         Level array paths inside ``group``, finest first.
     axes : sequence of str, optional
         Axis names, e.g. ``("t", "y", "x")``; defaults to the last ``ndim`` of ``t, z, y, x``.
+        They are also the level arrays' zarr ``dimension_names`` (recorded where missing).
     scales : sequence of sequence of float, optional
         Per-level voxel size per axis; default 1 at level 0 and 2**level for spatial axes.
     translations : sequence of sequence of float, optional
@@ -81,12 +125,11 @@ def write_ome_multiscale_metadata(
     """
     first = group[paths[0]]
     ndim = first.ndim
-    if axes is None:
-        if ndim not in _DEFAULT_AXIS_NAMES:
-            raise ValueError(f"give axis names for a {ndim}-D image")
-        axes = _DEFAULT_AXIS_NAMES[ndim]
+    axes = default_axes(ndim) if axes is None else tuple(axes)
     if len(axes) != ndim:
         raise ValueError(f"{len(axes)} axis names for a {ndim}-D image")
+    for path in paths:
+        _require_dimension_names(group[path], axes)
     units = units or {}
     datasets = []
     for level, path in enumerate(paths):

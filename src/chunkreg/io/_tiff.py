@@ -3,7 +3,8 @@
 Most raw microscopy arrives as TIFF: a multi-page stack (ImageJ hyperstack, OME-TIFF), a folder
 of one-plane files, or a set of mosaic tiles. These functions copy them into zarr v3 one
 chunk-aligned slab at a time, so the whole stack is never in memory. ``tifffile`` is imported
-lazily (optional extra ``chunkreg[tiff]``).
+lazily (optional extra ``chunkreg[tiff]``); planes in other formats (PNG, JPEG, BMP, ...) are
+read with ``imageio`` where it is installed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,10 +22,17 @@ import zarr
 
 from ..errors import InputError
 from ._arrays import create_array
-from ._ome import write_ome_multiscale_metadata
+from ._lease import output_scope
+from ._locations import check_no_overlap
+from ._ome import default_axes, write_ome_multiscale_metadata
 from ._output import open_output_group
 
-__all__ = ["tiff_to_zarr", "tiles_to_zarr"]
+__all__ = ["natural_sort", "tiff_to_zarr", "tiles_to_zarr"]
+
+_TIFF_SUFFIXES = (".tif", ".tiff")
+# One-plane formats read through imageio; a folder holds planes of one format only.
+_PLANE_SUFFIXES = (*_TIFF_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+_DIGITS = re.compile(r"(\d+)")
 
 
 def _tifffile():
@@ -33,6 +43,91 @@ def _tifffile():
             "reading TIFF needs the optional dependency tifffile: pip install 'chunkreg[tiff]'"
         ) from exc
     return tifffile
+
+
+def _imageio():
+    try:
+        import imageio.v3 as iio
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise InputError(
+            "reading PNG/JPEG/... planes needs the optional dependency imageio: pip install imageio"
+        ) from exc
+    return iio
+
+
+def _natural_key(name: str) -> tuple:
+    """Sort key that orders the digit runs of ``name`` by value: ``z2`` before ``z10``."""
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+        for part in _DIGITS.split(name)
+        if part
+    )
+
+
+def natural_sort(names: Sequence[str]) -> list[str]:
+    """Order file names as a person numbers planes: ``0.tif, 1.tif, 2.tif, ..., 10.tif``.
+
+    Runs of digits compare by value, the rest case-insensitively. A warning is issued when the
+    order is ambiguous: two names with the same key (``z01.tif`` and ``z1.tif``), or names in
+    which more than one number varies (``t1_z2.tif``, ``t2_z1.tif``: which one counts planes?).
+
+    Parameters
+    ----------
+    names : sequence of str
+        File names (or paths: only the last component is compared).
+
+    Returns
+    -------
+    list of str
+        ``names`` in natural order.
+
+    Examples
+    --------
+    >>> natural_sort(["10.tif", "2.tif", "1.tif"])
+    ['1.tif', '2.tif', '10.tif']
+    """
+    keyed = sorted(names, key=lambda n: (_natural_key(Path(n).name), Path(n).name))
+    keys = [_natural_key(Path(n).name) for n in keyed]
+    reason = None
+    if len(set(keys)) < len(keys):
+        twins = next(
+            (a, b)
+            for a, b, ka, kb in zip(keyed, keyed[1:], keys, keys[1:], strict=False)
+            if ka == kb
+        )
+        reason = f"{Path(twins[0]).name!r} and {Path(twins[1]).name!r} number the same plane"
+    else:
+        numbers = [[int(d) for d in _DIGITS.findall(Path(n).name)] for n in keyed]
+        if len({len(x) for x in numbers}) == 1 and numbers and len(numbers[0]) > 1:
+            varying = sum(len({x[i] for x in numbers}) > 1 for i in range(len(numbers[0])))
+            if varying > 1:
+                reason = (
+                    f"more than one number varies between names such as {Path(keyed[0]).name!r}"
+                )
+    if reason:
+        warnings.warn(
+            f"plane order is ambiguous: {reason}; ordered by all numbers from left to right. "
+            "Pass a list of files in the order you mean.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return keyed
+
+
+def _plane_props(path: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a one-plane file from its header, without decoding the pixels."""
+    if path.lower().endswith(_TIFF_SUFFIXES):
+        with _tifffile().TiffFile(path) as tif:
+            series = tif.series[0]
+            return tuple(series.shape), np.dtype(series.dtype)
+    props = _imageio().improps(path)
+    return tuple(props.shape), np.dtype(props.dtype)
+
+
+def _read_plane(path: str) -> np.ndarray:
+    if path.lower().endswith(_TIFF_SUFFIXES):
+        return _tifffile().imread(path)
+    return np.asarray(_imageio().imread(path))
 
 
 def _default_chunks(
@@ -49,23 +144,38 @@ def _default_chunks(
     return lead + tuple(min(n, side) for n in shape[-3:])
 
 
+def _folder_planes(folder: Path) -> list[str]:
+    """The plane files of ``folder`` in natural order (one format, hidden files ignored)."""
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in _PLANE_SUFFIXES
+    ]
+    if not files:
+        raise InputError(
+            f"no image planes ({', '.join(_PLANE_SUFFIXES)}) in folder {os.fspath(folder)!r}."
+        )
+    suffixes = {".tif" if p.suffix.lower() == ".tiff" else p.suffix.lower() for p in files}
+    if len(suffixes) > 1:
+        raise InputError(
+            f"folder {os.fspath(folder)!r} mixes plane formats {sorted(suffixes)}; "
+            "keep one format per folder or pass a list of files."
+        )
+    return natural_sort([str(p) for p in files])
+
+
 class _Source:
     """A stack of 2-D planes from one multi-page TIFF or from one file per plane."""
 
     def __init__(self, source) -> None:
-        tifffile = _tifffile()
         self.files: list[str] | None = None
         if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
-            source = sorted(
-                str(p) for p in Path(source).iterdir() if p.suffix.lower() in (".tif", ".tiff")
-            )
-            if not source:
-                raise InputError(f"no .tif/.tiff files in folder {source!r}.")
+            source = _folder_planes(Path(source))
         if isinstance(source, (str, os.PathLike)):
             path = os.fspath(source)
             if not Path(path).exists():
                 raise InputError(f"TIFF {path!r} does not exist.")
-            self.tif = tifffile.TiffFile(path)
+            self.tif = _tifffile().TiffFile(path)
             series = self.tif.series[0]
             self.shape = tuple(series.shape)
             self.dtype = np.dtype(series.dtype)
@@ -75,23 +185,30 @@ class _Source:
             missing = [f for f in self.files if not Path(f).exists()]
             if missing:
                 raise InputError(f"TIFF files do not exist: {missing[:5]}")
-            first = tifffile.imread(self.files[0])
-            if first.ndim != 2:
+            shape, dtype = _plane_props(self.files[0])
+            if len(shape) != 2:
                 raise InputError(
-                    f"expected one 2-D plane per file, {self.files[0]!r} has shape {first.shape}."
+                    f"expected one 2-D plane per file, {self.files[0]!r} has shape {shape}."
                 )
+            # Headers only: a mismatched plane is refused before anything is written.
+            for f in self.files[1:]:
+                other = _plane_props(f)
+                if other != (shape, dtype):
+                    raise InputError(
+                        f"plane {f!r} is {other[0]} {other[1]}, the first plane {shape} {dtype}: "
+                        "every plane must match."
+                    )
             self.tif = None
-            self.shape = (len(self.files), *first.shape)
-            self.dtype = first.dtype
+            self.shape = (len(self.files), *shape)
+            self.dtype = dtype
             self.axes = "ZYX"
         if len(self.shape) < 2:
             raise InputError(f"TIFF data must be at least 2-D, got shape {self.shape}.")
 
     def read_planes(self, index: Sequence[int]) -> np.ndarray:
         """Read the planes with flat (C-order) numbers ``index`` as an (n, Y, X) array."""
-        tifffile = _tifffile()
         if self.files is not None:
-            return np.stack([tifffile.imread(self.files[i]) for i in index])
+            return np.stack([_read_plane(self.files[i]) for i in index])
         if len(self.shape) == 2:
             return self.tif.asarray()[np.newaxis]
         return self.tif.asarray(key=list(index)).reshape(len(index), *self.shape[-2:])
@@ -122,6 +239,28 @@ def _copy(src: _Source, dst: zarr.Array) -> None:
         dst[box] = block
 
 
+def _image_axes(axes, tiff_axes: str, shape) -> tuple[str, ...]:
+    """OME axis names: given, else the TIFF's when all are known, else the last of t, z, y, x."""
+    if axes is not None:
+        axes = tuple(axes)
+        if len(axes) != len(shape) or len(set(axes)) != len(axes):
+            raise InputError(
+                f"axes {axes} must name each of the {len(shape)} axes of the data {shape} once."
+            )
+        return axes
+    # TIFF axis codes: I (image sequence) is taken as z; Q (unknown) is not guessed.
+    codes = tiff_axes.lower().replace("i", "z").replace("s", "c")
+    if len(codes) == len(shape) and set(codes) <= set("tczyx"):
+        return tuple(codes)
+    try:
+        return default_axes(len(shape))
+    except ValueError:
+        raise InputError(
+            f"cannot guess the axis names of {len(shape)}-D data {shape}: pass axes=."
+        ) from None
+
+
+@output_scope()
 def tiff_to_zarr(
     source,
     output,
@@ -136,8 +275,9 @@ def tiff_to_zarr(
     Parameters
     ----------
     source : str, os.PathLike or sequence of paths
-        A (multi-page) TIFF file, a folder of single-plane TIFFs (sorted by name), or a list of
-        single-plane TIFF paths in order.
+        A (multi-page) TIFF file, a folder of single-plane images (TIFF, or PNG/JPEG/... with
+        ``imageio`` installed) in natural order (``2.tif`` before ``10.tif``, see
+        :func:`natural_sort`), or a list of single-plane image paths in order.
     output : str or os.PathLike
         Path of the zarr output. With ``ome=True`` it is an OME-Zarr group holding the image as
         array ``"0"``; otherwise a plain array.
@@ -170,31 +310,33 @@ def tiff_to_zarr(
                 f"chunks {chunks} must have one entry per axis of the TIFF data {shape}."
             )
         if ome:
+            axes = _image_axes(axes, src.axes, shape)
             signature = {"source": "tiff", "shape": shape, "dtype": dtype.name, "chunks": chunks}
-            group = open_output_group(output, signature=signature, overwrite=overwrite, kind="tiff")
+            group = open_output_group(output, signature=signature, overwrite=overwrite, kind="tiff",
+                                      inputs={"source": source})  # fmt: skip
             array = create_array(
-                group, name="0", shape=shape, dtype=dtype, chunks=chunks, overwrite=True
+                group,
+                name="0",
+                shape=shape,
+                dtype=dtype,
+                chunks=chunks,
+                overwrite=True,
+                dimension_names=axes,
             )
         else:
+            check_no_overlap(output, {"source": source})
             array = create_array(
                 output, shape=shape, dtype=dtype, chunks=chunks, overwrite=overwrite
             )
         _copy(src, array)
         if ome:
-            if axes is None:
-                # TIFF axis codes: I (image sequence) is taken as z; Q (unknown) is not guessed.
-                tiff_axes = src.axes.lower().replace("i", "z").replace("s", "c")
-                axes = (
-                    tuple(tiff_axes)
-                    if len(tiff_axes) == len(shape) and set(tiff_axes) <= set("tczyx")
-                    else None
-                )
             write_ome_multiscale_metadata(group, paths=["0"], axes=axes)
         return array
     finally:
         src.close()
 
 
+@output_scope()
 def tiles_to_zarr(
     paths: Sequence,
     output,
@@ -234,7 +376,15 @@ def tiles_to_zarr(
             raise InputError(
                 f"output {os.fspath(output)!r} exists; pass overwrite=True to replace it."
             )
-        group = zarr.open_group(os.fspath(output), mode="w")
+        signature = {
+            "source": "tiff tiles",
+            "names": names,
+            "shapes": [s.shape for s in sources],
+            "dtype": sources[0].dtype.name,
+            "chunks": None if chunks is None else list(chunks),
+        }
+        group = open_output_group(output, signature=signature, overwrite=overwrite,
+                                  kind="tiff tiles", inputs={"tiles": paths})  # fmt: skip
         for name, src in zip(names, sources, strict=True):
             c = (
                 tuple(chunks)

@@ -14,6 +14,7 @@ from ._affine import (
 )
 from ._coarse_to_fine import coarse_to_fine
 from ._metrics import normalized_cross_correlation
+from ._optical_flow_dis import optical_flow_dis
 from ._optical_flow_ilk import ilk_solver, optical_flow_ilk
 from ._optical_flow_tvl1 import optical_flow_tvl1, tvl1_solver
 from ._phase_correlator import PhaseCorrelator
@@ -29,6 +30,7 @@ __all__ = [
     "ilk_solver",
     "invert_affine",
     "normalized_cross_correlation",
+    "optical_flow_dis",
     "optical_flow_ilk",
     "optical_flow_tvl1",
     "phase_cross_correlation",

@@ -8,6 +8,7 @@ axis) in mosaic pixel coordinates, in array axis order (``z, y, x`` for 3-D, ``y
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import numbers
 import os
@@ -373,6 +374,33 @@ def _grid_from_spec(spec: dict, tile_shape) -> Layout:
         names=spec["names"],
     )
     return Layout(lay.names, lay.positions, spec["paths"], spec["base_dir"])
+
+
+def refuse_coincident_tiles(layout: Layout, tolerance: float = 0.5) -> None:
+    """Refuse a layout that puts two tiles at the same position (within ``tolerance`` pixels
+    along every axis): one of them would be misplaced and leave a hole in the mosaic.
+
+    Raises
+    ------
+    InputError
+        Naming the first such pair and how many there are.
+    """
+    pos = np.asarray(layout.positions)
+    order = np.lexsort(pos.T[::-1])
+    coincident = []
+    for a, b in itertools.pairwise(order):
+        if np.all(np.abs(pos[a] - pos[b]) < tolerance):
+            coincident.append((min(a, b), max(a, b)))
+    if not coincident:
+        return
+    a, b = coincident[0]
+    where = ", ".join(f"{v:g}" for v in pos[a])
+    more = f" ({len(coincident)} such pairs)" if len(coincident) > 1 else ""
+    raise InputError(
+        f"tiles {layout.names[a]!r} and {layout.names[b]!r} are at the same position "
+        f"({where}) in the layout{more}; each tile must have its own place: remove the "
+        "duplicate entry or correct its position."
+    )
 
 
 def write_layout(layout: Layout, path) -> None:

@@ -17,13 +17,16 @@ from ..execution import open_client, run_tasks
 from ..io import (
     CompletionRecord,
     array_ref,
+    check_no_overlap,
     create_array,
     open_output_group,
+    output_scope,
+    require_chunks,
     require_shared_store,
     write_ome_multiscale_metadata,
 )
 from ._fuse import BLEND_MODES
-from ._layout import Layout, _read_spec, overlapping_pairs, read_layout
+from ._layout import Layout, _read_spec, overlapping_pairs, read_layout, refuse_coincident_tiles
 from ._pairwise import pair_regions
 from ._result import StitchResult
 from ._solve import solve_positions, unlinked_message
@@ -59,6 +62,7 @@ def stitch(
     chunks=None,
     blend_width=None,
     order: int = 3,
+    allow_sparse: bool = False,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -109,6 +113,9 @@ def stitch(
         Length of the blending ramps from each tile border; default half the tile.
     order : int
         Spline order for ``subpixel`` placement.
+    allow_sparse : bool
+        Accept tiles whose stores lack some chunk files (zarr reads those as the fill value);
+        by default a missing chunk that stored data runs on into is refused before anything runs, naming the tile and chunk.
     client : distributed.Client, optional
         Run on this client (left open).
     scheduler : str, optional
@@ -177,7 +184,15 @@ def stitch(
         raise InputError(f"order must be in 0..5, got {order}.")
 
     layout = _as_layout(layout, tiles)
+    refuse_coincident_tiles(layout)
     refs, shapes, dtype = resolve_tiles(tiles, layout)
+    if not isinstance(allow_sparse, bool):
+        raise InputError(f"allow_sparse must be True or False, got {allow_sparse!r}.")
+    if not allow_sparse:
+        for name, ref in zip(layout.names, refs, strict=True):
+            require_chunks(ref.open(), f"tile {name!r}")
+    if output is not None:  # before the pairs are registered
+        check_no_overlap(output, {"tiles": refs, "tile group": tiles})
     ndim = layout.ndim
     nominal = np.asarray(layout.positions)
     fixed = None if fixed_tile is None else _tile_index(layout, fixed_tile)
@@ -192,7 +207,7 @@ def stitch(
     out_chunks = _output_chunks(chunks, ndim)
 
     reports = {}
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         if register:
             offsets, quality, reports["pairs"] = _register_pairs(
                 c, refs, shapes, nominal, pairs, error, upsample_factor, downsample, progress
@@ -355,7 +370,8 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
         "order": int(order) if subpixel else None,
         "tiles_and_positions_sha256": digest.hexdigest(),
     }
-    group = open_output_group(output, signature=signature, overwrite=overwrite, kind="stitch")
+    group = open_output_group(output, signature=signature, overwrite=overwrite, kind="stitch",
+                              inputs={"tiles": list(refs)})  # fmt: skip
     require_shared_store(group, client)
     axes = _AXES[ndim]
     if "0" not in group:

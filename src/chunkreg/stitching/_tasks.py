@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io import ArrayRef
+from ..io import ArrayRef, read_region
 from ._fuse import TilePiece, covered_range, fuse_block, interpolation_depth
 from ._pairwise import PairRegions, register_pair
 
@@ -39,8 +39,8 @@ def pair_task(task: PairTask) -> dict:
     opened: dict[ArrayRef, object] = {}
     offsets, qualities, nbytes = [], [], 0
     for (ref_a, ref_b), reg in zip(task.refs, task.regions, strict=True):
-        a = _open(opened, ref_a)[reg.slices_a]
-        b = _open(opened, ref_b)[reg.slices_b]
+        a = read_region(_open(opened, ref_a), reg.slices_a, "tile")
+        b = read_region(_open(opened, ref_b), reg.slices_b, "tile")
         nbytes += a.nbytes + b.nbytes
         offset, quality = register_pair(
             a,
@@ -95,7 +95,8 @@ def fuse_task(task: FuseTask) -> dict:
             continue
         first = np.maximum(np.floor(start - pos).astype(np.int64) - depth, 0)
         last = np.minimum(np.ceil(stop - 1 - pos).astype(np.int64) + 1 + depth, tshape)
-        data = ref.open()[tuple(slice(int(a), int(b)) for a, b in zip(first, last, strict=True))]
+        region = tuple(slice(int(a), int(b)) for a, b in zip(first, last, strict=True))
+        data = read_region(ref.open(), region, "tile")
         nbytes += data.nbytes
         pieces.append(TilePiece(data, tuple(int(v) for v in first), pos, tuple(tshape)))
     block = fuse_block(

@@ -22,8 +22,9 @@ def resolve_tiles(tiles, layout: Layout) -> tuple[list[ArrayRef], np.ndarray, np
     ----------
     tiles : None, str, os.PathLike, zarr.Group, mapping or sequence
         ``None``: the layout's ``paths`` (relative to its file). A group (or path to one):
-        arrays looked up by the layout's paths, else names. A mapping: name -> array or path.
-        A sequence: one array or path per layout entry, in layout order.
+        arrays looked up by the layout's names, else paths. A mapping: name -> array or path.
+        A sequence: one array or path per layout entry, in layout order. In a group a tile
+        is looked up by its name first, then by its path.
     layout : Layout
 
     Returns
@@ -40,10 +41,6 @@ def resolve_tiles(tiles, layout: Layout) -> tuple[list[ArrayRef], np.ndarray, np
         A tile is missing, or the tiles differ in ndim or dtype from each other or the layout.
     """
     n = len(layout)
-    keys = [
-        p if p is not None else name
-        for name, p in zip(layout.names, layout.paths or [None] * n, strict=True)
-    ]
     arrays: list = [None] * n
     missing: list[str] = []
     if tiles is None:
@@ -61,13 +58,11 @@ def resolve_tiles(tiles, layout: Layout) -> tuple[list[ArrayRef], np.ndarray, np
             arrays[k] = _open_or_none(full, layout.names[k], missing)
     elif isinstance(tiles, (str, os.PathLike, zarr.Group)):
         group = _open_group(tiles)
-        for k, key in enumerate(keys):
-            try:
-                node = group[key]
-            except KeyError:
-                node = None
-            if not isinstance(node, zarr.Array):
-                missing.append(layout.names[k])
+        paths = layout.paths or [None] * n
+        for k, (name, path) in enumerate(zip(layout.names, paths, strict=True)):
+            node = _member(group, name, path)
+            if node is None:
+                missing.append(name if path is None else f"{name} (path {path})")
             else:
                 arrays[k] = node
     elif isinstance(tiles, Mapping):
@@ -95,6 +90,19 @@ def resolve_tiles(tiles, layout: Layout) -> tuple[list[ArrayRef], np.ndarray, np
             "names/paths in the layout file."
         )
     return _check(arrays, layout)
+
+
+def _member(group: zarr.Group, name: str, path: str | None) -> zarr.Array | None:
+    """The tile array ``name`` of ``group``: by its name first (a layout written by chunkreg
+    names the tiles as in the group), else by its path inside the group."""
+    for key in (name,) if path is None else (name, path):
+        try:
+            node = group[key]
+        except (KeyError, ValueError):
+            continue
+        if isinstance(node, zarr.Array):
+            return node
+    return None
 
 
 def _open_or_none(source, name, missing):

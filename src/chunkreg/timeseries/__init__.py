@@ -2,9 +2,12 @@
 
 :func:`register_timeseries` registers every frame of a zarr time series to a reference
 (or to the frame before), writes the shifts, per-frame quality and the corrected stack to a
-zarr group, and resumes when interrupted. The per-frame kernels are pure numpy/scipy.
+zarr group, and resumes when interrupted. The per-frame kernels are pure numpy/scipy;
+:func:`estimate_bidiphase` and :func:`correct_bidiphase` handle the line offset of
+resonant-scanner movies.
 """
 
+from ._bidiphase import correct_bidiphase, estimate_bidiphase
 from ._piecewise import PatchGrid, PiecewiseOptions
 from ._register import register_timeseries
 from ._report import TimeseriesResult, plot_drift
@@ -13,6 +16,8 @@ __all__ = [
     "PatchGrid",
     "PiecewiseOptions",
     "TimeseriesResult",
+    "correct_bidiphase",
+    "estimate_bidiphase",
     "plot_drift",
     "register_timeseries",
 ]

@@ -13,8 +13,11 @@ import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage
 
+from ..errors import InputError
+
 __all__ = [
     "cast_frame",
+    "check_frames_finite",
     "fourier_shift_frame",
     "linear_shift_frame",
     "ncc",
@@ -155,3 +158,24 @@ def cast_frame(frame: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if dtype.kind == "b":
         return frame > 0.5
     return frame.astype(dtype, copy=False)
+
+
+def check_frames_finite(frames: np.ndarray, start: int = 0) -> None:
+    """Raise :class:`InputError` naming the frames (time first) that hold NaN or infinity.
+
+    Parameters
+    ----------
+    frames : ndarray, shape (T, ...)
+        Frames ``start`` to ``start + T - 1`` of a stack.
+    start : int
+        Index of the first frame in the stack.
+    """
+    if frames.dtype.kind != "f" or np.isfinite(frames).all():
+        return
+    bad = np.flatnonzero(~np.isfinite(frames.reshape(len(frames), -1)).all(axis=1)) + start
+    named = ", ".join(str(int(t)) for t in bad[:10]) + (" ..." if bad.size > 10 else "")
+    which = "frame {} of the stack holds" if bad.size == 1 else "frames {} of the stack hold"
+    raise InputError(
+        f"{which.format(named)} NaN or infinite values; replace them (e.g. np.nan_to_num, or "
+        "copy a neighbouring frame) or cut them from the stack."
+    )

@@ -15,11 +15,15 @@ from ..execution import open_client, run_tasks
 from ..io import (
     CompletionRecord,
     array_ref,
+    check_inputs_stored,
+    create_array,
     open_array,
     open_output_group,
+    output_scope,
     require_shared_store,
     write_ome_multiscale_metadata,
 )
+from ._bidiphase import estimate_bidiphase
 from ._frames import fourier_shift_frame
 from ._links import interpolate_missing, solve_drift
 from ._piecewise import PatchGrid, PiecewiseOptions
@@ -121,6 +125,21 @@ def _resolve_min_quality(min_quality, values) -> float:
     return float(min_quality)
 
 
+def _resolve_bidiphase(bidiphase, array, time_axis: int, n_frames: int) -> float:
+    """The scan-phase offset to correct: given, measured on the first frames, or 0."""
+    if bidiphase is None:
+        return 0.0
+    if bidiphase == "auto":
+        return estimate_bidiphase(read_frames(array, time_axis, 0, n_frames))
+    if isinstance(bidiphase, bool) or not isinstance(bidiphase, numbers.Real):
+        raise InputError(
+            f"bidiphase must be 'auto', a number of pixels or None, got {bidiphase!r}."
+        )
+    if not math.isfinite(bidiphase):
+        raise InputError(f"bidiphase must be finite, got {bidiphase!r}.")
+    return float(bidiphase)
+
+
 def register_timeseries(
     stack,
     output,
@@ -138,9 +157,11 @@ def register_timeseries(
     interpolation: str = "fft",
     fill_value: float = 0.0,
     min_quality="auto",
+    bidiphase: str | float | None = None,
     chunks=None,
     batch_size: int | None = None,
     csv_path=None,
+    allow_sparse: bool = False,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -207,6 +228,14 @@ def register_timeseries(
         Frames (links, for ``"previous"``) whose whole-pixel NCC with their reference is below
         this are low quality: their shifts are interpolated from the neighbouring frames.
         ``"auto"`` is half the median quality (at least 0.05).
+    bidiphase : "auto", float or None
+        Bidirectional scan-phase correction for resonant-scanner (two-photon) movies, whose
+        odd lines are displaced along the last axis against the even ones: the offset in
+        pixels (odd lines show the scene at ``x - bidiphase``), or ``"auto"`` to measure it
+        to 1/100 px from the first ``n_reference_frames`` frames (see
+        :func:`chunkreg.timeseries.estimate_bidiphase`). Every frame is corrected as it is
+        read, before registration, so the corrected stack is free of it too. The offset used
+        is stored in the output's attributes and ``result.notes``. ``None``: no correction.
     chunks : tuple of int, optional
         Chunks of ``corrected``; default one frame per chunk.
     batch_size : int, optional
@@ -215,6 +244,9 @@ def register_timeseries(
     csv_path : str, optional
         Where to write the CSV of shifts; default ``<output without .zarr>_shifts.csv`` next
         to a local output; ``False`` to skip.
+    allow_sparse : bool
+        Accept a stack whose store lacks some chunk files (zarr reads those as the fill
+        value); by default a missing chunk that stored data runs on into is refused before anything runs, naming it.
     client, scheduler, n_workers
         Where tasks run, see :func:`chunkreg.execution.open_client`
         (``scheduler="synchronous"`` runs everything in this process).
@@ -303,6 +335,8 @@ def register_timeseries(
         _resolve_min_quality(min_quality, np.zeros(0))
     out_chunks = _output_chunks(chunks, n_time, frame_shape)
     batch = _batch_size(batch_size, out_chunks[0], frame_shape, n_time)
+    check_inputs_stored({"stack": array}, allow_sparse)  # the store listing: after the cheap checks
+    offset = _resolve_bidiphase(bidiphase, array, time_axis, min(n_time, n_reference_frames))
     signature = {
         "stack": {"shape": array.shape, "dtype": str(array.dtype), "chunks": array.chunks},
         "time_axis": time_axis,
@@ -316,39 +350,49 @@ def register_timeseries(
         "interpolation": interpolation,
         "fill_value": float(fill_value),
         "min_quality": min_quality if min_quality in (None, "auto") else float(min_quality),
+        "bidiphase": bidiphase if bidiphase in (None, "auto") else float(bidiphase),
         "apply": bool(apply),
         "chunks": out_chunks,
         "batch_size": batch,
     }
-    group = open_output_group(output, signature=signature, overwrite=overwrite, kind="timeseries")
-    job = Job(
-        stack=array_ref(array),
-        output=_store_location(group.store),
-        output_path=group.path,
-        time_axis=time_axis,
-        n_time=n_time,
-        frame_shape=frame_shape,
-        mode="previous" if previous else "fixed",
-        strides=strides,
-        upsample_factor=upsample_factor,
-        normalization=normalization,
-        roi=roi_t,
-        has_mask=mask is not None,
-        piecewise=options,
-        interpolation=interpolation,
-        fill_value=float(fill_value),
-        apply=bool(apply),
-    )
-    batches = [
-        Batch(job, i, start, min(start + batch, n_time))
-        for i, start in enumerate(range(0, n_time, batch))
-    ]
-    _create_arrays(group, job, array.dtype, out_chunks, batch, mask)
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as cl:
+    # the lease is held until everything is written; the output is created once the cluster
+    # is reachable, so a bad scheduler address leaves nothing behind
+    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as cl:
+        csv_target = _csv_target(output, csv_path)
+        group = open_output_group(output, signature=signature, overwrite=overwrite, kind="timeseries",
+                                  inputs={"stack": array}, sources={"stack": stack},
+                                  side_files=[csv_target] if csv_target else [])  # fmt: skip
+        job = Job(
+            stack=array_ref(array),
+            output=_store_location(group.store),
+            output_path=group.path,
+            time_axis=time_axis,
+            n_time=n_time,
+            frame_shape=frame_shape,
+            mode="previous" if previous else "fixed",
+            strides=strides,
+            upsample_factor=upsample_factor,
+            normalization=normalization,
+            roi=roi_t,
+            has_mask=mask is not None,
+            piecewise=options,
+            interpolation=interpolation,
+            fill_value=float(fill_value),
+            apply=bool(apply),
+            bidiphase=offset,
+        )
+        batches = [
+            Batch(job, i, start, min(start + batch, n_time))
+            for i, start in enumerate(range(0, n_time, batch))
+        ]
+        _create_arrays(group, job, array.dtype, out_chunks, batch, mask)
         require_shared_store(group, cl)
         if not previous:
             _write_reference(group, job, spec, array)
         notes: dict = {}
+        if bidiphase is not None:
+            notes["bidiphase offset (px)"] = round(offset, 3)
+            group.attrs["bidiphase"] = offset
         if previous:
             stages = [("estimate", estimate_batch), ("apply", apply_batch)]
         else:
@@ -370,26 +414,32 @@ def register_timeseries(
                 describe=str,
             )
             reports[name].raise_if_failed()
-    result = TimeseriesResult(
-        shifts=np.asarray(group["shifts"][...]),
-        error=np.asarray(group["error"][...]),
-        phasediff=np.asarray(group["phasediff"][...]),
-        quality_before=np.asarray(group["quality_before"][...]),
-        quality_after=np.asarray(group["quality_after"][...]),
-        low_quality=np.asarray(group["low_quality"][...]),
-        min_quality=threshold,
-        output=str(output if isinstance(output, (str, os.PathLike)) else group.store),
-        reports=reports,
-        notes=notes,
-    )
-    result.csv_path = _write_csv(output, csv_path, result)
-    group.attrs["timeseries"] = {
-        "min_quality": threshold,
-        "max_drift": result.max_drift,
-        "n_low_quality": int(result.low_quality.sum()),
-        "notes": {k: str(v) for k, v in notes.items()},
-    }
-    return result
+        result = TimeseriesResult(
+            shifts=np.asarray(group["shifts"][...]),
+            error=np.asarray(group["error"][...]),
+            phasediff=np.asarray(group["phasediff"][...]),
+            quality_before=np.asarray(group["quality_before"][...]),
+            quality_after=np.asarray(group["quality_after"][...]),
+            low_quality=np.asarray(group["low_quality"][...]),
+            min_quality=threshold,
+            output=str(output if isinstance(output, (str, os.PathLike)) else group.store),
+            reports=reports,
+            notes=notes,
+        )
+        if spec.kind != "previous":  # against one reference: did registration make frames worse?
+            from ..volume._qc import qc_regressions
+
+            result.warnings = qc_regressions(
+                result.quality_before, result.quality_after, skip=result.low_quality, label="frame"
+            )
+        result.csv_path = _write_csv(output, csv_path, result)
+        group.attrs["timeseries"] = {
+            "min_quality": threshold,
+            "max_drift": result.max_drift,
+            "n_low_quality": int(result.low_quality.sum()),
+            "notes": {k: str(v) for k, v in notes.items()},
+        }
+        return result
 
 
 def _store_location(store):
@@ -437,15 +487,17 @@ def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask) -> None
     if job.apply and "corrected" not in group:
         # zstd level 1: writes a 512² uint16 frame in 2.4 ms instead of 3.8 ms (zarr's default
         # level) at the same size on this data; the corrected stack is the largest output.
-        group.create_array(
-            "corrected",
+        axes = ("t", *("z", "y", "x")[3 - ndim :])
+        create_array(
+            group,
+            name="corrected",
             shape=(t, *job.frame_shape),
             dtype=dtype,
             chunks=out_chunks,
             fill_value=0,
-            compressors=ZstdCodec(level=1),
+            compressors=(ZstdCodec(level=1),),
+            dimension_names=axes,
         )
-        axes = ("t", *("z", "y", "x")[3 - ndim :])
         write_ome_multiscale_metadata(group, paths=["corrected"], axes=axes, name="corrected")
 
 
@@ -463,7 +515,7 @@ def _write_reference(group, job: Job, spec: ReferenceSpec, array) -> None:
 
     reference = build_reference(
         spec,
-        lambda t: read_frames(array, job.time_axis, t, t + 1)[0],
+        lambda t: read_frames(array, job.time_axis, t, t + 1, job.bidiphase)[0],
         register,
         lambda frame, s: fourier_shift_frame(frame, s, fill_value=np.nan),
     )
@@ -539,7 +591,8 @@ def _finish_links(group, job: Job, client, min_quality, notes: dict, progress: b
     return threshold
 
 
-def _write_csv(output, csv_path, result: TimeseriesResult) -> str | None:
+def _csv_target(output, csv_path) -> str | None:
+    """Where the shifts table goes: ``csv_path``, else beside a local output, else nowhere."""
     if csv_path is False:
         return None
     if csv_path is None:
@@ -548,5 +601,11 @@ def _write_csv(output, csv_path, result: TimeseriesResult) -> str | None:
         out = Path(output)
         stem = out.name[: -len(".zarr")] if out.name.endswith(".zarr") else out.name
         csv_path = out.with_name(f"{stem}_shifts.csv")
-    write_csv(csv_path, result)
     return os.fspath(csv_path)
+
+
+def _write_csv(output, csv_path, result: TimeseriesResult) -> str | None:
+    target = _csv_target(output, csv_path)
+    if target is not None:
+        write_csv(target, result)
+    return target

@@ -48,6 +48,9 @@ class TimeseriesResult:
         (fixed reference), ``"estimate"`` and ``"apply"`` (``"previous"``).
     notes : dict
         Extra facts (e.g. link residuals and unbridged gaps for ``"previous"``).
+    warnings : list of str
+        Where registration against a fixed reference made frames less similar to it (the
+        median quality lower after than before, or frames that got worse); empty otherwise.
     """
 
     shifts: np.ndarray
@@ -61,6 +64,7 @@ class TimeseriesResult:
     csv_path: str | None = None
     reports: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
 
     @property
     def max_drift(self) -> float:
@@ -102,6 +106,9 @@ class TimeseriesResult:
         lines += [f"{key}: {value}" for key, value in self.notes.items()]
         if self.csv_path:
             lines.append(f"shifts table: {self.csv_path}")
+        if self.warnings:
+            lines.append("WARNING, quality control:")
+            lines += [f"  {w}" for w in self.warnings]
         return "\n".join(lines)
 
 

@@ -22,8 +22,17 @@ from typing import Any
 import numpy as np
 import zarr
 
+from ..io import read_region
+from ._bidiphase import correct_bidiphase
 from ._estimate import FrameRegistrar
-from ._frames import cast_frame, fourier_shift_frame, linear_shift_frame, ncc, overlap_ncc
+from ._frames import (
+    cast_frame,
+    check_frames_finite,
+    fourier_shift_frame,
+    linear_shift_frame,
+    ncc,
+    overlap_ncc,
+)
 from ._links import link_targets
 from ._patches import PatchCorrelator
 from ._piecewise import (
@@ -67,6 +76,7 @@ class Job:
     interpolation: str
     fill_value: float
     apply: bool
+    bidiphase: float = 0.0  # scan-phase offset of the odd lines, corrected as frames are read
 
     @property
     def roi_slices(self) -> tuple[slice, ...]:
@@ -93,12 +103,22 @@ def _open_group(job: Job) -> zarr.Group:
     return zarr.open_group(job.output, path=job.output_path, mode="r+")
 
 
-def read_frames(stack: zarr.Array, time_axis: int, start: int, stop: int) -> np.ndarray:
-    """Read frames ``start:stop`` as float32, time first."""
-    index = [slice(None)] * stack.ndim
-    index[time_axis] = slice(start, stop)
-    block = np.moveaxis(np.asarray(stack[tuple(index)]), time_axis, 0)
-    return block.astype(np.float32)
+def read_frames(
+    stack: zarr.Array, time_axis: int, start: int, stop: int, bidiphase: float = 0.0
+) -> np.ndarray:
+    """Read frames ``start:stop`` as float32, time first, scan phase corrected.
+
+    A chunk that cannot be decoded, or a frame holding NaN or infinite values, raises an
+    :class:`~chunkreg.errors.InputError` naming the chunk or the frame.
+    """
+    index = tuple(
+        slice(start, stop) if axis == time_axis else slice(0, n)
+        for axis, n in enumerate(stack.shape)
+    )
+    block = np.moveaxis(np.asarray(read_region(stack, index, "stack")), time_axis, 0)
+    block = block.astype(np.float32)
+    check_frames_finite(block, start)
+    return correct_bidiphase(block, bidiphase)
 
 
 def registrar(job: Job, reference: np.ndarray, mask=None, *, upsample_factor=None, refine=True):
@@ -227,7 +247,7 @@ def register_batch(batch: Batch) -> dict:
     fix = _Corrector(job, group)
     reference, roi = fix.reference, fix.roi
     correlator = registrar(job, np.ascontiguousarray(reference[roi]), fix.mask_e)
-    frames = read_frames(stack, job.time_axis, batch.start, batch.stop)
+    frames = read_frames(stack, job.time_axis, batch.start, batch.stop, job.bidiphase)
     n, ndim = len(frames), len(job.frame_shape)
     shifts = np.zeros((n, ndim))
     error, phasediff, before, after = (np.zeros(n) for _ in range(4))
@@ -312,7 +332,7 @@ def fixup_batch(batch: Batch) -> dict:
     n_read = 0
     for c in np.unique(flagged // chunk):
         lo, hi = int(c) * chunk, min((int(c) + 1) * chunk, job.n_time)
-        frames = read_frames(stack, job.time_axis, lo, hi)
+        frames = read_frames(stack, job.time_axis, lo, hi, job.bidiphase)
         n_read += hi - lo
         corrected = np.empty((hi - lo, *job.frame_shape), out.dtype) if out is not None else None
         for t in range(lo, hi):
@@ -347,14 +367,14 @@ def _estimate_links(batch: Batch, group, stack, roi, mask_e) -> int:
     """Measure the links ``(t - s, t)`` ending in the batch; return the bytes read."""
     job = batch.job
     lo = max(batch.start - 1, 0)
-    frames = read_frames(stack, job.time_axis, lo, batch.stop)
+    frames = read_frames(stack, job.time_axis, lo, batch.stop, job.bidiphase)
     extra: dict[int, np.ndarray] = {}
 
     def frame_at(t: int) -> np.ndarray:
         if lo <= t < batch.stop:
             return frames[t - lo]
         if t not in extra:
-            extra[t] = read_frames(stack, job.time_axis, t, t + 1)[0]
+            extra[t] = read_frames(stack, job.time_axis, t, t + 1, job.bidiphase)[0]
         return extra[t]
 
     n, k, ndim = batch.stop - batch.start, len(job.strides), len(job.frame_shape)
@@ -387,8 +407,12 @@ def measure_pairs(task: tuple[Job, tuple[tuple[int, int], ...]]) -> dict:
     mask_e = None if mask is None else mask[roi]
     shifts, quality = [], []
     for a, b in pairs:
-        ref_e = np.ascontiguousarray(read_frames(stack, job.time_axis, a, a + 1)[0][roi])
-        moving = np.ascontiguousarray(read_frames(stack, job.time_axis, b, b + 1)[0][roi])
+        ref_e = np.ascontiguousarray(
+            read_frames(stack, job.time_axis, a, a + 1, job.bidiphase)[0][roi]
+        )
+        moving = np.ascontiguousarray(
+            read_frames(stack, job.time_axis, b, b + 1, job.bidiphase)[0][roi]
+        )
         s, _, _ = registrar(job, ref_e, mask_e).register(moving)
         shifts.append(s.tolist())
         quality.append(overlap_ncc(ref_e, moving, s, mask_e))
@@ -403,7 +427,7 @@ def apply_batch(batch: Batch) -> dict:
     stack = job.stack.open()
     fix = _Corrector(job, group)
     lo = max(batch.start - 1, 0)
-    frames = read_frames(stack, job.time_axis, lo, batch.stop)
+    frames = read_frames(stack, job.time_axis, lo, batch.stop, job.bidiphase)
     shifts = np.asarray(group["shifts"][lo : batch.stop])
     n = batch.stop - batch.start
     before, after = np.full(n, np.nan), np.full(n, np.nan)

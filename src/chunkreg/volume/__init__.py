@@ -19,12 +19,22 @@ from ._blockwise import (
     plan_blockwise_shifts,
 )
 from ._flow import FLOW_ARRAY, compute_flow, run_flow_plan
+from ._intensity import Intensity, IntensityWarning, plan_intensity
 from ._levels import LevelPlan
 from ._methods import DEFAULT_MOTION, flow_depth
 from ._planning import FlowPlan, default_tile, plan_flow
-from ._qc import combine_seam_sums, plot_qc, read_qc, seam_metric, seam_sums, summarise_qc, write_qc
+from ._qc import (
+    combine_seam_sums,
+    plot_qc,
+    qc_regressions,
+    read_qc,
+    seam_metric,
+    seam_sums,
+    summarise_qc,
+    write_qc,
+)
 from ._shifts_to_flow import shifts_to_flow
-from ._warp_volume import WarpPlan, plan_warp_volume, warp_volume
+from ._warp_volume import WarpPlan, check_warp_options, plan_warp_volume, warp_volume
 
 __all__ = [
     "DEFAULT_MOTION",
@@ -33,10 +43,13 @@ __all__ = [
     "BlockShifts",
     "BlocksPlan",
     "FlowPlan",
+    "Intensity",
+    "IntensityWarning",
     "LevelPlan",
     "PipelineResult",
     "WarpPlan",
     "blockwise_shifts",
+    "check_warp_options",
     "combine_seam_sums",
     "compute_flow",
     "default_tile",
@@ -46,8 +59,10 @@ __all__ = [
     "load_block_shifts",
     "plan_blockwise_shifts",
     "plan_flow",
+    "plan_intensity",
     "plan_warp_volume",
     "plot_qc",
+    "qc_regressions",
     "read_qc",
     "register_volumes",
     "run_flow_plan",

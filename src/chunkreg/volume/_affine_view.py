@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io import ArrayRef
+from ..io import ArrayRef, read_region
 from ._affine_kernels import affine_bounds, resample_affine
+from ._intensity import to_float
 
 __all__ = ["AffineRef", "AffineView", "through_affine"]
 
@@ -42,7 +43,8 @@ def _region(key, shape) -> tuple[slice, ...]:
 
 
 class AffineView:
-    """Read-only array-like: ``view[region]`` is the moving volume resampled at ``matrix @ x``.
+    """Read-only array-like: ``view[region]`` is the moving volume resampled at ``matrix @ x``
+    (float32; integers scaled by their dtype's range, as the kernels scale them).
 
     Parameters
     ----------
@@ -64,7 +66,7 @@ class AffineView:
         self.shape = tuple(int(n) for n in shape)
         self.chunks = tuple(int(c) for c in chunks)
         self.order = order
-        self.dtype = np.dtype(np.float64 if array.dtype == np.float64 else np.float32)
+        self.dtype = np.dtype(np.float32)
 
     @property
     def ndim(self) -> int:
@@ -76,7 +78,9 @@ class AffineView:
         if any(s.stop <= s.start for s in region):
             return np.zeros(tuple(s.stop - s.start for s in region), dtype=self.dtype)
         bounds = affine_bounds(self.matrix, region, self.array.shape, self.order)
-        source = np.asarray(self.array[bounds])
+        # integers scaled by their dtype's range first, as the kernels (and the tiles'
+        # intensity mapping) expect of what they read
+        source = to_float(read_region(self.array, bounds, "moving"))
         return resample_affine(
             source, [b.start for b in bounds], self.matrix, region, order=self.order
         )
@@ -145,7 +149,7 @@ def sample_through_affine(
     m = np.asarray(matrix, dtype=np.float64)
     if flow_tile is None:
         bounds = affine_bounds(m, core, moving.shape, order)
-        region = np.asarray(moving[bounds])
+        region = np.asarray(read_region(moving, bounds, "moving"))
         values = resample_affine(region, [b.start for b in bounds], m, core, order=order,
                                  mode=mode, cval=cval)  # fmt: skip
         return values, region.nbytes
@@ -165,7 +169,7 @@ def sample_through_affine(
         hi = max(min(int(np.floor(mapped[axis].max())) + margin + 1, n), lo + 1)
         bounds.append(slice(lo, hi))
         mapped[axis] -= lo
-    region = np.asarray(moving[tuple(bounds)])
+    region = np.asarray(read_region(moving, tuple(bounds), "moving"))
     dtype = np.float64 if region.dtype == np.float64 else np.float32
     values = ndimage.map_coordinates(region.astype(dtype, copy=False), mapped, output=dtype,
                                      order=order, mode=_MODES[mode], cval=cval)  # fmt: skip

@@ -21,7 +21,16 @@ import zarr
 from .._validation import per_axis
 from ..errors import IncompatibleOutputError, InputError
 from ..execution import RunReport, open_client, run_tasks
-from ..io import ArrayRef, array_ref, open_array, open_output_group, require_shared_store
+from ..io import (
+    ArrayRef,
+    array_ref,
+    check_inputs_stored,
+    open_array,
+    open_output_group,
+    output_scope,
+    read_region,
+    require_shared_store,
+)
 from ..registration import normalized_cross_correlation
 from ..tiling import TileGrid
 from ._affine_view import through_affine
@@ -32,7 +41,7 @@ from ._block_kernels import (
     find_outliers,
     shifted_ncc,
 )
-from ._qc import write_qc
+from ._qc import qc_regressions, write_qc
 from ._sink import ResultSink
 
 __all__ = ["BlockShifts", "blockwise_shifts", "load_block_shifts", "plan_blockwise_shifts"]
@@ -181,15 +190,15 @@ def _read_regions(ref_array, mov_array, tiles) -> tuple[list, int]:
     if box_size > 2 * sum(math.prod(t.read_shape) for t in tiles):
         regions = [
             (
-                np.asarray(ref_array[t.read], dtype=np.float32),
-                np.asarray(mov_array[t.read], dtype=np.float32),
+                np.asarray(read_region(ref_array, t.read, "reference"), dtype=np.float32),
+                np.asarray(read_region(mov_array, t.read, "moving"), dtype=np.float32),
             )
             for t in tiles
         ]
         return regions, sum(r.size for r, _ in regions) * itemsize
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    ref_box = np.asarray(ref_array[box], dtype=np.float32)
-    mov_box = np.asarray(mov_array[box], dtype=np.float32)
+    ref_box = np.asarray(read_region(ref_array, box, "reference"), dtype=np.float32)
+    mov_box = np.asarray(read_region(mov_array, box, "moving"), dtype=np.float32)
     regions = []
     for t in tiles:
         local = tuple(slice(r.start - a, r.stop - a) for r, a in zip(t.read, lo, strict=True))
@@ -270,13 +279,14 @@ def plan_blockwise_shifts(
     upsample_factor: int = 10,
     normalization: str | None = None,
     batch_size: int | None = None,
+    allow_sparse: bool = False,
     initial_affine=None,
 ) -> BlocksPlan:
     """Validate the inputs of :func:`blockwise_shifts` and plan the run, writing nothing.
 
     Parameters
     ----------
-    reference, moving, block, overlap, upsample_factor, normalization, batch_size
+    reference, moving, block, overlap, upsample_factor, normalization, batch_size, allow_sparse
         As for :func:`blockwise_shifts`.
 
     Returns
@@ -325,6 +335,7 @@ def plan_blockwise_shifts(
         or batch_size < 1
     ):
         raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
+    check_inputs_stored({"reference": ref, "moving": mov}, allow_sparse)
     return BlocksPlan(ref, mov, grid, int(batch_size), int(upsample_factor), normalization, matrix)
 
 
@@ -410,6 +421,9 @@ def _finalise(group, plan, values, thresholds: dict, complete, report) -> BlockS
         ncc_after=result.quality,
         extra={"reliable": reliable},
     )
+    # blocks judged unreliable are replaced by their neighbours' shifts: only the others count
+    report.warnings += qc_regressions(result.ncc_before, result.quality, skip=~reliable,
+                                      label="block")  # fmt: skip
     group.attrs["blocks"] = {
         "shape": list(result.shape),
         "block": list(result.block),
@@ -441,6 +455,7 @@ def blockwise_shifts(
     min_std: float = 0.0,
     max_deviation: float | None = 5.0,
     batch_size: int | None = None,
+    allow_sparse: bool = False,
     initial_affine=None,
     client=None,
     scheduler: str | None = None,
@@ -497,6 +512,9 @@ def blockwise_shifts(
         ``min_quality``.
     batch_size : int, optional
         Blocks per task; by default a few million voxels per task.
+    allow_sparse : bool
+        Accept inputs whose stores lack some chunk files (zarr reads those as the fill value);
+        by default a missing chunk that stored data runs on into is refused before anything runs, naming it.
     initial_affine : array_like, AffineResult, str or os.PathLike, optional
         A global affine found first (:func:`chunkreg.estimate_affine`'s result or output
         path, or a matrix from reference to moving voxels). Each task reads the moving volume
@@ -551,6 +569,7 @@ def blockwise_shifts(
         upsample_factor=upsample_factor,
         normalization=normalization,
         batch_size=batch_size,
+        allow_sparse=allow_sparse,
         initial_affine=initial_affine,
     )
     if not -1.0 <= float(min_quality) <= 1.0:
@@ -563,10 +582,12 @@ def blockwise_shifts(
         "max_deviation": _check_max_deviation(max_deviation),
     }
     grid, ndim = plan.grid, plan.grid.ndim
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+    # the output's lease is held until everything is written
+    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         group = open_output_group(
-            output, signature=plan.signature(), overwrite=overwrite, kind="blocks"
-        )
+            output, signature=plan.signature(), overwrite=overwrite, kind="blocks",
+            inputs={"reference": plan.reference, "moving": plan.moving},
+        )  # fmt: skip
         require_shared_store(group, c)
         fields = {f: ((ndim,) if f == "shift" else (), "float64") for f in _FIELDS}
         sink = ResultSink(group, "blocks", n_tasks=plan.n_tasks, n_items=len(grid), fields=fields)

@@ -29,13 +29,16 @@ from ..io import (
     CompletionRecord,
     create_array,
     open_output_group,
+    output_scope,
     require_shared_store,
     write_ome_multiscale_metadata,
 )
 from ._flow_tasks import LevelJob, TileTasks, WholeTask, flow_tile, whole_level
+from ._intensity import IDENTITY
+from ._memory import check_worker_memory
 from ._planning import TASK_MEMORY_BUDGET, FlowPlan, plan_flow
 from ._pyramid import PyramidTasks, create_pyramid_level, downsample_tile
-from ._qc import combine_seam_sums, write_qc
+from ._qc import combine_seam_sums, qc_regressions, write_qc
 from ._sink import ResultSink
 from ._stitch import BlendJob, BlendTask, blend_tile, create_scratch, group_ref
 
@@ -97,8 +100,20 @@ def _affine_attributes(plan: FlowPlan, level: int) -> dict:
     }
 
 
+def _flow_inputs(plan: FlowPlan) -> dict:
+    """The arrays a flow run reads: both inputs and any pyramid levels they carry."""
+    moving = getattr(plan.moving, "source", plan.moving)  # seen through an initial affine
+    inputs = {"reference": plan.reference, "moving": moving}
+    for lp in plan.levels[1:]:
+        if lp.reference is not None:
+            inputs[f"reference level {lp.level}"] = lp.reference
+            inputs[f"moving level {lp.level}"] = lp.moving
+    return inputs
+
+
 def _prepare_output(plan: FlowPlan, output, overwrite: bool):
-    group = open_output_group(output, signature=plan.signature(), overwrite=overwrite, kind="flow")
+    group = open_output_group(output, signature=plan.signature(), overwrite=overwrite, kind="flow",
+                              inputs=_flow_inputs(plan))  # fmt: skip
     axes = ("c", *_AXES[plan.ndim])
     for lp in plan.levels:
         path = flow_path(lp.level)
@@ -181,11 +196,21 @@ class _Run:
             group_ref(self.group, pyramid_path("moving", level)),
         )
 
+    def intensities(self, level: int):
+        """How tasks turn level ``level``'s images into kernel intensities: the inputs' (and
+        their own multiscale levels') as planned; a pyramid this run built is already so."""
+        plan = self.plan
+        if plan.levels[level].reference is not None:
+            return plan.reference_intensity, plan.moving_intensity
+        return IDENTITY, IDENTITY
+
     def pyramid(self, level: int) -> bool:
         lp = self.plan.levels[level]
         targets, grid = create_pyramid_level(self.group, level, lp.shape, lp.chunks)
         ref, mov = self.sources(level - 1)
-        tasks = PyramidTasks({"reference": ref, "moving": mov}, targets, grid)
+        ref_i, mov_i = self.intensities(level - 1)
+        tasks = PyramidTasks({"reference": ref, "moving": mov}, targets, grid,
+                             {"reference": ref_i, "moving": mov_i})  # fmt: skip
         record = CompletionRecord(self.group, f"pyramid_{level}", len(tasks))
         return self.stage(f"pyramid level {level}", downsample_tile, tasks, record=record,
                           label=f"pyramid {level}")  # fmt: skip
@@ -194,7 +219,7 @@ class _Run:
         plan = self.plan
         ref, mov = self.sources(level)
         task = WholeTask(ref, mov, group_ref(self.group, flow_path(level)), plan.method,
-                         plan.params, level)  # fmt: skip
+                         plan.params, level, self.intensities(level))  # fmt: skip
         record = CompletionRecord(self.group, f"level_{level}", 1)
         return self.stage(f"level {level} (whole)", whole_level, [task], record=record,
                           label=f"level {level}")  # fmt: skip
@@ -211,7 +236,8 @@ class _Run:
         scratch = create_scratch(scratch_group, _PIECES, lp.grid, lp.band, qc=level == 0)
         ref, mov = self.sources(level)
         coarse = group_ref(group, flow_path(level + 1)) if lp.mode == "refine" else None
-        job = LevelJob(ref, mov, coarse, scratch, plan.method, plan.params, level)
+        job = LevelJob(ref, mov, coarse, scratch, plan.method, plan.params, level,
+                       self.intensities(level))  # fmt: skip
         record = CompletionRecord(scratch_group, _PIECES, len(lp.grid))
         where = f"level {level} " if len(plan.levels) > 1 else ""
         if not self.stage(f"{where}tiles", flow_tile, TileTasks(job), record=record,
@@ -228,6 +254,7 @@ class _Run:
                     self.group, _RECORD, n_tasks=n, n_items=n,
                     fields={"ncc_before": ((), "float64"), "ncc_after": ((), "float64"),
                             "disagreement": ((), "float64"),
+                            "textureless": ((), "float64"),
                             "seam": ((3, self.plan.ndim), "float64")},
                 )  # fmt: skip
             return self.sink.record
@@ -291,13 +318,17 @@ class _Run:
                 ncc_before=values["ncc_before"].reshape(grid_shape),
                 ncc_after=values["ncc_after"].reshape(grid_shape),
                 seam=seam,
-                extra={"disagreement": values["disagreement"].reshape(grid_shape)},
+                extra={
+                    "disagreement": values["disagreement"].reshape(grid_shape),
+                    "textureless": values["textureless"].reshape(grid_shape),
+                },
             )
         report.notes.update(
             {
                 "tiles": f"{len(plan.grid)} of {plan.grid.tile_shape}",
                 "halo (depth)": f"{plan.grid.depth} ({plan.depth_rule})",
                 "levels": str(len(plan.levels)),
+                "intensities": plan.intensity_note,
             }
         )
         for i, line in enumerate(self.stages):
@@ -310,6 +341,13 @@ class _Run:
             )
         if seam is not None:
             report.notes["seam metric"] = f"{seam:.3f} (1 = no seams)"
+        flat = values["textureless"] == 1
+        if flat.any():
+            report.notes["tiles without texture"] = (
+                f"{int(flat.sum())} of {flat.size} (constant reference or moving image: zero "
+                "flow, flagged in qc/textureless)"
+            )
+        report.warnings += qc_regressions(values["ncc_before"], after, skip=flat, label="tile")
         spread = values["disagreement"]
         if np.isfinite(spread).any():
             report.notes["tile disagreement"] = (
@@ -330,6 +368,8 @@ def compute_flow(
     overlap="auto",
     chunks=None,
     coarse_memory=TASK_MEMORY_BUDGET,
+    normalize: str = "auto",
+    allow_sparse: bool = False,
     initial_affine=None,
     client=None,
     scheduler: str | None = None,
@@ -386,10 +426,22 @@ def compute_flow(
     coarse_memory : int or str
         Bytes (or a string such as ``"4GiB"``) the in-memory flow of the coarsest level may
         use; a coarsest level larger than that is computed tile by tile.
+    normalize : {"auto", "none", "percentile"}
+        How the two inputs' intensities are made comparable. Tiles always scale integer
+        inputs by their dtype's range, as the in-memory kernels do; ``"percentile"`` then maps
+        each input's 1st-99th percentile range (from a small sample read at plan time) to
+        [0, 1]; ``"auto"`` does so only when the inputs' ranges differ by more than a factor 4
+        (e.g. a float reference against a 12-bit camera's ``uint16`` volume); ``"none"`` never
+        does, with an :class:`~chunkreg.volume.IntensityWarning` when they differ. The plan
+        states what was done.
+    allow_sparse : bool
+        Accept inputs whose stores lack some chunk files (zarr reads those as the fill
+        value). By default a missing chunk that stored data runs on into is refused at plan
+        time, naming it: it was most likely lost (see :func:`chunkreg.io.require_chunks`).
     initial_affine : array_like, AffineResult, str or os.PathLike, optional
         A global affine found first (:func:`chunkreg.estimate_affine`: its result, the path of
         its output, or a ``(ndim + 1)`` square matrix from reference to moving voxels). Every
-        task reads the moving volume resampled through it (cubic), so the flow is the
+        task reads the moving volume resampled through it (cubic, after the dtype scaling), so the flow is the
         residual motion left after the affine; the moving volume may then have another shape.
         The flow array records the matrix (attribute ``initial_affine``) and
         :func:`chunkreg.warp_volume` applies both, affine after flow. The quality control's
@@ -422,7 +474,8 @@ def compute_flow(
     Raises
     ------
     InputError
-        Unusable inputs or parameters (nothing is written).
+        Unusable inputs or parameters, chunk files missing from an input, or a task's memory
+        estimate above the workers' memory limit (nothing is written).
     IncompatibleOutputError
         ``output`` exists from a different run (it is left untouched).
 
@@ -433,7 +486,9 @@ def compute_flow(
     OME-Zarr multiscale metadata (axes ``c, [z,] y, x``) so viewers open it; the flows of the
     coarser levels (``coarse/<level>``, in that level's voxels); the pyramid levels it built
     (``pyramid/reference/<level>``, ``pyramid/moving/<level>``); the quality control ``qc``
-    (per tile NCC before and after registration, the seam metric; see ``chunkreg qc``); the run
+    (per tile NCC before and after registration, the seam metric, and ``textureless``: 1 for
+    tiles whose reference or moving image has no usable texture, which get zero flow; see
+    ``chunkreg qc``); the run
     signature; and the completion records. Tiles never computed read as NaN.
 
     References
@@ -470,6 +525,8 @@ def compute_flow(
         overlap=overlap,
         chunks=chunks,
         coarse_memory=coarse_memory,
+        normalize=normalize,
+        allow_sparse=allow_sparse,
         initial_affine=initial_affine,
         **kernel_params,
     )
@@ -513,8 +570,11 @@ def run_flow_plan(
         raise InputError("give either client or scheduler, not both.")
     if n_workers is not None and (isinstance(n_workers, bool) or int(n_workers) < 1):
         raise InputError(f"n_workers must be >= 1, got {n_workers!r}.")
-    group = _prepare_output(plan, output, overwrite)  # before a cluster starts: fail fast
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+    # the output's lease is held until everything is written; the workers' memory is checked
+    # before the output is created
+    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+        check_worker_memory(plan.task_memory, c)
+        group = _prepare_output(plan, output, overwrite)
         require_shared_store(group, c)
         report = _Run(plan, group, c, progress).run()
     report.notes["output"] = f"{output}/{FLOW_ARRAY}" if isinstance(output, str) else FLOW_ARRAY

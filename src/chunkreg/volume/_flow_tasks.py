@@ -13,8 +13,9 @@ import numpy as np
 
 from .._validation import check_finite
 from ..errors import InputError
-from ..io import ArrayRef
+from ..io import ArrayRef, read_region
 from ..registration import normalized_cross_correlation
+from ._intensity import IDENTITY, Intensity
 from ._methods import kernel
 from ._multiscale import initial_flow, refine_region
 from ._planning import QC_STEP, QC_SUBSAMPLE_FROM
@@ -47,10 +48,30 @@ class Residual:
     def __call__(self, reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
         if callable(self.method):
             return self.method(reference, moving, **self.params)
+        if self.method == "dis":  # its own driver: patch search and refinement, one level
+            from ..registration import optical_flow_dis
+
+            return optical_flow_dis(reference, moving, **{**self.params, "num_levels": 1})
         from ..registration import coarse_to_fine, ilk_solver, tvl1_solver
 
         solver = (ilk_solver if self.method == "ilk" else tvl1_solver)(**self.params)
         return coarse_to_fine(reference, moving, solver, num_levels=1)
+
+
+def _read(array, region, intensity: Intensity, name: str, task):
+    """A region of an input as kernel intensities (float32, checked finite); and its bytes."""
+    raw = read_region(array, region, name)
+    values = intensity(raw)
+    check_finite(values, f"{name} in {task}")
+    return values, raw.nbytes
+
+
+def _flat(ref, mov, intensities, core=None) -> bool:
+    """Whether the reference or the moving image has no usable texture over a tile's core
+    (``core``: slices of both regions; None: all of them)."""
+    if core is not None:
+        ref, mov = ref[core], mov[core]
+    return intensities[0].flat(ref) or intensities[1].flat(mov)
 
 
 @dataclass(frozen=True)
@@ -63,6 +84,7 @@ class WholeTask:
     method: Any
     params: dict = field(hash=False)
     level: int = 0
+    intensities: tuple[Intensity, Intensity] = (IDENTITY, IDENTITY)
 
     def __str__(self) -> str:
         return f"whole level {self.level}"
@@ -71,17 +93,22 @@ class WholeTask:
 def whole_level(task: WholeTask) -> dict:
     """Run the kernel (with its own image pyramid) over a whole level and write the flow."""
     t0 = time.perf_counter()
-    ref = np.asarray(task.reference.open()[...], dtype=np.float32)
-    mov = np.asarray(task.moving.open()[...], dtype=np.float32)
-    check_finite(ref, f"reference in {task}")
-    check_finite(mov, f"moving in {task}")
+    arrays = task.reference.open(), task.moving.open()
+    everything = tuple(slice(0, n) for n in arrays[0].shape)
+    ref, ref_bytes = _read(arrays[0], everything, task.intensities[0],
+                           "reference", task)  # fmt: skip
+    mov, mov_bytes = _read(arrays[1], everything, task.intensities[1],
+                           "moving", task)  # fmt: skip
     t1 = time.perf_counter()
-    flow = _check_shape(kernel(task.method)(ref, mov, **task.params), (ref.ndim, *ref.shape))
-    flow = np.ascontiguousarray(flow, dtype=np.float32)
+    if _flat(ref, mov, task.intensities):  # nothing to match: zero flow, not noise
+        flow = np.zeros((ref.ndim, *ref.shape), dtype=np.float32)
+    else:
+        flow = _check_shape(kernel(task.method)(ref, mov, **task.params), (ref.ndim, *ref.shape))
+        flow = np.ascontiguousarray(flow, dtype=np.float32)
     t2 = time.perf_counter()
     task.output.open(mode="r+")[...] = flow
     return {
-        "bytes_read": ref.nbytes + mov.nbytes,
+        "bytes_read": ref_bytes + mov_bytes,
         "bytes_written": flow.nbytes,
         "seconds": t2 - t1,
         "read_seconds": t1 - t0,
@@ -99,6 +126,7 @@ class LevelJob:
     method: Any
     params: dict = field(hash=False)
     level: int = 0
+    intensities: tuple[Intensity, Intensity] = (IDENTITY, IDENTITY)
 
 
 @dataclass(frozen=True)
@@ -133,13 +161,14 @@ def _quality(reference, moving, flow, core) -> tuple[float, float]:
     the moving one by the tile's flow (linear interpolation).
 
     ``reference`` is the reference over the core, ``flow`` the tile's flow there; ``moving`` is
-    ``(array, region, start)``: the moving zarr array and a part of it already in memory, used
-    where it holds what is needed. Cores of ``QC_SUBSAMPLE_FROM`` voxels or more are measured
+    ``(array, region, start, intensity)``: the moving zarr array, a part of it already in memory
+    (as kernel intensities), used where it holds what is needed, and how to turn the array's
+    values into intensities elsewhere. Cores of ``QC_SUBSAMPLE_FROM`` voxels or more are measured
     on every ``QC_STEP``-th voxel per axis (in 3-D an eighth of the work, 32768 samples or more).
     """
     from ._warp_volume import sample_bounds, sample_region  # it imports this package's flow
 
-    array, region, start = moving
+    array, region, start, intensity = moving
     step = QC_STEP if reference.size >= QC_SUBSAMPLE_FROM else 1
     sub = (slice(None, None, step),) * reference.ndim
     flow = flow[(slice(None), *sub)]
@@ -154,7 +183,7 @@ def _quality(reference, moving, flow, core) -> tuple[float, float]:
                 slice(b.start - s, b.stop - s) for b, s in zip(bounds, start, strict=True)
             )
             return region[local], [b.start for b in bounds]
-        return np.asarray(array[bounds], dtype=np.float32), [b.start for b in bounds]
+        return intensity(read_region(array, bounds, "moving")), [b.start for b in bounds]
 
     values, _ = part(core)
     before = values[sub]
@@ -178,20 +207,21 @@ def flow_tile(task: TileTask) -> dict:
         for b, r in zip(blend.read, tile.read, strict=True)
     )
     t0 = time.perf_counter()
+    intensities = job.intensities
     ref_array = job.reference.open()
     ref_shape = ref_array.shape
-    raw = ref_array[tile.read]
-    ref = np.asarray(raw, dtype=np.float32)
-    check_finite(ref, f"reference in {task}")
+    ref, read = _read(ref_array, tile.read, intensities[0], "reference", task)
     mov_array = job.moving.open()
     if job.coarse is None:
-        mov_raw = mov_array[tile.read]
-        mov = np.asarray(mov_raw, dtype=np.float32)
-        check_finite(mov, f"moving in {task}")
-        read = raw.nbytes + mov_raw.nbytes
+        mov, mov_bytes = _read(mov_array, tile.read, intensities[1], "moving", task)
+        read += mov_bytes
         t1 = time.perf_counter()
-        flow = _check_shape(kernel(job.method)(ref, mov, **job.params), (ref.ndim, *ref.shape))
-        values = np.asarray(flow[(slice(None), *keep)], dtype=np.float32)
+        flat = _flat(ref, mov, intensities, tile.core_in_read)
+        if flat:  # nothing to match: zero flow, flagged, not noise
+            values = np.zeros((ref.ndim, *blend.read_shape), dtype=np.float32)
+        else:
+            flow = _check_shape(kernel(job.method)(ref, mov, **job.params), (ref.ndim, *ref.shape))
+            values = np.asarray(flow[(slice(None), *keep)], dtype=np.float32)
         mov_start = _starts(tile.read)
     else:
         from ._warp_volume import sample_bounds  # it imports this package's flow
@@ -211,16 +241,20 @@ def flow_tile(task: TileTask) -> dict:
 
         initial = initial_flow(read_coarse, tile.read, ref_shape, coarse.shape[1:])
         bounds = sample_bounds(initial, tile.read, mov_array.shape, 3)
-        mov_raw = mov_array[bounds]
-        mov = region = np.asarray(mov_raw, dtype=np.float32)
+        mov, mov_bytes = _read(mov_array, bounds, intensities[1], "moving", task)
+        region = mov
         mov_start = _starts(bounds)
-        check_finite(region, f"moving in {task}")
-        read = raw.nbytes + mov_raw.nbytes + read_bytes[0]
+        read += mov_bytes + read_bytes[0]
         t1 = time.perf_counter()
-        values = refine_region(
-            ref, region, _starts(bounds), initial, _starts(tile.read),
-            Residual(job.method, job.params), keep,
-        )  # fmt: skip
+        # the moving region lies where the coarser flow points: judged whole
+        flat = intensities[0].flat(ref[tile.core_in_read]) or intensities[1].flat(mov)
+        if flat:  # nothing to match: zero flow, flagged, not the upsampled neighbours' motion
+            values = np.zeros((ref.ndim, *blend.read_shape), dtype=np.float32)
+        else:
+            values = refine_region(
+                ref, region, _starts(bounds), initial, _starts(tile.read),
+                Residual(job.method, job.params), keep,
+            )  # fmt: skip
     t2 = time.perf_counter()
     written = scratch.write(tile.index, values)
     t3 = time.perf_counter()
@@ -236,9 +270,10 @@ def flow_tile(task: TileTask) -> dict:
         scratch.write_qc(
             task.number,
             *_quality(
-                ref[in_read], (mov_array, mov, mov_start), values[(slice(None), *in_blend)],
-                tile.core,
+                ref[in_read], (mov_array, mov, mov_start, intensities[1]),
+                values[(slice(None), *in_blend)], tile.core,
             ),
+            flat,
         )  # fmt: skip
     return {
         "bytes_read": read,

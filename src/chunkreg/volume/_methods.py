@@ -32,11 +32,19 @@ DEFAULT_MOTION = 4
 @dataclass(frozen=True)
 class _Param:
     default: Any
-    kind: type  # numbers.Integral, numbers.Real or bool
+    kind: type  # numbers.Integral, numbers.Real, bool or str
     minimum: float | None = None
     exclusive: bool = False  # minimum is exclusive
+    choices: tuple[str, ...] = ()  # for kind str
 
     def check(self, name: str, value, method: str):
+        if self.kind is str:
+            if value not in self.choices:
+                raise InputError(
+                    f"{name} must be one of {list(self.choices)} for method {method!r}, "
+                    f"got {value!r}."
+                )
+            return value
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise InputError(
@@ -57,7 +65,8 @@ class _Param:
         return value
 
 
-# scikit-image's defaults (skimage.registration.optical_flow_ilk / optical_flow_tvl1).
+# scikit-image's defaults (skimage.registration.optical_flow_ilk / optical_flow_tvl1); DIS's
+# None values come from its preset (chunkreg.optical_flow_dis).
 _PARAMS: dict[str, dict[str, _Param]] = {
     "ilk": {
         "radius": _Param(7, numbers.Integral, 1),
@@ -73,15 +82,36 @@ _PARAMS: dict[str, dict[str, _Param]] = {
         "tol": _Param(1e-4, numbers.Real, 0),
         "prefilter": _Param(False, bool),
     },
+    "dis": {
+        "preset": _Param("medium", str, choices=("fast", "medium", "fine")),
+        "patch_size": _Param(None, numbers.Integral, 2),
+        "patch_stride": _Param(None, numbers.Integral, 1),
+        "num_levels": _Param(None, numbers.Integral, 1),
+        "finest_level": _Param(None, numbers.Integral, 0),
+        "gd_iterations": _Param(None, numbers.Integral, 0),
+        "variational_iterations": _Param(None, numbers.Integral, 0),
+        "smoothness": _Param(None, numbers.Real, 0, exclusive=True),
+        "robust_smoothness": _Param(None, bool),
+        "normalize_patches": _Param(None, bool),
+    },
 }
 
-_KERNELS = {"ilk": "optical_flow_ilk", "tvl1": "optical_flow_tvl1"}
+_KERNELS = {"ilk": "optical_flow_ilk", "tvl1": "optical_flow_tvl1", "dis": "optical_flow_dis"}
 
 # Peak memory of one kernel call, in multiples of its float32 input image. chunkreg's iLK and
 # TV-L1 measured ~12-13x in 2-D and ~22x in 3-D (ru_maxrss, 1024² and 96³-128³ inputs); the
 # factors below add ~20% margin. An unknown (custom) kernel is assumed as hungry as
 # scikit-image's iLK in 3-D (~54x).
-_MEMORY_FACTOR = {("ilk", 2): 16, ("ilk", 3): 26, ("tvl1", 2): 16, ("tvl1", 3): 26}
+# chunkreg's DIS measured up to 13.3x in 2-D and 13.3x in 3-D at 96³ (tracemalloc, all
+# presets, benchmarks/bench_dis.py); ~20% margin as well.
+_MEMORY_FACTOR = {
+    ("ilk", 2): 16,
+    ("ilk", 3): 26,
+    ("tvl1", 2): 16,
+    ("tvl1", 3): 26,
+    ("dis", 2): 16,
+    ("dis", 3): 16,
+}
 _UNKNOWN_MEMORY_FACTOR = 54
 
 
@@ -139,7 +169,12 @@ def flow_depth(method: str = "ilk", *, motion: float = DEFAULT_MOTION, **params)
 
     * iLK: ``depth = 2 * w + 2 + motion (+ num_warp with prefilter)``;
     * TV-L1: ``depth = 2 * ceil(sqrt(num_warp * num_iter)) + 2 + motion
-      (+ num_warp with prefilter)``.
+      (+ num_warp with prefilter)``;
+    * DIS: a pixel's flow averages the patches that cover it (``patch_size``), each of which
+      also tried its grid neighbours' (``patch_stride``), and the refinement's sweeps spread
+      information over about ``2 * sqrt(2 * variational_iterations)`` pixels:
+      ``depth = patch_size + patch_stride + 2 * ceil(sqrt(2 * variational_iterations)) + 2
+      + motion`` (30 with the 2-D presets "fast" and "medium").
 
     With the defaults (``radius=7``; ``num_warp=5, num_iter=10``) and ``motion=4`` this gives
     20 and 22 pixels. Measured on textured images with smooth displacements of up to 2 px, the
@@ -148,13 +183,13 @@ def flow_depth(method: str = "ilk", *, motion: float = DEFAULT_MOTION, **params)
 
     Parameters
     ----------
-    method : {"ilk", "tvl1"}
+    method : {"ilk", "tvl1", "dis"}
         The flow kernel.
     motion : float
         Largest displacement expected, in pixels.
     **params
         The kernel's parameters (defaults as in :func:`chunkreg.optical_flow_ilk` /
-        :func:`chunkreg.optical_flow_tvl1`).
+        :func:`chunkreg.optical_flow_tvl1`, :func:`chunkreg.optical_flow_dis`).
 
     Returns
     -------
@@ -165,6 +200,8 @@ def flow_depth(method: str = "ilk", *, motion: float = DEFAULT_MOTION, **params)
     --------
     >>> flow_depth("ilk"), flow_depth("ilk", radius=3, motion=10), flow_depth("tvl1")
     (20, 18, 22)
+    >>> flow_depth("dis"), flow_depth("dis", preset="fine")
+    (30, 30)
     """
     return depth_rule(method, motion=motion, **params)[0]
 
@@ -173,12 +210,20 @@ def depth_rule(method, *, motion: float = DEFAULT_MOTION, **params) -> tuple[int
     """Return :func:`flow_depth` and the formula it used, in words."""
     if callable(method):
         raise InputError(
-            "overlap='auto' needs a known method ('ilk' or 'tvl1'); give overlap=<pixels> "
+            "overlap='auto' needs a known method ('ilk', 'tvl1' or 'dis'); give overlap=<pixels> "
             "for a custom kernel."
         )
     full = resolve_method(method, params)
     if isinstance(motion, bool) or not isinstance(motion, numbers.Real) or not motion >= 0:
         raise InputError(f"motion must be a number >= 0 (pixels), got {motion!r}.")
+    if method == "dis":
+        from ..registration._optical_flow_dis import resolve_params
+
+        p = resolve_params(full)  # 2-D presets: patches at least as large as 3-D ones
+        sweeps = 2 * math.ceil(math.sqrt(2 * p.variational_iterations))
+        depth = p.patch_size + p.patch_stride + sweeps + 2 + math.ceil(motion)
+        rule = "patch_size+patch_stride+2*ceil(sqrt(2*variational_iterations))+2"
+        return int(depth), f"auto: {rule}+motion with motion {motion:g} px"
     if method == "ilk":
         if full["gaussian"]:
             depth, rule = 2 * (2 * full["radius"] + 1) + 2, "2*(2*radius+1)+2"

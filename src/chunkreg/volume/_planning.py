@@ -13,8 +13,9 @@ import zarr
 
 from .._validation import per_axis
 from ..errors import InputError
-from ..io import ArrayRef, open_array
+from ..io import ArrayRef, check_inputs_stored, open_array
 from ..tiling import TileGrid
+from ._intensity import IDENTITY, Intensity, plan_intensity
 from ._levels import (
     MIN_LEVEL_EDGE,
     REFINE_MOTION,
@@ -141,6 +142,11 @@ class FlowPlan:
         The levels, finest (0) first; one for a single-level run.
     coarse_memory : int
         Bytes the in-memory computation of the coarsest level may use.
+    reference_intensity, moving_intensity : Intensity
+        How tiles turn each input's stored values into kernel intensities (dtype scaling as
+        the in-memory kernels do, then the normalisation ``normalize`` chose).
+    intensity_note : str
+        What was decided about intensities, in words.
     """
 
     reference: ArrayRef
@@ -156,6 +162,9 @@ class FlowPlan:
     depth_rule: str = ""
     levels: tuple[LevelPlan, ...] = ()
     coarse_memory: int = TASK_MEMORY_BUDGET
+    reference_intensity: Intensity = IDENTITY
+    moving_intensity: Intensity = IDENTITY
+    intensity_note: str = ""
     #: Reference to moving voxels, applied before the flow (None: none); rows as tuples.
     initial_affine: tuple | None = None
 
@@ -233,6 +242,10 @@ class FlowPlan:
             "depth": list(self.grid.depth),
             "stitch": f"{BLEND_KIND} blend across half the halo",
             "levels": [lp.signature() for lp in self.levels],
+            "intensity": {
+                "reference": self.reference_intensity.signature(),
+                "moving": self.moving_intensity.signature(),
+            },
         }
 
     def describe(self) -> str:
@@ -250,6 +263,7 @@ class FlowPlan:
                 if self.moving_chunks != self.input_chunks
                 else ""
             ),
+            f"intensities: {self.intensity_note}",
             f"output: shape {(self.ndim, *self.shape)}, float32, chunks {self.chunks}",
             f"levels: {n}"
             + (
@@ -354,13 +368,17 @@ def plan_flow(
     overlap="auto",
     chunks=None,
     coarse_memory=TASK_MEMORY_BUDGET,
+    normalize: str = "auto",
+    allow_sparse: bool = False,
     initial_affine=None,
     **kernel_params,
 ) -> FlowPlan:
     """Open the inputs read-only, validate everything and plan a flow run.
 
-    Parameters are those of :func:`chunkreg.compute_flow`; nothing is written. See
-    :meth:`FlowPlan.describe` for a readable account.
+    Parameters are those of :func:`chunkreg.compute_flow`; nothing is written. Besides the
+    arrays' metadata, the store listings (to find missing chunks) and a small sample of each
+    input (:func:`chunkreg.volume.plan_intensity`) are read. See :meth:`FlowPlan.describe`
+    for a readable account.
 
     Returns
     -------
@@ -399,7 +417,11 @@ def plan_flow(
             tile_shape = default_tile(shape, out_chunks, depth, method=method,
                                       memory_budget=budget)  # fmt: skip
         else:
-            tile_shape = per_axis(tile, ndim, "tile", minimum=1)
+            # a tile larger than the volume is the volume (clipped before any estimate)
+            tile_shape = tuple(
+                min(t, n)
+                for t, n in zip(per_axis(tile, ndim, "tile", minimum=1), shape, strict=True)
+            )
         return TileGrid(shape=shape, tile_shape=tile_shape, depth=depth, chunks=out_chunks)
 
     count = _count_levels(levels, shape, grid_for(refine), method, coarse_memory)
@@ -422,6 +444,9 @@ def plan_flow(
             f"levels={count} makes the coarsest level {shapes[-1]}, smaller than "
             f"{MIN_LEVEL_EDGE} voxels along an axis; use fewer levels (or levels='auto')."
         )
+    # after every cheap check: the store listings and a sample of each input
+    check_inputs_stored({"reference": ref, "moving": mov}, allow_sparse)
+    ref_intensity, mov_intensity, intensity_note = plan_intensity(ref, mov, normalize)
     plans = []
     for lvl, (lshape, (ref_src, mov_src)) in enumerate(zip(shapes, sources, strict=True)):
         lchunks = tuple(min(c, n) for c, n in zip(out_chunks, lshape, strict=True))
@@ -450,5 +475,8 @@ def plan_flow(
         depth_rule=plans[0].depth_rule,
         levels=tuple(plans),
         coarse_memory=coarse_memory,
+        reference_intensity=ref_intensity,
+        moving_intensity=mov_intensity,
+        intensity_note=intensity_note,
         initial_affine=None if matrix is None else tuple(map(tuple, matrix.tolist())),
     )

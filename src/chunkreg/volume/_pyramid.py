@@ -16,8 +16,9 @@ import numpy as np
 import zarr
 
 from .._validation import check_finite
-from ..io import ArrayRef
+from ..io import ArrayRef, read_region
 from ..tiling import TileGrid
+from ._intensity import IDENTITY, Intensity
 from ._multiscale import downsample_region, downsample_source
 from ._planning import pyramid_tile
 from ._stitch import group_ref
@@ -40,6 +41,7 @@ class _Downsample:
     target: ArrayRef  # the level being built
     grid: TileGrid  # regions of the target
     number: int
+    intensity: Intensity = IDENTITY  # the finer level's values to kernel intensities
 
     def __str__(self) -> str:
         tile = self.grid.tile(self.number)
@@ -48,10 +50,17 @@ class _Downsample:
 
 
 class PyramidTasks(Sequence):
-    """The downsampling tasks of one level: every region of the reference, then the moving."""
+    """The downsampling tasks of one level: every region of the reference, then the moving.
 
-    def __init__(self, sources: dict, targets: dict, grid: TileGrid) -> None:
+    ``intensities`` (by input name) turn the finer level's stored values into kernel
+    intensities; a level is built from those, so the pyramid holds what the kernels see.
+    """
+
+    def __init__(
+        self, sources: dict, targets: dict, grid: TileGrid, intensities: dict | None = None
+    ) -> None:
         self.sources, self.targets, self.grid = sources, targets, grid
+        self.intensities = intensities or {}
 
     def __len__(self) -> int:
         return len(INPUTS) * len(self.grid)
@@ -63,8 +72,9 @@ class PyramidTasks(Sequence):
             raise IndexError(index)
         name = INPUTS[index // len(self.grid)]
         return _Downsample(
-            name, self.sources[name], self.targets[name], self.grid, index % len(self.grid)
-        )
+            name, self.sources[name], self.targets[name], self.grid, index % len(self.grid),
+            self.intensities.get(name, IDENTITY),
+        )  # fmt: skip
 
 
 def downsample_tile(task: _Downsample) -> dict:
@@ -73,12 +83,13 @@ def downsample_tile(task: _Downsample) -> dict:
     tile = task.grid.tile(task.number)
     fine = task.source.open()
     src = downsample_source(tile.core, fine.shape)
-    region = fine[src]
-    check_finite(np.asarray(region), f"{task.name} in {task}")
+    raw = read_region(fine, src, task.name)
+    region = task.intensity(raw)
+    check_finite(region, f"{task.name} in {task}")
     values = downsample_region(region, [s.start for s in src], tile.core, fine.shape)
     task.target.open(mode="r+")[tile.core] = values
     return {
-        "bytes_read": region.nbytes,
+        "bytes_read": raw.nbytes,
         "bytes_written": values.nbytes,
         "pyramid_seconds": time.perf_counter() - t0,
     }

@@ -31,6 +31,7 @@ from ..tiling import TileGrid
 __all__ = [
     "combine_seam_sums",
     "plot_qc",
+    "qc_regressions",
     "read_qc",
     "seam_metric",
     "seam_sums",
@@ -39,6 +40,62 @@ __all__ = [
 ]
 
 QC_GROUP = "qc"
+#: A tile (block) whose NCC after registration is lower than before by more than this is a
+#: regression.
+REGRESSION_MARGIN = 0.05
+
+
+def qc_regressions(
+    ncc_before, ncc_after, *, skip=None, label: str = "tile", margin: float = REGRESSION_MARGIN
+) -> list[str]:
+    """Warnings where registration made the quality control worse.
+
+    Parameters
+    ----------
+    ncc_before, ncc_after : array_like
+        NCC with the reference per tile (or block), before and after registration; NaN for
+        tiles not measured.
+    skip : array_like of bool, optional
+        Tiles to leave out (e.g. those without texture).
+    label : str
+        What a grid cell is called in the messages.
+    margin : float
+        A cell regresses when its NCC drops by more than this.
+
+    Returns
+    -------
+    list of str
+        Empty when nothing got worse: otherwise one line for a lower median NCC after than
+        before, and one naming the cells whose NCC dropped by more than ``margin``.
+
+    Examples
+    --------
+    >>> qc_regressions([0.9, 0.8, 0.7], [0.95, 0.85, 0.4])
+    ['1 of 3 tiles got worse by more than 0.05 in NCC (largest drop 0.300, tile 2)']
+    """
+    before = np.asarray(ncc_before, dtype=np.float64).ravel()
+    after = np.asarray(ncc_after, dtype=np.float64).ravel()
+    keep = np.isfinite(before) & np.isfinite(after)
+    if skip is not None:
+        keep &= ~np.asarray(skip, dtype=bool).ravel()
+    if not keep.any():
+        return []
+    out = []
+    median_before, median_after = np.median(before[keep]), np.median(after[keep])
+    if median_after < median_before:
+        out.append(
+            f"registration made the images less similar: median NCC per {label} "
+            f"{median_before:.3f} before, {median_after:.3f} after"
+        )
+    drop = np.where(keep, before - after, -np.inf)
+    worse = np.flatnonzero(drop > margin)
+    if worse.size:
+        worst = int(np.argmax(drop))
+        out.append(
+            f"{worse.size} of {int(keep.sum())} {label}s got worse by more than {margin:g} in "
+            f"NCC (largest drop {drop[worst]:.3f}, {label} {worst})"
+        )
+    return out
 
 
 def _tile_shape(grid, ndim: int) -> tuple[int, ...]:

@@ -22,7 +22,9 @@ from ..io import (
     FIELD_COMPRESSORS,
     ArrayRef,
     array_ref,
+    create_array,
     open_output_group,
+    output_scope,
     require_shared_store,
     write_ome_multiscale_metadata,
 )
@@ -285,8 +287,10 @@ def shifts_to_flow(
     if result.initial_affine is not None:
         affine = {"initial_affine": np.asarray(result.initial_affine).tolist()}
         signature.update(affine)
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
-        group = open_output_group(output, signature=signature, overwrite=overwrite, kind="flow")
+    # the output's lease is held until everything is written
+    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+        group = open_output_group(output, signature=signature, overwrite=overwrite, kind="flow",
+                                  sources={"blocks": blocks})  # content: shifts_sha1  # fmt: skip
         require_shared_store(group, c)
         if "block_shifts" not in group:
             group.create_array(
@@ -298,8 +302,9 @@ def shifts_to_flow(
         if FLOW_ARRAY not in group:
             spatial = ("z", "y", "x")[-ndim:] if ndim <= 3 else None
             axes = None if spatial is None else ("c", *spatial)
-            group.create_array(
-                FLOW_ARRAY,
+            create_array(
+                group,
+                name=FLOW_ARRAY,
                 shape=(ndim, *result.shape),
                 dtype="float32",
                 chunks=(1, *chunks),

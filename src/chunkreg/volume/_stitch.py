@@ -190,15 +190,19 @@ class Scratch:
             )
             yield destination, values, local
 
-    def write_qc(self, number: int, ncc_before: float, ncc_after: float) -> None:
-        """Record tile ``number``'s NCC before and after registration (its own chunk)."""
+    def write_qc(
+        self, number: int, ncc_before: float, ncc_after: float, textureless: bool = False
+    ) -> None:
+        """Record tile ``number``'s NCC before and after registration, and whether it had no
+        usable texture (given zero flow), in its own chunk."""
         array = self._open(_QC, {}, "r+")
-        array[number] = np.array([ncc_before, ncc_after], dtype=np.float64)
+        array[number] = np.array([ncc_before, ncc_after, float(textureless)], dtype=np.float64)
 
-    def read_qc(self, number: int) -> tuple[float, float]:
-        """Tile ``number``'s NCC before and after, as its tile task measured them."""
-        before, after = self._open(_QC, {})[number]
-        return float(before), float(after)
+    def read_qc(self, number: int) -> tuple[float, float, float]:
+        """Tile ``number``'s NCC before and after, and its no-texture flag (1.0 or 0.0), as its
+        tile task measured them."""
+        before, after, flat = self._open(_QC, {})[number]
+        return float(before), float(after), float(flat)
 
 
 def describe_tile(tile) -> str:
@@ -238,7 +242,7 @@ def create_scratch(
             )
     if qc and _QC not in sub:
         sub.create_array(
-            _QC, shape=(len(grid), 2), dtype=np.float64, chunks=(1, 2), fill_value=np.nan
+            _QC, shape=(len(grid), 3), dtype=np.float64, chunks=(1, 3), fill_value=np.nan
         )
     return scratch
 
@@ -364,7 +368,9 @@ def blend_tile(task: BlendTask) -> dict:
     job.output.open(mode="r+")[(slice(None), *tile.core)] = core
     result = {"bytes_written": core.nbytes, "bytes_read": flow.nbytes}
     if qc:
-        result["ncc_before"], result["ncc_after"] = scratch.read_qc(task.number)
+        result["ncc_before"], result["ncc_after"], result["textureless"] = scratch.read_qc(
+            task.number
+        )
         result["seam"] = seam_sums(
             flow,
             grid.tile_shape,

@@ -24,8 +24,13 @@ from ..execution import RunReport, open_client, run_tasks
 from ..io import (
     ArrayRef,
     array_ref,
+    check_inputs_stored,
+    create_array,
+    default_axes,
     open_array,
     open_output_group,
+    output_scope,
+    read_region,
     require_shared_store,
     write_ome_multiscale_metadata,
 )
@@ -33,12 +38,13 @@ from ..registration import normalized_cross_correlation
 from ..tiling import TileGrid
 from ._affine_view import describe_transform, sample_through_affine, warp_transform
 from ._flow import FLOW_ARRAY
-from ._qc import write_qc
+from ._qc import qc_regressions, write_qc
 from ._shifts_to_flow import default_tile
 from ._sink import ResultSink
 
 __all__ = [
     "WarpPlan",
+    "check_warp_options",
     "open_flow",
     "plan_warp_volume",
     "sample_bounds",
@@ -174,7 +180,7 @@ def _warp_tile(task: _WarpTile) -> dict:
         )  # fmt: skip
     else:
         bounds = sample_bounds(flow, tile.core, moving.shape, task.order)
-        region = moving[bounds]
+        region = read_region(moving, bounds, "moving")
         nbytes = region.nbytes
         warped = sample_region(
             region,
@@ -192,10 +198,10 @@ def _warp_tile(task: _WarpTile) -> dict:
         "bytes_written": values.nbytes,
     }
     if task.reference is not None:
-        ref = task.reference.open()[tile.core]
+        ref = read_region(task.reference.open(), tile.core, "reference")
         result["bytes_read"] += ref.nbytes
         if moving.shape == out.shape:
-            before = moving[tile.core]
+            before = read_region(moving, tile.core, "moving")
             result["bytes_read"] += before.nbytes
             result["ncc_before"] = normalized_cross_correlation(ref, before)
         result["ncc_after"] = normalized_cross_correlation(ref, values)
@@ -251,6 +257,26 @@ class WarpPlan:
         )
 
 
+def check_warp_options(*, order: int = 1, mode: str = "edge", cval: float = 0.0) -> None:
+    """Validate :func:`warp_volume`'s options without opening anything.
+
+    A workflow that computes a flow and then warps by it calls this first, so a bad option
+    fails before the flow is computed.
+
+    Raises
+    ------
+    InputError
+        If ``order`` is not an integer from 0 to 5, ``mode`` is unknown or ``cval`` is not a
+        number.
+    """
+    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or not 0 <= order <= 5:
+        raise InputError(f"order must be an integer from 0 to 5, got {order!r}.")
+    if mode not in _MODES:
+        raise InputError(f"mode must be one of {sorted(_MODES)}, got {mode!r}.")
+    if isinstance(cval, bool) or not isinstance(cval, numbers.Real):
+        raise InputError(f"cval must be a number, got {cval!r}.")
+
+
 def plan_warp_volume(
     moving,
     flow,
@@ -260,13 +286,14 @@ def plan_warp_volume(
     mode: str = "edge",
     cval: float = 0.0,
     reference=None,
+    allow_sparse: bool = False,
     affine=None,
 ) -> WarpPlan:
     """Validate the inputs of :func:`warp_volume` and plan the run, writing nothing.
 
     Parameters
     ----------
-    moving, flow, order, tile, mode, cval, reference
+    moving, flow, order, tile, mode, cval, reference, allow_sparse
         As for :func:`warp_volume`.
 
     Returns
@@ -297,13 +324,13 @@ def plan_warp_volume(
         raise InputError(
             f"reference and moving must have the same shape, got {ref.shape} and {shape}."
         )
-    if isinstance(order, bool) or not isinstance(order, numbers.Integral) or not 0 <= order <= 5:
-        raise InputError(f"order must be an integer from 0 to 5, got {order!r}.")
-    if mode not in _MODES:
-        raise InputError(f"mode must be one of {sorted(_MODES)}, got {mode!r}.")
+    check_warp_options(order=order, mode=mode, cval=cval)
     align = mov.shards or mov.chunks
     tile = default_tile(shape, align, target=2**21) if tile is None else tile
     tiles = TileGrid(shape, per_axis(tile, mov.ndim, "tile", minimum=1), (0,) * mov.ndim, align)
+    inputs = {"moving": mov, **({} if fl is None else {"flow": fl}),
+              **({} if ref is None else {"reference": ref})}  # fmt: skip
+    check_inputs_stored(inputs, allow_sparse)
     return WarpPlan(mov, fl, ref, tiles, int(order), mode, float(cval), matrix)
 
 
@@ -317,6 +344,7 @@ def warp_volume(
     mode: str = "edge",
     cval: float = 0.0,
     reference=None,
+    allow_sparse: bool = False,
     affine=None,
     client=None,
     scheduler: str | None = None,
@@ -355,6 +383,9 @@ def warp_volume(
     reference : zarr.Array, str or os.PathLike, optional
         If given, the output's ``qc`` group records per tile the NCC between reference and
         moving before and after warping.
+    allow_sparse : bool
+        Accept inputs whose stores lack some chunk files (zarr reads those as the fill value);
+        by default a missing chunk that stored data runs on into is refused before anything runs, naming it.
     client, scheduler, n_workers, overwrite, progress :
         As for :func:`blockwise_shifts`.
 
@@ -378,8 +409,8 @@ def warp_volume(
     >>> moving = zarr.create_array("mov.zarr", data=textured_image((64, 64)), chunks=(32, 32),
     ...                            overwrite=True)
     >>> flow = zarr.create_array("flow.zarr", shape=(2, 64, 64), dtype="float32",
-    ...                          chunks=(1, 32, 32), fill_value=0.0, overwrite=True)
-    >>> flow[1] = 2.0  # sample two voxels to the right
+    ...                          chunks=(1, 32, 32), fill_value=np.nan, overwrite=True)
+    >>> flow[0], flow[1] = 0.0, 2.0  # sample two voxels to the right
     >>> report = warp_volume("mov.zarr", "flow.zarr", "warped.zarr", scheduler="synchronous",
     ...                      progress=False, overwrite=True)
     >>> warped = zarr.open_array("warped.zarr/0")
@@ -388,26 +419,32 @@ def warp_volume(
     """
     plan = plan_warp_volume(
         moving, flow, order=order, tile=tile, mode=mode, cval=cval, reference=reference,
+        allow_sparse=allow_sparse,
         affine=affine,
     )  # fmt: skip
     mov, tiles = plan.moving, plan.tiles
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+    # the output's lease is held until everything is written
+    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         group = open_output_group(
-            output, signature=plan.signature(), overwrite=overwrite, kind="warp"
-        )
+            output, signature=plan.signature(), overwrite=overwrite, kind="warp",
+            inputs={"moving": plan.moving, "flow": plan.flow, "reference": plan.reference},
+        )  # fmt: skip
         require_shared_store(group, c)
         if "0" not in group:
-            group.create_array(
-                "0",
+            names = getattr(mov.metadata, "dimension_names", None)
+            axes = default_axes(mov.ndim, names) if mov.ndim <= 4 else names
+            create_array(
+                group,
+                name="0",
                 shape=tiles.shape,
                 dtype=mov.dtype,
                 chunks=mov.chunks,
                 shards=mov.shards,
                 fill_value=mov.fill_value,
-                dimension_names=getattr(mov.metadata, "dimension_names", None),
+                dimension_names=axes,
             )
             if mov.ndim <= 4:
-                write_ome_multiscale_metadata(group, paths=["0"], name="warped")
+                write_ome_multiscale_metadata(group, paths=["0"], axes=axes, name="warped")
         sink = ResultSink(
             group,
             "tiles",
@@ -458,4 +495,5 @@ def warp_volume(
             report.notes["NCC to reference"] = (
                 f"median {first} before, {np.nanmedian(after):.3f} after"
             )
+        report.warnings += qc_regressions(before, after, label="tile")
     return report

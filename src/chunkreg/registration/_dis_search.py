@@ -1,0 +1,271 @@
+"""Compiled patch search and densification of DIS (numba), in any number of dimensions.
+
+The same algorithm as the numpy path of :func:`._dis_patches.patch_flow` (which it
+replaces where numba is available), patch by patch in one fused loop: the reference
+patch, its gradients and inverse Hessian are built once per patch, then each Gauss-Newton
+iteration samples the moving image linearly at ``x + u`` (the ``2**ndim`` corner weights
+are the same for all pixels of a patch), accumulates ``b = sum g e`` and steps
+``u -= H⁻¹ b``. Images are flat (padded) arrays addressed by precomputed offsets, so one
+kernel serves 2-D and 3-D. Private to :mod:`chunkreg.registration`.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["densify", "search"]
+
+
+@numba.njit(cache=True, nogil=True)
+def _residual(ctx, origin, u, template, err, work):
+    """Fill ``err`` with the moving patch at ``u`` minus the template; return the SSD.
+
+    ``ctx`` is ``(mov, strides, offs, corners, shifts, upper, normalize)`` (the corners'
+    flat shifts are ``corners @ strides``); ``work`` is float scratch of shape
+    (2, max(ndim, 2**ndim)).
+    """
+    mov, strides, offs, corners, shifts, upper, normalize = ctx
+    ndim = strides.shape[0]
+    base = 0
+    frac = work[0]
+    weights = work[1]
+    for k in range(ndim):
+        pos = origin[k] + u[k]
+        fl = np.floor(pos)
+        if fl > upper[k] - 1:
+            fl = upper[k] - 1
+        frac[k] = pos - fl
+        base += np.int64(fl) * strides[k]
+    ncorner = corners.shape[0]
+    for c in range(ncorner):
+        w = 1.0
+        for k in range(ndim):
+            w *= frac[k] if corners[c, k] else 1.0 - frac[k]
+        weights[c] = w
+    total = 0.0
+    for x in range(offs.shape[0]):
+        idx = base + offs[x]
+        v = 0.0
+        for c in range(ncorner):
+            v += weights[c] * mov[idx + shifts[c]]
+        err[x] = v
+        total += v
+    mean = total / offs.shape[0] if normalize else 0.0
+    ssd = 0.0
+    for x in range(offs.shape[0]):
+        e = err[x] - mean - template[x]
+        err[x] = e
+        ssd += e * e
+    return ssd
+
+
+@numba.njit(cache=True, nogil=True)
+def _shifts(corners, strides):
+    """Flat offset of each corner of the interpolation cell."""
+    out = np.zeros(corners.shape[0], dtype=np.int64)
+    for c in range(corners.shape[0]):
+        for k in range(strides.shape[0]):
+            out[c] += corners[c, k] * strides[k]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _setup(mov, strides, offs, corners, upper, normalize):
+    """Per-call scratch (template, residual, work) and the residual's context tuple."""
+    npix = offs.shape[0]
+    work = np.empty((2, max(strides.shape[0], corners.shape[0])))
+    ctx = (mov, strides, offs, corners, _shifts(corners, strides), upper, normalize)
+    return np.empty(npix), np.empty(npix), work, ctx
+
+
+@numba.njit(cache=True, nogil=True)
+def _patch_origin(origins, p, strides, origin):
+    """Copy patch ``p``'s origin into ``origin``; return its flat index."""
+    start = 0
+    for k in range(strides.shape[0]):
+        origin[k] = origins[p, k]
+        start += origins[p, k] * strides[k]
+    return start
+
+
+@numba.njit(cache=True, nogil=True)
+def _clip(u, origin, upper):
+    for k in range(u.shape[0]):
+        lo = -origin[k]
+        hi = upper[k] - origin[k]
+        if u[k] < lo:
+            u[k] = lo
+        elif u[k] > hi:
+            u[k] = hi
+
+
+@numba.njit(cache=True, nogil=True)
+def _template(ref, strides, offs, start, normalize, damping, template, grads, hessian, inv):
+    """Reference patch at flat index ``start``, its gradients and inverse Hessian (``inv``)."""
+    ndim = strides.shape[0]
+    npix = offs.shape[0]
+    for x in range(npix):
+        idx = start + offs[x]
+        template[x] = ref[idx]
+        for k in range(ndim):
+            grads[k, x] = 0.5 * (ref[idx + strides[k]] - ref[idx - strides[k]])
+    if normalize:
+        m = template.mean()
+        for x in range(npix):
+            template[x] -= m
+        for k in range(ndim):
+            m = grads[k].mean()
+            for x in range(npix):
+                grads[k, x] -= m
+    for k in range(ndim):
+        for j in range(k, ndim):
+            s = 0.0
+            for x in range(npix):
+                s += grads[k, x] * grads[j, x]
+            hessian[k, j] = s
+            hessian[j, k] = s
+    trace = 0.0
+    for k in range(ndim):
+        trace += hessian[k, k]
+    damp = damping * trace / ndim + 1e-12
+    for k in range(ndim):
+        hessian[k, k] += damp
+    _inverse(hessian, inv)
+
+
+@numba.njit(cache=True, nogil=True)
+def _inverse(a, inv):
+    """Invert a small symmetric positive definite matrix ``a`` (overwritten) into ``inv``."""
+    n = a.shape[0]
+    for i in range(n):
+        for j in range(n):
+            inv[i, j] = 1.0 if i == j else 0.0
+    for i in range(n):
+        d = 1.0 / a[i, i]
+        for j in range(n):
+            a[i, j] *= d
+            inv[i, j] *= d
+        for r in range(n):
+            if r != i:
+                f = a[r, i]
+                for j in range(n):
+                    a[r, j] -= f * a[i, j]
+                    inv[r, j] -= f * inv[i, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def search(
+    ref,
+    mov,
+    strides,
+    offs,
+    corners,
+    origins,
+    init,
+    candidates,
+    iterations,
+    normalize,
+    upper,
+    damping,
+    out,
+):
+    """Per patch: the best of ``init`` and ``candidates``, then Gauss-Newton; into ``out``.
+
+    ``origins`` (P, ndim) are the padded positions of the patches' first pixels, ``init``
+    and ``candidates`` (P, C, ndim) displacements; ``out`` (P, ndim) receives, per patch,
+    the displacement of lowest SSD visited.
+    """
+    count, ndim = origins.shape
+    npix = offs.shape[0]
+    template, err, work, ctx = _setup(mov, strides, offs, corners, upper, normalize)
+    grads = np.empty((ndim, npix))
+    hessian = np.empty((ndim, ndim))
+    hinv = np.empty((ndim, ndim))
+    u = np.empty(ndim)
+    best = np.empty(ndim)
+    trial = np.empty(ndim)
+    origin = np.empty(ndim)
+    for p in range(count):
+        start = _patch_origin(origins, p, strides, origin)
+        _template(ref, strides, offs, start, normalize, damping, template, grads, hessian, hinv)
+        for k in range(ndim):
+            best[k] = init[p, k]
+        _clip(best, origin, upper)
+        best_ssd = _residual(ctx, origin, best, template, err, work)
+        for c in range(candidates.shape[1]):
+            for k in range(ndim):
+                trial[k] = candidates[p, c, k]
+            _clip(trial, origin, upper)
+            ssd = _residual(ctx, origin, trial, template, err, work)
+            if ssd < best_ssd:
+                best_ssd = ssd
+                best[:] = trial
+        u[:] = best
+        if iterations:  # err must hold the residual at u
+            _residual(ctx, origin, u, template, err, work)
+        for _ in range(iterations):
+            for k in range(ndim):
+                s = 0.0
+                for x in range(npix):
+                    s += grads[k, x] * err[x]
+                trial[k] = s
+            for k in range(ndim):
+                step = 0.0
+                for j in range(ndim):
+                    step += hinv[k, j] * trial[j]
+                u[k] -= step
+            _clip(u, origin, upper)
+            ssd = _residual(ctx, origin, u, template, err, work)
+            if ssd < best_ssd:
+                best_ssd = ssd
+                best[:] = u
+        for k in range(ndim):
+            out[p, k] = best[k]
+
+
+@numba.njit(cache=True, nogil=True)
+def densify(
+    ref,
+    mov,
+    strides,
+    offs,
+    corners,
+    origins,
+    disp,
+    normalize,
+    upper,
+    floor,
+    canvas_starts,
+    canvas_offs,
+    num,
+    den,
+):
+    """Add each patch pixel's weight ``1 / max(|residual|, floor)`` (and weighted
+    displacement) to the flat canvases ``den`` and ``num`` (ndim, size)."""
+    count, ndim = origins.shape
+    npix = offs.shape[0]
+    template, err, work, ctx = _setup(mov, strides, offs, corners, upper, normalize)
+    origin = np.empty(ndim)
+    u = np.empty(ndim)
+    for p in range(count):
+        start = _patch_origin(origins, p, strides, origin)
+        for k in range(ndim):
+            u[k] = disp[p, k]
+        total = 0.0
+        for x in range(npix):
+            template[x] = ref[start + offs[x]]
+            total += template[x]
+        if normalize:
+            m = total / npix
+            for x in range(npix):
+                template[x] -= m
+        _residual(ctx, origin, u, template, err, work)
+        cstart = canvas_starts[p]
+        for x in range(npix):
+            e = abs(err[x])
+            w = 1.0 / (e if e > floor else floor)
+            idx = cstart + canvas_offs[x]
+            den[idx] += w
+            for k in range(ndim):
+                num[k, idx] += w * u[k]
