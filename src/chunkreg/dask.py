@@ -84,6 +84,7 @@ def optical_flow_ilk(
     num_warp: int = 10,
     gaussian: bool = False,
     prefilter: bool = False,
+    tol: float = 1e-4,
     dtype=np.float32,
 ) -> da.Array:
     """Lazy iterative Lucas-Kanade flow, block by block with a halo.
@@ -96,7 +97,7 @@ def optical_flow_ilk(
     depth : "auto", int or tuple of int
         Halo per axis; ``"auto"`` uses :func:`chunkreg.volume.flow_depth` (motion up to 4 px).
         Blocks smaller than the halo are merged by dask.
-    radius, num_warp, gaussian, prefilter :
+    radius, num_warp, gaussian, prefilter, tol :
         As in :func:`chunkreg.optical_flow_ilk`.
     dtype : dtype
         Output dtype.
@@ -119,7 +120,13 @@ def optical_flow_ilk(
     >>> optical_flow_ilk(ref, ref, radius=3).shape
     (2, 256, 256)
     """
-    params = {"radius": radius, "num_warp": num_warp, "gaussian": gaussian, "prefilter": prefilter}
+    params = {
+        "radius": radius,
+        "num_warp": num_warp,
+        "gaussian": gaussian,
+        "prefilter": prefilter,
+        "tol": tol,
+    }
     return _lazy_flow(reference_image, moving_image, "ilk", depth, dtype, params)
 
 

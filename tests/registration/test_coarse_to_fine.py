@@ -7,10 +7,11 @@ import pickle
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from scipy import ndimage as ndi
 
 import chunkreg
 from chunkreg.errors import InputError
-from chunkreg.registration import coarse_to_fine, ilk_solver, tvl1_solver
+from chunkreg.registration import _coarse_to_fine, coarse_to_fine, ilk_solver, tvl1_solver
 from chunkreg.testing import apply_flow, smooth_displacement, textured_image
 
 SHAPE = (128, 128)
@@ -95,6 +96,43 @@ def test_flow_is_carried_between_levels_and_rescaled():
     assert_allclose(solver.calls[1][1], 2.0)
     assert_allclose(solver.calls[2][1], 6.0)
     assert_allclose(flow, 7.0)
+
+
+@pytest.mark.parametrize(
+    ("coarse", "fine"),
+    [
+        ((16, 16), (32, 32)),
+        ((47, 32), (93, 63)),
+        ((250, 371), (500, 741)),
+        ((5, 7, 9), (9, 13, 17)),
+    ],
+)
+def test_flow_upsampling_is_scipy_nearest_zoom_with_end_samples_aligned(coarse, fine):
+    """Between levels: scikit-image's zoom (order 0, grid_mode=False), values rescaled."""
+    flow = np.random.default_rng(0).normal(size=(len(coarse), *coarse)).astype(np.float32)
+    ratios = [f / c for f, c in zip(fine, coarse, strict=True)]
+    expected = np.stack(
+        [
+            ndi.zoom(component, ratios, order=0, mode="nearest", prefilter=False) * ratios[axis]
+            for axis, component in enumerate(flow)
+        ]
+    )
+    upsampled = _coarse_to_fine._rescale_flow(flow, fine)
+    assert upsampled.dtype == np.float32
+    assert_array_equal(upsampled, expected.astype(np.float32))
+    # nearest neighbour creates no new values: each is a coarse value times the ratio
+    for axis in range(len(coarse)):
+        scaled = np.unique(flow[axis] * np.float32(ratios[axis]))
+        assert np.isin(upsampled[axis], scaled).all()
+
+
+def test_a_runaway_value_stays_on_the_pixels_it_covers():
+    """A coarse pixel pointing far out of the frame covers its 2x2 block, nothing more."""
+    flow = np.zeros((2, 8, 8), np.float32)
+    flow[1, 3, 0] = -40.0
+    upsampled = _coarse_to_fine._rescale_flow(flow, (16, 16))
+    assert sorted(zip(*np.nonzero(upsampled[1]), strict=True)) == [(6, 0), (6, 1), (7, 0), (7, 1)]
+    assert_array_equal(upsampled[1][upsampled[1] != 0], -80.0)
 
 
 def test_initial_flow_is_reduced_to_the_coarsest_level():

@@ -130,3 +130,29 @@ GOOD = textured_image((20, 24), seed=0)
 def test_bad_input_raises(image, flow, kwargs, match):
     with pytest.raises(InputError, match=match):
         chunkreg.warp(image, flow, **kwargs)
+
+
+@pytest.mark.parametrize("flow_value", [0.0, 1.0, 0.25, -0.5])
+def test_nan_pixels_reach_only_their_own_neighbours(flow_value):
+    """A NaN spoils the samples whose interpolation stencil holds it and no others: the
+    last column of a row never reads the next row's first pixel. Off the grid (all weights
+    non-zero) the spoiled samples are exactly scipy's."""
+    image = textured_image((6, 7), seed=3)
+    image[2, 0] = image[4, 3] = np.nan
+    flow = np.full((2, 6, 7), flow_value)
+    spoiled = np.isnan(chunkreg.warp(image, flow))
+    sources = np.argwhere(np.isnan(image))
+    for pixel in np.argwhere(spoiled):
+        position = np.clip(pixel + flow_value, 0, np.array(image.shape) - 1)
+        assert (np.abs(sources - position).max(axis=1) <= 1).any(), pixel
+    if flow_value % 1:  # where no sample position is clamped to the image
+        inside = np.ones(image.shape, bool)
+        for axis, n in enumerate(image.shape):
+            position = np.arange(n) + flow_value
+            shape = [1, 1]
+            shape[axis] = n
+            inside &= ((position >= 0) & (position <= n - 1)).reshape(shape)
+        expected = np.isnan(scipy_warp(image, flow, 1, "edge"))
+        assert np.array_equal(spoiled[inside], expected[inside])
+    else:
+        assert not np.isnan(chunkreg.warp(image, flow)[:, -1][:-1]).any()  # no wrap-around

@@ -436,7 +436,8 @@ def test_a_garbage_scheduler_address_is_one_line_and_leaves_nothing(tmp_path, pa
     inputs = Unchanged(*pair)
     assert main(["flow", *pair, str(out), "--tile", "32", "--scheduler", "garbage"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("chunkreg: error: cannot reach the Dask scheduler at 'garbage': ")
+    assert err.startswith("chunkreg: error: 'garbage' is not a Dask scheduler address (")
+    assert err.endswith("give one such as tcp://host:8786, or 'synchronous'.\n")
     assert err.count("\n") == 1
     assert not out.exists()  # the output group is created only once the cluster is there
     inputs.check()

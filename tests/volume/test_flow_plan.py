@@ -47,6 +47,7 @@ def test_resolve_method_fills_scikit_image_defaults():
         "num_warp": 10,
         "gaussian": False,
         "prefilter": False,
+        "tol": 1e-4,
     }
     tvl1 = resolve_method("tvl1", {})
     assert tvl1["attachment"] == 15 and tvl1["num_iter"] == 10 and tvl1["tol"] == 1e-4
@@ -81,7 +82,13 @@ def test_plan_describes_geometry_and_costs(pair3d):
     assert plan.chunks == (1, 16, 16, 16)
     assert plan.grid.depth == (2 * 2 + 2 + 4,) * 3
     assert plan.grid.grid_shape == (2, 2, 3)
-    assert plan.params == {"radius": 2, "num_warp": 10, "gaussian": False, "prefilter": False}
+    assert plan.params == {
+        "radius": 2,
+        "num_warp": 10,
+        "gaussian": False,
+        "prefilter": False,
+        "tol": 1e-4,
+    }
     text = plan.describe()
     for expected in (
         "method ilk",

@@ -15,12 +15,12 @@ from ._common import (
 __all__ = ["add_parser"]
 
 _ILK_ONLY = ("radius", "gaussian")
-_TVL1_ONLY = ("attachment", "tightness", "num_iter", "tol")
+_TVL1_ONLY = ("attachment", "tightness", "num_iter")
 _DIS_ONLY = ("preset", "patch_size", "patch_stride", "gd_iterations", "variational_iterations")
 #: Parameters each method takes.
 _METHOD_PARAMS = {
-    "ilk": (*_ILK_ONLY, "num_warp", "prefilter"),
-    "tvl1": (*_TVL1_ONLY, "num_warp", "prefilter"),
+    "ilk": (*_ILK_ONLY, "num_warp", "prefilter", "tol"),
+    "tvl1": (*_TVL1_ONLY, "num_warp", "prefilter", "tol"),
     "dis": _DIS_ONLY,
 }
 
@@ -119,7 +119,12 @@ def add_parser(subparsers) -> None:
     kern.add_argument("--attachment", type=float, help="TV-L1: data attachment (15)")
     kern.add_argument("--tightness", type=float, help="TV-L1: tightness (0.3)")
     kern.add_argument("--num-iter", type=int, help="TV-L1: iterations per warp (10)")
-    kern.add_argument("--tol", type=float, help="TV-L1: convergence tolerance (1e-4)")
+    kern.add_argument(
+        "--tol",
+        type=float,
+        help="iLK, TV-L1: a level's warps stop once the flow changes less than this (1e-4); "
+        "0 runs every warp, as scikit-image",
+    )
     kern.add_argument(
         "--preset", choices=("fast", "medium", "fine"), help="DIS: parameter preset (medium)"
     )
@@ -138,7 +143,7 @@ def add_parser(subparsers) -> None:
 def _kernel_params(args: argparse.Namespace) -> dict:
     from ..errors import InputError
 
-    names = (*_ILK_ONLY, *_TVL1_ONLY, *_DIS_ONLY, "num_warp", "prefilter")
+    names = (*_ILK_ONLY, *_TVL1_ONLY, *_DIS_ONLY, "num_warp", "prefilter", "tol")
     params = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     wrong = [n for n in names if n not in _METHOD_PARAMS[args.method]]
     given = [f"--{n.replace('_', '-')}" for n in wrong if n in params]

@@ -25,6 +25,8 @@ __all__ = ["check_inputs_stored", "missing_chunks", "read_region", "require_chun
 _NAMED = 5
 #: Missing chunks whose neighbours are examined (spread over the grid), to bound the reads.
 _EXAMINED = 32
+#: Axis names along which neighbouring chunks hold other images, not more of the same space.
+_NOT_SPACE = frozenset({"t", "c", "component", "channel", "time"})
 
 
 def _where(array: zarr.Array) -> str:
@@ -90,7 +92,10 @@ def _looks_lost(array: zarr.Array, index: tuple[int, ...], missing: set) -> bool
     stored neighbour whose touching face is mostly data means data ran on: the file was lost.
     """
     file_shape, grid = _grid(array)
+    names = array.metadata.dimension_names or (None,) * array.ndim
     for axis in range(array.ndim):
+        if file_shape[axis] == 1 or names[axis] in _NOT_SPACE:
+            continue  # the neighbour is another frame, component or channel, not more space
         for step in (-1, 1):
             neighbour = list(index)
             neighbour[axis] += step
@@ -114,8 +119,10 @@ def require_chunks(array: zarr.Array, name: str) -> None:
     Zarr does not store chunks that hold only the fill value, so a missing file is not lost
     by itself. It counts as lost where a stored neighbouring chunk's face that touches it is
     mostly data (under half fill value): data ran on into it, where a blank region leaves
-    mostly fill values on the faces around it. An array of which no chunk is stored was never
-    written and passes. Up to 32 missing files, spread over the grid, are examined this way.
+    mostly fill values on the faces around it. Only spatial neighbours count: not along axes
+    named t or c, nor along axes one sample per chunk (frames, flow components), where the
+    neighbour is another image. An array of which no chunk is stored was never written and
+    passes. Up to 32 missing files, spread over the grid, are examined this way.
 
     Parameters
     ----------

@@ -354,12 +354,13 @@ def acquire_lease(output: Any) -> Lease | None:
         won = slot.create(record)
     except PermissionError as exc:
         raise InputError(
-            f"cannot write the output {str(where)!r}: {exc.strerror} ({exc.filename}); choose a "
-            "folder you may write to. Nothing was written."
+            f"cannot write the output {str(where)!r}: {exc.strerror} ({exc.filename}); choose an "
+            "output location you can write to. Nothing was written."
         ) from exc
     except OSError as exc:
         raise InputError(
-            f"cannot create the output {str(where)!r}: {exc}; nothing was written."
+            f"cannot create the output {str(where)!r}: {exc.strerror or exc}; choose an output "
+            "location you can write to. Nothing was written."
         ) from exc
     if not won:
         other = slot.read() or {}

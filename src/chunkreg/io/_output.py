@@ -346,6 +346,8 @@ def open_output_group(
                 f"output {store!s} exists but was not written by chunkreg; refusing to touch it, "
                 "also with overwrite=True (--overwrite). Choose another path."
             )
+        # changed input content first: parts of a signature derive from it (intensities)
+        _check_inputs_unchanged(store, meta, current)
         differences = describe_differences(meta["signature"], wanted)
         if differences:
             raise IncompatibleOutputError(
@@ -353,7 +355,6 @@ def open_output_group(
                 + "\n  ".join(differences)
                 + "\nPass overwrite=True (--overwrite) to start afresh, or choose another output path."
             )
-        _check_inputs_unchanged(store, meta, current)
     elif existing is not None:
         _check_replaceable(existing, store, local)
     _check_side_files(store, meta if existing is not None else None, side, overwrite)

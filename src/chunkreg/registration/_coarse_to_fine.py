@@ -13,10 +13,11 @@ import numbers
 from collections.abc import Callable
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from .._validation import check_finite, check_same_shape
 from ..errors import InputError
-from ._pyramid import pyramid_reduce, resample_axis
+from ._pyramid import pyramid_reduce
 
 __all__ = ["DEFAULT_NUM_LEVELS", "coarse_to_fine", "prepare_images", "run_pyramid"]
 
@@ -125,14 +126,36 @@ def _pyramid(image: np.ndarray, downscale: float, count: int) -> list[np.ndarray
     return levels
 
 
+def _nearest_indices(size_in: int, size_out: int) -> np.ndarray:
+    """Source index of each of ``size_out`` samples: nearest, end samples aligned.
+
+    ``scipy.ndimage.zoom(order=0, mode="nearest", grid_mode=False)`` of ``range(size_in)``,
+    so the choice (and its rounding) is scipy's, which scikit-image's flow resizing uses.
+    """
+    if size_in == size_out:
+        return np.arange(size_out)
+    source = np.arange(size_in, dtype=np.float64)
+    # zoom's output length is round(size_in * factor), i.e. exactly size_out
+    index = ndi.zoom(source, size_out / size_in, order=0, mode="nearest", prefilter=False)
+    return index.astype(np.intp)
+
+
 def _rescale_flow(flow: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Resample a flow to ``shape`` (linear, pixel-centre aligned) and rescale its values."""
+    """Resample a flow to ``shape`` (nearest neighbour) and rescale its values.
+
+    Each finer pixel takes the value of the nearest coarser pixel, with the first and last
+    samples of every axis aligned, as scikit-image does between pyramid levels. Nearest
+    neighbour creates no new values: a runaway estimate in the unmatched band where
+    content leaves the frame stays confined to the pixels it came from instead of being
+    blended into its neighbours, which linear interpolation does, pushing them out of the
+    frame as well, where the next level cannot pull them back.
+    """
+    index = np.ix_(
+        *(_nearest_indices(n, size) for n, size in zip(flow.shape[1:], shape, strict=True))
+    )
     out = np.empty((flow.shape[0], *shape), dtype=flow.dtype)
     for axis, component in enumerate(flow):
-        resized = component
-        for k, size in enumerate(shape):
-            resized = resample_axis(resized, size, k)
-        np.multiply(resized, shape[axis] / flow.shape[axis + 1], out=out[axis])
+        np.multiply(component[index], shape[axis] / flow.shape[axis + 1], out=out[axis])
     return out
 
 
@@ -165,8 +188,9 @@ def coarse_to_fine(
     linear resampling to ``ceil(n / downscale)`` pixels per axis) until the next level's
     smallest axis would be at most ``downscale * min_size`` pixels or ``num_levels`` levels
     exist. The solver runs on the coarsest level from ``initial_flow`` (reduced to that
-    level) or zero; its result, resampled linearly and multiplied by the size ratio, starts
-    the solver on the next finer level, and so on up to full resolution.
+    level) or zero; its result, upsampled by nearest neighbour (end samples aligned, as
+    scikit-image does) and multiplied by the size ratio, starts the solver on the next finer
+    level, and so on up to full resolution.
 
     Parameters
     ----------

@@ -170,6 +170,12 @@ class _LinearSampler:
 
     Works on one slab of coordinates at a time with buffers allocated once; every axis of
     ``image`` must have at least 2 samples.
+
+    Neighbours are blended as ``a * (1 - w) + b * w``, which is exact at both ends: a sample
+    at a whole-pixel position returns that pixel bit for bit, the last pixel of an axis
+    included (its lower corner is ``length - 2`` and ``w = 1``, where ``a + (b - a) * w``
+    would round). A warp by a zero flow is hence the identity, and identical images give a
+    zero flow.
     """
 
     def __init__(self, image: np.ndarray, slab_shape: tuple[int, ...], dtype) -> None:
@@ -183,10 +189,13 @@ class _LinearSampler:
         self.whole = np.empty(slab_shape, dtype=np.intp)
         self.floor = np.empty(slab_shape, dtype=self.flat.dtype)
         self.partial = [np.empty(slab_shape, dtype=dtype) for _ in range(image.ndim)]
+        self.complement: list[np.ndarray] = []  # 1 - weight per axis, in the coords' dtype
 
     def __call__(self, coords: np.ndarray, out: np.ndarray) -> None:
         n = coords.shape[1]
         index, whole, fl = self.index[:n], self.whole[:n], self.floor[:n]
+        if not self.complement or self.complement[0].dtype != coords.dtype:
+            self.complement = [np.empty(self.index.shape, coords.dtype) for _ in self.shape]
         weights = []
         for axis, (length, stride) in enumerate(zip(self.shape, self.strides, strict=True)):
             c = coords[axis]
@@ -194,7 +203,7 @@ class _LinearSampler:
             np.floor(c, out=fl)
             np.minimum(fl, length - 2, out=fl)
             c -= fl  # now the interpolation weight of the upper neighbour
-            weights.append(c)
+            weights.append((c, np.subtract(1, c, out=self.complement[axis][:n])))
             if axis == 0:
                 np.multiply(fl, stride, out=index, casting="unsafe")
             else:
@@ -214,6 +223,7 @@ class _LinearSampler:
         upper = self.partial[axis][:n]
         self._blend(axis + 1, offset, weights, out, n)
         self._blend(axis + 1, offset + self.strides[axis], weights, upper, n)
-        upper -= out
-        upper *= weights[axis]
+        weight, complement = weights[axis]
+        out *= complement
+        upper *= weight
         out += upper

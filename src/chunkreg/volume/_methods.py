@@ -73,6 +73,7 @@ _PARAMS: dict[str, dict[str, _Param]] = {
         "num_warp": _Param(10, numbers.Integral, 1),
         "gaussian": _Param(False, bool),
         "prefilter": _Param(False, bool),
+        "tol": _Param(1e-4, numbers.Real, 0),
     },
     "tvl1": {
         "attachment": _Param(15.0, numbers.Real, 0, exclusive=True),
