@@ -1,8 +1,11 @@
 """Register a moving volume onto a reference volume (both zarr) and warp it.
 
 Dense optical flow (iLK, TV-L1 or DIS, tiled) or blockwise rigid registration (a shift per block,
-interpolated into a smooth flow), then the moving volume warped by the flow. Every stage is
-resumable: run the same command again after an interruption.
+interpolated into a smooth flow), then the moving volume warped by the flow. With a
+``[pipeline]`` table, ``steps`` (``affine``, ``blocks``, ``flow``, ``warp``) run the whole
+pipeline instead: the global affine first, the local step on what is left, and the warp by
+both, with a summary of each step's QC. Every stage is resumable: run the same command again
+after an interruption.
 
 Usage::
 
@@ -39,7 +42,10 @@ KERNELS = {
     "tvl1": chunkreg.optical_flow_tvl1,
     "dis": chunkreg.optical_flow_dis,
 }
-TABLES = ("input", "registration", "output", "cluster", *METHODS)
+TABLES = ("input", "registration", "output", "cluster", "affine", *METHODS)
+#: The steps of a ``[pipeline]`` and the tables it reads.
+STEPS = ("affine", "blocks", "flow", "warp")
+PIPELINE_TABLES = ("pipeline", *TABLES)
 
 #: Keys the script passes to the workflow functions itself, and where they come from.
 SET_HERE = {
@@ -51,6 +57,7 @@ SET_HERE = {
     "tile": "[registration] tile",
     "overlap": "[registration] overlap",
     "overwrite": "[output] overwrite",
+    "initial_affine": "[pipeline] (the affine step's output)",
     **RUN_KEYS,
 }
 
@@ -93,7 +100,68 @@ def _tables(config: dict) -> dict:
     return tables
 
 
+def _pipeline_tables(config: dict) -> dict:
+    """The tables of a ``[pipeline]`` config, checked before anything runs."""
+    check_tables(config, PIPELINE_TABLES)
+    tables = {
+        "input": section(config, "input", required=["reference", "moving"],
+                         types={"reference": str, "moving": str}),
+        "pipeline": section(config, "pipeline", required=["steps"],
+                            types={"steps": list[Literal[STEPS]]}),
+        "registration": section(config, "registration",
+                                types={"method": Literal[("ilk", "tvl1", "dis")], "tile": TILE,
+                                       "overlap": OVERLAP}),
+        "output": section(config, "output",
+                          types={"affine": str, "blocks": str, "flow": str, "registered": str,
+                                 "overwrite": bool,
+                                 "order": function_types(chunkreg.warp_volume)["order"]}),
+        "cluster": cluster_table(config),
+        "affine": options(config, "affine", chunkreg.estimate_affine,
+                          skip=("reference", "moving", "output", "overwrite"), reserved=RUN_KEYS,
+                          types={"level": int | Literal["auto"], "block": TILE,
+                                 "fine_block": TILE}),
+        "blockwise": options(config, "blockwise", chunkreg.blockwise_shifts,
+                             reserved={k: v for k, v in SET_HERE.items()
+                                       if k not in ("overlap", "tile")},
+                             types={"block": TILE, "overlap": TILE,
+                                    "max_deviation": float | Literal[False]}),
+    }  # fmt: skip
+    for name, kernel in KERNELS.items():
+        tables[name] = options(config, name, kernel,
+                               skip=("reference_image", "moving_image", "dtype"),
+                               reserved=SET_HERE)  # fmt: skip
+    return tables
+
+
+def run_pipeline(config: dict) -> int:
+    """The whole pipeline: global affine, local step (blocks or flow), warp."""
+    from chunkreg.volume._affine_pipeline import register_volumes
+
+    tables = _pipeline_tables(config)
+    out, reg = tables["output"], tables["registration"]
+    method = reg.get("method", "ilk")
+    flow = {"method": method, **{k: reg[k] for k in ("tile", "overlap") if k in reg},
+            **tables[method]}  # fmt: skip
+    blocks = dict(tables["blockwise"])
+    if blocks.get("max_deviation") is False:  # TOML has no None
+        blocks["max_deviation"] = None
+    outputs = {k: out[k] for k in ("affine", "blocks", "flow", "registered") if k in out}
+    with client_from_config(tables["cluster"]) as client:
+        result = register_volumes(
+            tables["input"]["reference"], tables["input"]["moving"], outputs,
+            steps=tables["pipeline"]["steps"], affine=tables["affine"], blocks=blocks, flow=flow,
+            warp={"order": out.get("order", 1)}, client=client,
+            overwrite=out.get("overwrite", False),
+        )  # fmt: skip
+    print(result.summary())
+    if result.affine is not None:
+        print(result.affine.describe())
+    return 0 if result.ok else 1
+
+
 def run(config: dict) -> int:
+    if "pipeline" in config:
+        return run_pipeline(config)
     tables = _tables(config)
     inputs, reg, out = tables["input"], tables["registration"], tables["output"]
     method = reg["method"]

@@ -23,9 +23,12 @@ from .registration import (
 
 # Workflow functions, imported lazily: public name -> module that defines it.
 _LAZY = {
+    "AffineResult": ".volume",
     "BlockShifts": ".volume",
     "blockwise_shifts": ".volume",
     "compute_flow": ".volume",
+    "estimate_affine": ".volume",
+    "load_affine": ".volume",
     "register_timeseries": ".timeseries",
     "shifts_to_flow": ".volume",
     "stitch": ".stitching",

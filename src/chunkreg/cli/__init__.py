@@ -19,7 +19,7 @@ from ._common import add_logging_arguments, storage_options_applied
 __all__ = ["build_parser", "main"]
 
 # Module names (in this package) that define sub-commands, in help order.
-_COMMANDS: tuple[str, ...] = ("flow", "blocks", "warp", "qc", "drift", "stitch")
+_COMMANDS: tuple[str, ...] = ("register", "flow", "blocks", "warp", "qc", "drift", "stitch")
 
 
 def build_parser() -> argparse.ArgumentParser:

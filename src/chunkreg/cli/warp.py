@@ -25,7 +25,10 @@ def add_parser(subparsers) -> None:
         "or the output of `chunkreg blocks --flow` / `chunkreg flow`. Running again resumes.",
     )
     parser.add_argument("moving", help="moving zarr array (or OME-Zarr group)")
-    parser.add_argument("flow", help="displacement field: zarr array or flow output group")
+    parser.add_argument(
+        "flow",
+        help="displacement field: zarr array or flow output group ('none': the affine alone)",
+    )
     parser.add_argument("output", help="output zarr group (OME-Zarr image)")
     parser.add_argument(
         "--order", type=int, default=1, metavar="N", help="spline order 0-5 (default 1, linear)"
@@ -48,6 +51,12 @@ def add_parser(subparsers) -> None:
         help="record per-tile NCC to this volume before/after warping (see `chunkreg qc`)",
     )
     add_shards_argument(parser, inherited="MOVING's")
+    parser.add_argument(
+        "--affine",
+        metavar="AFFINE",
+        help="a global affine (output of `chunkreg register`'s affine step) applied after the "
+        "flow; a flow computed after an affine already records it",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
     add_input_check_arguments(parser)
     add_pyramid_argument(parser)
@@ -64,16 +73,18 @@ def run(args: argparse.Namespace) -> int:
         "tile": args.tile,
         "mode": args.mode,
         "reference": args.reference,
+        "affine": args.affine,
         "allow_sparse": args.allow_sparse,
         "shards": args.shards,
     }
+    flow = None if args.flow.lower() == "none" else args.flow
     if args.dry_run:
-        print(plan_warp_volume(args.moving, args.flow, **params))
+        print(plan_warp_volume(args.moving, flow, **params))
         return 0
     return finish(
         warp_volume(
             args.moving,
-            args.flow,
+            flow,
             args.output,
             **params,
             pyramid=args.pyramid,

@@ -4,6 +4,14 @@ The API mirrors :mod:`skimage.registration` (0.18 onward) so code can switch by 
 the import.
 """
 
+from ._affine import (
+    apply_affine,
+    compose_affine,
+    fit_affine,
+    invert_affine,
+    ransac_affine,
+    rotation_matrix,
+)
 from ._coarse_to_fine import coarse_to_fine
 from ._metrics import normalized_cross_correlation
 from ._optical_flow_dis import optical_flow_dis
@@ -15,13 +23,19 @@ from ._warp import warp
 
 __all__ = [
     "PhaseCorrelator",
+    "apply_affine",
     "coarse_to_fine",
+    "compose_affine",
+    "fit_affine",
     "ilk_solver",
+    "invert_affine",
     "normalized_cross_correlation",
     "optical_flow_dis",
     "optical_flow_ilk",
     "optical_flow_tvl1",
     "phase_cross_correlation",
+    "ransac_affine",
+    "rotation_matrix",
     "tvl1_solver",
     "warp",
 ]

@@ -3,10 +3,14 @@
 :func:`compute_flow` computes dense optical flow between two volumes, coarse to fine over an
 image pyramid and seam-free across tiles; :func:`plan_flow` returns the plan it would follow
 (levels, tiles, halo, memory) without writing anything.
-:func:`blockwise_shifts` registers blocks rigidly and :func:`shifts_to_flow` turns the block
+:func:`estimate_affine` finds the global affine transform (the other workflows take it as
+``initial_affine`` / ``affine``); :func:`blockwise_shifts` registers blocks rigidly and :func:`shifts_to_flow` turns the block
 grid into a dense flow; :func:`warp_volume` applies a flow to a volume.
 """
 
+from ._affine import estimate_affine
+from ._affine_pipeline import PipelineResult, register_volumes
+from ._affine_result import AffineResult, load_affine
 from ._blockwise import (
     BlockShifts,
     BlocksPlan,
@@ -36,12 +40,14 @@ from ._warp_volume import WarpPlan, check_warp_options, plan_warp_volume, warp_v
 __all__ = [
     "DEFAULT_MOTION",
     "FLOW_ARRAY",
+    "AffineResult",
     "BlockShifts",
     "BlocksPlan",
     "FlowPlan",
     "Intensity",
     "IntensityWarning",
     "LevelPlan",
+    "PipelineResult",
     "WarpPlan",
     "blockwise_shifts",
     "build_output_pyramid",
@@ -49,7 +55,9 @@ __all__ = [
     "combine_seam_sums",
     "compute_flow",
     "default_tile",
+    "estimate_affine",
     "flow_depth",
+    "load_affine",
     "load_block_shifts",
     "plan_blockwise_shifts",
     "plan_flow",
@@ -59,6 +67,7 @@ __all__ = [
     "pyramid_factors",
     "qc_regressions",
     "read_qc",
+    "register_volumes",
     "run_flow_plan",
     "seam_metric",
     "seam_sums",

@@ -34,6 +34,7 @@ from ..io import (
 )
 from ..registration import normalized_cross_correlation
 from ..tiling import TileGrid
+from ._affine_view import through_affine
 from ._block_kernels import (
     common_regions,
     estimate_shift,
@@ -104,6 +105,9 @@ class BlockShifts:
     chunks: tuple[int, ...]
     complete: bool = True
     report: RunReport | None = None
+    #: Reference to moving voxels the blocks were measured through (None: none); the shifts
+    #: are then the residual after it.
+    initial_affine: np.ndarray | None = None
 
     @property
     def grid(self) -> TileGrid:
@@ -227,6 +231,7 @@ class BlocksPlan:
     batch_size: int
     upsample_factor: int
     normalization: str | None
+    initial_affine: np.ndarray | None = None
 
     @property
     def n_tasks(self) -> int:
@@ -235,7 +240,9 @@ class BlocksPlan:
 
     def signature(self) -> dict:
         """What determines the measured shifts (stored in the output for resume)."""
+        extra = {} if self.initial_affine is None else {"initial_affine": self.initial_affine}
         return {
+            **extra,
             "reference": str(array_ref(self.reference)),
             "moving": str(array_ref(self.moving)),
             "shape": self.grid.shape,
@@ -274,6 +281,7 @@ def plan_blockwise_shifts(
     normalization: str | None = None,
     batch_size: int | None = None,
     allow_sparse: bool = False,
+    initial_affine=None,
 ) -> BlocksPlan:
     """Validate the inputs of :func:`blockwise_shifts` and plan the run, writing nothing.
 
@@ -293,9 +301,12 @@ def plan_blockwise_shifts(
         not numeric, a block side is below 8 voxels, the overlap is negative, or
         ``upsample_factor``/``normalization``/``batch_size`` is invalid.
     """
+    from ._affine_result import resolve_affine
+
     ref = open_array(reference, name="reference")
     mov = open_array(moving, name="moving")
-    if ref.ndim != mov.ndim or ref.shape != mov.shape:
+    matrix = resolve_affine(initial_affine, ref.ndim) if ref.ndim == mov.ndim else None
+    if ref.ndim != mov.ndim or (matrix is None and ref.shape != mov.shape):
         raise InputError(
             f"reference and moving must have the same shape, got {ref.shape} and {mov.shape}; "
             "crop or pad them to a common shape first."
@@ -326,7 +337,7 @@ def plan_blockwise_shifts(
     ):
         raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}.")
     check_inputs_stored({"reference": ref, "moving": mov}, allow_sparse)
-    return BlocksPlan(ref, mov, grid, int(batch_size), int(upsample_factor), normalization)
+    return BlocksPlan(ref, mov, grid, int(batch_size), int(upsample_factor), normalization, matrix)
 
 
 def _centres(grid: TileGrid) -> np.ndarray:
@@ -389,6 +400,7 @@ def _finalise(group, plan, values, thresholds: dict, complete, report) -> BlockS
         chunks=tuple(int(c) for c in plan.reference.chunks),
         complete=complete,
         report=report,
+        initial_affine=plan.initial_affine,
     )
     for name in (*_GRID_ARRAYS, "outlier"):
         value = getattr(result, name)
@@ -428,6 +440,8 @@ def _finalise(group, plan, values, thresholds: dict, complete, report) -> BlockS
         # the reference's physical space, for the flows made from these shifts
         "space": read_space(plan.reference).to_attrs(),
     }
+    if plan.initial_affine is not None:  # the shifts are the residual after it
+        group.attrs["initial_affine"] = plan.initial_affine.tolist()
     return result
 
 
@@ -445,6 +459,7 @@ def blockwise_shifts(
     max_deviation: float | None = 5.0,
     batch_size: int | None = None,
     allow_sparse: bool = False,
+    initial_affine=None,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -503,6 +518,13 @@ def blockwise_shifts(
     allow_sparse : bool
         Accept inputs whose stores lack some chunk files (zarr reads those as the fill value);
         by default a missing chunk that stored data runs on into is refused before anything runs, naming it.
+    initial_affine : array_like, AffineResult, str or os.PathLike, optional
+        A global affine found first (:func:`chunkreg.estimate_affine`'s result or output
+        path, or a matrix from reference to moving voxels). Each task reads the moving volume
+        resampled through it, so the shifts are the residual after the affine (and the moving
+        volume may have another shape). The output records it (attribute
+        ``initial_affine``), :func:`shifts_to_flow` copies it to the flow, and
+        :func:`warp_volume` applies both.
     client, scheduler, n_workers :
         Where to run, see :func:`chunkreg.execution.open_client`.
     overwrite : bool
@@ -551,6 +573,7 @@ def blockwise_shifts(
         normalization=normalization,
         batch_size=batch_size,
         allow_sparse=allow_sparse,
+        initial_affine=initial_affine,
     )
     if not -1.0 <= float(min_quality) <= 1.0:
         raise InputError(f"min_quality must be within [-1, 1], got {min_quality}.")
@@ -574,10 +597,13 @@ def blockwise_shifts(
         todo = sink.todo()
         b = plan.batch_size
         numbers = [tuple(range(i * b, min((i + 1) * b, len(grid)))) for i in range(plan.n_tasks)]
+        moving_ref = through_affine(
+            array_ref(plan.moving), plan.initial_affine, grid.shape, plan.reference.chunks
+        )
         tasks = [
             _Batch(
                 array_ref(plan.reference),
-                array_ref(plan.moving),
+                moving_ref,
                 grid,
                 numbers[i],
                 plan.upsample_factor,
@@ -650,8 +676,10 @@ def load_block_shifts(output) -> BlockShifts:
         raise IncompatibleOutputError(f"{output!s} lacks the array {exc}.") from exc
     # outputs written before outlier rejection existed have no outliers
     outlier = group["outlier"][...] if "outlier" in group else np.zeros_like(arrays["reliable"])
+    initial = group.attrs.get("initial_affine")
     return BlockShifts(
         **arrays,
+        initial_affine=None if initial is None else np.asarray(initial, dtype=np.float64),
         outlier=outlier,
         shape=tuple(meta["shape"]),
         block=tuple(meta["block"]),

@@ -88,12 +88,29 @@ def _flow_attributes(plan: FlowPlan, level: int) -> dict:
         "reference": str(plan.reference),
         "moving": str(plan.moving),
         "chunkreg_version": __version__,
+        **_affine_attributes(plan, level),
+    }
+
+
+def _affine_attributes(plan: FlowPlan, level: int) -> dict:
+    """A flow computed after an initial affine records it: its displacements are the residual."""
+    if plan.initial_affine is None:
+        return {}
+    from ..registration._affine import level_matrix
+    from ._affine_view import INITIAL_AFFINE_ATTR
+
+    matrix = np.asarray(plan.initial_affine)
+    return {
+        INITIAL_AFFINE_ATTR: (level_matrix(matrix, 2**level) if level else matrix).tolist(),
+        "composition": "residual after the initial affine: the moving volume matches the "
+        "reference at p where initial_affine @ (p + flow[:, p]); warp_volume applies both",
     }
 
 
 def _flow_inputs(plan: FlowPlan) -> dict:
     """The arrays a flow run reads: both inputs and any pyramid levels they carry."""
-    inputs = {"reference": plan.reference, "moving": plan.moving}
+    moving = getattr(plan.moving, "source", plan.moving)  # seen through an initial affine
+    inputs = {"reference": plan.reference, "moving": moving}
     for lp in plan.levels[1:]:
         if lp.reference is not None:
             inputs[f"reference level {lp.level}"] = lp.reference
@@ -363,6 +380,7 @@ def compute_flow(
     coarse_memory=TASK_MEMORY_BUDGET,
     normalize: str = "auto",
     allow_sparse: bool = False,
+    initial_affine=None,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -435,6 +453,14 @@ def compute_flow(
         Accept inputs whose stores lack some chunk files (zarr reads those as the fill
         value). By default a missing chunk that stored data runs on into is refused at plan
         time, naming it: it was most likely lost (see :func:`chunkreg.io.require_chunks`).
+    initial_affine : array_like, AffineResult, str or os.PathLike, optional
+        A global affine found first (:func:`chunkreg.estimate_affine`: its result, the path of
+        its output, or a ``(ndim + 1)`` square matrix from reference to moving voxels). Every
+        task reads the moving volume resampled through it (cubic, after the dtype scaling), so the flow is the
+        residual motion left after the affine; the moving volume may then have another shape.
+        The flow array records the matrix (attribute ``initial_affine``) and
+        :func:`chunkreg.warp_volume` applies both, affine after flow. The quality control's
+        "before" is then measured after the affine.
     client : distributed.Client, optional
         Run on this client (left open).
     scheduler : str, optional
@@ -517,6 +543,7 @@ def compute_flow(
         coarse_memory=coarse_memory,
         normalize=normalize,
         allow_sparse=allow_sparse,
+        initial_affine=initial_affine,
         **kernel_params,
     )
     return run_flow_plan(

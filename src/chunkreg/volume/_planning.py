@@ -167,6 +167,8 @@ class FlowPlan:
     moving_intensity: Intensity = IDENTITY
     intensity_note: str = ""
     shards: tuple[int, ...] | None = None
+    #: Reference to moving voxels, applied before the flow (None: none); rows as tuples.
+    initial_affine: tuple | None = None
 
     @property
     def ndim(self) -> int:
@@ -227,7 +229,9 @@ class FlowPlan:
 
     def signature(self) -> dict:
         """What determines the output's content (stored with it; resume checks it)."""
+        extra = {} if self.initial_affine is None else {"initial_affine": self.initial_affine}
         return {
+            **extra,
             "method": self.method_name,
             "params": self.params,
             "reference": str(self.reference),
@@ -273,6 +277,11 @@ class FlowPlan:
                 else " (single level: each tile runs the kernel with its own image pyramid)"
             ),
         ]
+        if self.initial_affine is not None:
+            lines.append(
+                "initial affine: the moving volume is resampled through it (cubic) wherever a "
+                "task reads it; the flow is the residual (warp applies affine after flow)"
+            )
         lines += [f"  {lp.describe()}" for lp in reversed(self.levels)]
         lines += [
             f"tiles: {len(g)} = {' x '.join(map(str, g.grid_shape))} of {g.tile_shape}",
@@ -366,6 +375,7 @@ def plan_flow(
     coarse_memory=TASK_MEMORY_BUDGET,
     normalize: str = "auto",
     allow_sparse: bool = False,
+    initial_affine=None,
     **kernel_params,
 ) -> FlowPlan:
     """Open the inputs read-only, validate everything and plan a flow run.
@@ -384,9 +394,13 @@ def plan_flow(
     InputError
         On unusable inputs or parameters, with what to change.
     """
+    from ._affine_result import resolve_affine
+    from ._affine_view import through_affine
+
     ref = _open_input(reference, level, "reference")
     mov = _open_input(moving, level, "moving")
-    if ref.shape != mov.shape:
+    matrix = resolve_affine(initial_affine, ref.ndim)
+    if matrix is None and ref.shape != mov.shape:
         raise InputError(
             f"reference and moving must have the same shape, got {ref.shape} and {mov.shape}; "
             "crop or pad them to a common shape first."
@@ -421,8 +435,10 @@ def plan_flow(
     count = _count_levels(levels, shape, grid_for(refine), method, coarse_memory)
     grid0 = grid_for(single, refining=False) if count == 1 else grid_for(refine)
     ref_levels = input_levels(reference, level or 0) if count > 1 else []
-    mov_levels = input_levels(moving, level or 0) if count > 1 else []
-    shapes, sources = [shape], [(_absolute_ref(ref), _absolute_ref(mov))]
+    # through an initial affine, the pyramid is built from the resampled moving volume
+    mov_levels = input_levels(moving, level or 0) if count > 1 and matrix is None else []
+    mov_ref = through_affine(_absolute_ref(mov), matrix, shape, ref.chunks)
+    shapes, sources = [shape], [(_absolute_ref(ref), mov_ref)]
     for lvl in range(1, count):
         pair = (None, None)
         if sources[-1][0] is not None and lvl <= min(len(ref_levels), len(mov_levels)):
@@ -455,7 +471,7 @@ def plan_flow(
         plans.append(LevelPlan(lvl, lshape, lchunks, mode, grid, band, rule, ref_src, mov_src))
     return FlowPlan(
         reference=_absolute_ref(ref),
-        moving=_absolute_ref(mov),
+        moving=mov_ref,
         shape=shape,
         input_dtype=np.dtype(ref.dtype),
         input_chunks=tuple(ref.chunks),
@@ -471,4 +487,5 @@ def plan_flow(
         moving_intensity=mov_intensity,
         intensity_note=intensity_note,
         shards=None if out_shards is None else (ndim, *out_shards),
+        initial_affine=None if matrix is None else tuple(map(tuple, matrix.tolist())),
     )

@@ -311,6 +311,10 @@ def shifts_to_flow(
         "grid_shape": result.shifts.shape[:-1],
         "shifts_sha1": hashlib.sha1(np.ascontiguousarray(result.shifts).tobytes()).hexdigest(),
     }
+    affine = {}  # blocks measured through an initial affine: the flow is the residual after it
+    if result.initial_affine is not None:
+        affine = {"initial_affine": np.asarray(result.initial_affine).tolist()}
+        signature.update(affine)
     # the output's lease is held until everything is written
     with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         group = open_output_group(output, signature=signature, overwrite=overwrite, kind="flow",
@@ -347,6 +351,7 @@ def shifts_to_flow(
                     "method": "blockwise",
                     "block": list(result.block),
                     "order": order,
+                    **affine,
                 },
             )
             if space is not None:

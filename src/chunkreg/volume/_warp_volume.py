@@ -38,6 +38,7 @@ from ..io import (
 )
 from ..registration import normalized_cross_correlation
 from ..tiling import TileGrid
+from ._affine_view import describe_transform, sample_through_affine, warp_transform
 from ._flow import FLOW_ARRAY
 from ._pyramid import build_output_pyramid
 from ._qc import qc_regressions, write_qc
@@ -154,7 +155,7 @@ def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 @dataclass(frozen=True)
 class _WarpTile:
     moving: ArrayRef
-    flow: ArrayRef
+    flow: ArrayRef | None
     output: ArrayRef
     reference: ArrayRef | None
     tiles: TileGrid
@@ -162,40 +163,50 @@ class _WarpTile:
     order: int
     mode: str
     cval: float
+    affine: tuple | None = None  # reference -> moving voxels, applied after the flow
 
 
 def _warp_tile(task: _WarpTile) -> dict:
     start = time.perf_counter()
     tile = task.tiles.tile(task.number)
     moving, out = task.moving.open(), task.output.open(mode="r+")
-    flow = np.asarray(task.flow.open()[(slice(None), *tile.core)])
-    if not np.all(np.isfinite(flow)):
+    flow = None if task.flow is None else np.asarray(task.flow.open()[(slice(None), *tile.core)])
+    if flow is not None and not np.all(np.isfinite(flow)):
         raise InputError(
             f"flow has NaN or infinite values in tile {tile.core}; is the flow output complete? "
             "(unwritten parts of a chunkreg flow are NaN: run its command again to finish it)"
         )
-    bounds = sample_bounds(flow, tile.core, moving.shape, task.order)
-    region = read_region(moving, bounds, "moving")
-    warped = sample_region(
-        region,
-        [b.start for b in bounds],
-        flow,
-        [c.start for c in tile.core],
-        order=task.order,
-        mode=task.mode,
-        cval=task.cval,
-    )
+    if task.affine is not None:  # affine first, then the residual flow (if any)
+        warped, nbytes = sample_through_affine(
+            moving, flow, tile.core, task.affine, order=task.order, mode=task.mode,
+            cval=task.cval,
+        )  # fmt: skip
+    else:
+        bounds = sample_bounds(flow, tile.core, moving.shape, task.order)
+        region = read_region(moving, bounds, "moving")
+        nbytes = region.nbytes
+        warped = sample_region(
+            region,
+            [b.start for b in bounds],
+            flow,
+            [c.start for c in tile.core],
+            order=task.order,
+            mode=task.mode,
+            cval=task.cval,
+        )
     values = _cast(warped, moving.dtype)
     out[tile.core] = values
     result = {
-        "bytes_read": flow.nbytes + region.nbytes,
+        "bytes_read": (0 if flow is None else flow.nbytes) + nbytes,
         "bytes_written": values.nbytes,
     }
     if task.reference is not None:
         ref = read_region(task.reference.open(), tile.core, "reference")
-        before = read_region(moving, tile.core, "moving")
-        result["bytes_read"] += ref.nbytes + before.nbytes
-        result["ncc_before"] = normalized_cross_correlation(ref, before)
+        result["bytes_read"] += ref.nbytes
+        if moving.shape == out.shape:
+            before = read_region(moving, tile.core, "moving")
+            result["bytes_read"] += before.nbytes
+            result["ncc_before"] = normalized_cross_correlation(ref, before)
         result["ncc_after"] = normalized_cross_correlation(ref, values)
     result["seconds"] = time.perf_counter() - start
     return result
@@ -206,21 +217,24 @@ class WarpPlan:
     """What :func:`warp_volume` would do; ``str(plan)`` describes it."""
 
     moving: zarr.Array
-    flow: zarr.Array
+    flow: zarr.Array | None
     reference: zarr.Array | None
     tiles: TileGrid
     order: int
     mode: str
     cval: float
     shards: tuple[int, ...] | None = None
+    affine: np.ndarray | None = None
 
     def signature(self) -> dict:
         """What determines the output (stored in it for resume)."""
+        extra = {} if self.affine is None else {"affine": self.affine.tolist()}
         return {
+            **extra,
             "moving": str(array_ref(self.moving)),
-            "flow": str(array_ref(self.flow)),
+            "flow": None if self.flow is None else str(array_ref(self.flow)),
             "reference": None if self.reference is None else str(array_ref(self.reference)),
-            "shape": self.moving.shape,
+            "shape": self.tiles.shape,
             "dtype": str(self.moving.dtype),
             "chunks": self.moving.chunks,
             "shards": self.shards,
@@ -234,7 +248,9 @@ class WarpPlan:
         t = self.tiles
         return "\n".join(
             [
-                f"moving {t.shape} ({self.moving.dtype}), chunks {self.moving.chunks}",
+                f"moving {self.moving.shape} ({self.moving.dtype}), chunks {self.moving.chunks}"
+                + (f"; output {t.shape}" if t.shape != self.moving.shape else ""),
+                describe_transform(self.affine, self.flow is not None),
                 f"tiles: {len(t)} in a grid of {t.grid_shape}, tile {t.tile_shape}",
                 "read per tile: its flow tile, then the moving region its samples fall in "
                 f"(the tile moved by the flow, plus {self.order // 2 + 2} voxels of spline "
@@ -276,6 +292,7 @@ def plan_warp_volume(
     reference=None,
     allow_sparse: bool = False,
     shards="auto",
+    affine=None,
 ) -> WarpPlan:
     """Validate the inputs of :func:`warp_volume` and plan the run, writing nothing.
 
@@ -296,35 +313,35 @@ def plan_warp_volume(
         that is not a multiple of the moving volume's chunks (shards).
     """
     mov = open_array(moving, name="moving")
-    fl = open_flow(flow)
+    fl = None if flow is None else open_flow(flow)
     if mov.dtype.kind not in "biuf":
         raise InputError(f"moving must be numeric, got dtype {mov.dtype}.")
-    if fl.shape != (mov.ndim, *mov.shape):
+    ref = None if reference is None else open_array(reference, name="reference")
+    matrix, shape = warp_transform(mov, fl, ref, affine)
+    if fl is not None and fl.shape != (mov.ndim, *shape):
         raise InputError(
-            f"flow must have shape (ndim, *moving.shape) = {(mov.ndim, *mov.shape)}, got "
+            f"flow must have shape (ndim, *moving.shape) = {(mov.ndim, *shape)}, got "
             f"{fl.shape}; give the flow computed for this volume."
         )
-    if fl.dtype.kind != "f":
+    if fl is not None and fl.dtype.kind != "f":
         raise InputError(f"flow must be floating point, got dtype {fl.dtype}.")
-    ref = None
-    if reference is not None:
-        ref = open_array(reference, name="reference")
-        if ref.shape != mov.shape:
-            raise InputError(
-                f"reference and moving must have the same shape, got {ref.shape} and {mov.shape}."
-            )
+    if ref is not None and ref.shape != shape:
+        raise InputError(
+            f"reference and moving must have the same shape, got {ref.shape} and {shape}."
+        )
     check_warp_options(order=order, mode=mode, cval=cval)
     if isinstance(shards, str) and shards == "auto":
         shards = mov.shards
     else:
-        shards = resolve_shards(shards, chunks=mov.chunks, shape=mov.shape, name="shards")
+        shards = resolve_shards(shards, chunks=mov.chunks, shape=shape, name="shards")
     align = shards or mov.chunks
-    tile = default_tile(mov.shape, align, target=2**21) if tile is None else tile
-    require_shard_aligned(per_axis(tile, mov.ndim, "tile", minimum=1), mov.shape, shards)
-    tiles = TileGrid(mov.shape, per_axis(tile, mov.ndim, "tile", minimum=1), (0,) * mov.ndim, align)
-    inputs = {"moving": mov, "flow": fl, **({} if ref is None else {"reference": ref})}
+    tile = default_tile(shape, align, target=2**21) if tile is None else tile
+    require_shard_aligned(per_axis(tile, mov.ndim, "tile", minimum=1), shape, shards)
+    tiles = TileGrid(shape, per_axis(tile, mov.ndim, "tile", minimum=1), (0,) * mov.ndim, align)
+    inputs = {"moving": mov, **({} if fl is None else {"flow": fl}),
+              **({} if ref is None else {"reference": ref})}  # fmt: skip
     check_inputs_stored(inputs, allow_sparse)
-    return WarpPlan(mov, fl, ref, tiles, int(order), mode, float(cval), shards)
+    return WarpPlan(mov, fl, ref, tiles, int(order), mode, float(cval), shards, matrix)
 
 
 def warp_volume(
@@ -339,6 +356,7 @@ def warp_volume(
     reference=None,
     allow_sparse: bool = False,
     shards="auto",
+    affine=None,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -421,7 +439,9 @@ def warp_volume(
     """
     plan = plan_warp_volume(
         moving, flow, order=order, tile=tile, mode=mode, cval=cval, reference=reference,
-        allow_sparse=allow_sparse, shards=shards,
+        allow_sparse=allow_sparse,
+        shards=shards,
+        affine=affine,
     )  # fmt: skip
     mov, tiles = plan.moving, plan.tiles
     # the output's lease is held until everything is written
@@ -440,7 +460,7 @@ def warp_volume(
             create_array(
                 group,
                 name="0",
-                shape=mov.shape,
+                shape=tiles.shape,
                 dtype=mov.dtype,
                 chunks=mov.chunks,
                 shards=plan.shards,
@@ -459,13 +479,19 @@ def warp_volume(
         todo = sink.todo()
         refs = {
             "moving": array_ref(mov),
-            "flow": array_ref(plan.flow),
+            "flow": None if plan.flow is None else array_ref(plan.flow),
             "output": array_ref(group["0"]),
             "reference": None if plan.reference is None else array_ref(plan.reference),
         }
         tasks = [
             _WarpTile(
-                **refs, tiles=tiles, number=i, order=plan.order, mode=plan.mode, cval=plan.cval
+                **refs,
+                tiles=tiles,
+                number=i,
+                order=plan.order,
+                mode=plan.mode,
+                cval=plan.cval,
+                affine=None if plan.affine is None else tuple(map(tuple, plan.affine.tolist())),
             )
             for i in todo
         ]
@@ -494,8 +520,9 @@ def warp_volume(
             group, label="tiles", tile_shape=tiles.tile_shape, ncc_before=before, ncc_after=after
         )
         if np.isfinite(after).any():
+            first = f"{np.nanmedian(before):.3f}" if np.isfinite(before).any() else "n/a"
             report.notes["NCC to reference"] = (
-                f"median {np.nanmedian(before):.3f} before, {np.nanmedian(after):.3f} after"
+                f"median {first} before, {np.nanmedian(after):.3f} after"
             )
         report.warnings += qc_regressions(before, after, label="tile")
     return report
