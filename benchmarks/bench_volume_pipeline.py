@@ -4,8 +4,9 @@ For each volume shape: generate a float32 3-D reference (a smooth random texture
 volume deformed by a smooth displacement several times larger than the tiles' halo (zarr, 64³
 chunks), then run on an embedded LocalCluster
 
-* ``chunkreg.compute_flow`` (iLK, coarse to fine with ``levels="auto"``), reporting each of its
-  stages — pyramid, coarsest level, tiles, blend (+ QC) — with wall time and throughput;
+* ``chunkreg.compute_flow`` (iLK unless ``--method``, coarse to fine with ``levels="auto"``),
+  reporting each of its stages — pyramid, coarsest level, tiles, blend (+ QC) — with wall time
+  and throughput;
 * ``chunkreg.warp_volume`` of the moving volume by that flow;
 
 and the peak RSS per worker (the workers are restarted between steps, so each figure belongs
@@ -82,7 +83,9 @@ def _create_inputs(root: Path, shape) -> list[str]:
 
 
 def _plans(paths, args):
-    kwargs = {"tile": args.tile, "radius": args.radius, "levels": args.levels}
+    kwargs = {"tile": args.tile, "method": args.method, "levels": args.levels}
+    if args.method == "ilk":
+        kwargs["radius"] = args.radius
     if args.overlap is not None:
         kwargs["overlap"] = args.overlap
     plan = plan_flow(*paths, **kwargs)
@@ -279,6 +282,8 @@ def main(argv=None) -> int:
     parser.add_argument("--amplitude", type=float, default=12.0, help="largest displacement, px")
     parser.add_argument("--tile", type=int, default=64, help="tile edge (multiple of 64)")
     parser.add_argument("--overlap", type=int, default=None, help="halo (default: auto)")
+    parser.add_argument("--method", default="ilk", choices=("ilk", "tvl1", "dis"),
+                        help="flow kernel of the tiles (ilk)")  # fmt: skip
     parser.add_argument("--radius", type=int, default=3, help="iLK window radius")
     parser.add_argument("--levels", default="auto")
     parser.add_argument("--workers", type=int, default=1)
