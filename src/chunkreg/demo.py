@@ -45,8 +45,10 @@ def describe_image(path: Path) -> str:
     group = zarr.open_group(path, mode="r")
     levels = multiscale_dataset_paths(group.attrs.asdict())
     space = read_space(open_array(path))
-    size = " x ".join(f"{s:g}" for s in space.scale)
-    units = sorted(set(space.units.values()))
+    size = ", ".join(
+        f"{axis} {step:g}" + (f" {space.units[axis]}" if space.units.get(axis) else "")
+        for axis, step in zip(space.axes, space.scale, strict=True)
+    )
     shapes = ", ".join("x".join(map(str, group[p].shape)) for p in levels)
     try:
         from ome_zarr_models.v05.image import Image
@@ -55,8 +57,7 @@ def describe_image(path: Path) -> str:
     else:
         Image.from_zarr(group)  # raises if the metadata is not valid OME-Zarr 0.5
         checked = ", valid OME-Zarr 0.5"
-    return (f"{path.name}: {len(levels)} levels ({shapes}), voxel {size} "
-            f"{'/'.join(units)} along {''.join(space.axes)}{checked}")  # fmt: skip
+    return f"{path.name}: {len(levels)} levels ({shapes}), voxel {size}{checked}"
 
 
 def make_volume_pair(folder: Path, shape=(64, 160, 160), amplitude=3.0, seed=0):
