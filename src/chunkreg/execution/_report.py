@@ -89,6 +89,35 @@ class RunReport:
             self.bytes_written += int(result.get("bytes_written", 0))
             self.task_seconds += float(result.get("seconds", 0.0))
 
+    def merge(self, part: RunReport, *, prefix: str = "", count: bool = False) -> None:
+        """Fold the report of one stage of this run into this one.
+
+        Parameters
+        ----------
+        part : RunReport
+            The stage's report.
+        prefix : str
+            Put before each of its failures' descriptions (the stage's name).
+        count : bool
+            Also add its tasks to :attr:`n_tasks` (when the total was not known up front).
+        """
+        if count:
+            self.n_tasks += part.n_tasks
+        self.n_done += part.n_done
+        self.n_skipped += part.n_skipped
+        self.n_failed += part.n_failed
+        lead = f"{prefix}: " if prefix else ""
+        self.failures += [
+            TaskFailure(f.index, lead + f.description, f.error, f.traceback)
+            for f in part.failures
+        ]
+        self.wall_time += part.wall_time
+        self.bytes_read += part.bytes_read
+        self.bytes_written += part.bytes_written
+        self.task_seconds += part.task_seconds
+        self.notes.update(part.notes)
+        self.warnings += part.warnings
+
     def summary(self, max_failures: int = 10) -> str:
         """Multi-line human-readable summary."""
         lines = [

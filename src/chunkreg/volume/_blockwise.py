@@ -43,7 +43,7 @@ from ._block_kernels import (
     shifted_ncc,
 )
 from ._qc import qc_regressions, write_qc
-from ._sink import ResultSink
+from ..engine import ResultSink
 
 __all__ = ["BlockShifts", "blockwise_shifts", "load_block_shifts", "plan_blockwise_shifts"]
 

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import math
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
+from ..engine import IndexedTasks, ResultSink, StageRunner
 from ..errors import InputError
-from ..execution import RunReport, open_client, run_tasks
-from ..execution._report import TaskFailure
+from ..execution import RunReport, open_client
 from ..io import (
     FIELD_COMPRESSORS,
     CompletionRecord,
@@ -40,7 +41,6 @@ from ._memory import check_worker_memory
 from ._planning import TASK_MEMORY_BUDGET, FlowPlan, plan_flow
 from ._pyramid import PyramidTasks, create_pyramid_level, downsample_tile
 from ._qc import combine_seam_sums, qc_regressions, write_qc
-from ._sink import ResultSink
 from ._stitch import BlendJob, BlendTask, blend_tile, create_scratch, group_ref
 
 __all__ = ["FLOW_ARRAY", "compute_flow", "run_flow_plan"]
@@ -161,36 +161,14 @@ class _Run:
 
     def __init__(self, plan: FlowPlan, group, client, progress: bool) -> None:
         self.plan, self.group, self.client, self.progress = plan, group, client, progress
-        self.report = RunReport(label="tasks", n_tasks=plan_tasks(plan))
-        self.stages: list[str] = []
+        self.runner = StageRunner(client, n_tasks=plan_tasks(plan), progress=progress)
+        self.report = self.runner.report
+        self.stages = self.runner.lines
         self.sink: ResultSink | None = None
 
-    def stage(self, name: str, func, tasks, *, record=None, on_result=None, label="tiles",
-              skipped=0):  # fmt: skip
+    def stage(self, name: str, func, tasks, *, record=None, label="tiles", **kw) -> bool:
         """Run one stage; fold its report in. Returns True if every task succeeded."""
-        part = run_tasks(
-            func, tasks, client=self.client, label=label, record=record,
-            progress=self.progress, describe=str, on_result=on_result,
-        )  # fmt: skip
-        part.n_tasks += skipped
-        part.n_skipped += skipped
-        r = self.report
-        r.n_done += part.n_done
-        r.n_skipped += part.n_skipped
-        r.n_failed += part.n_failed
-        r.failures += [
-            TaskFailure(f.index, f"{name}: {f.description}", f.error, f.traceback)
-            for f in part.failures
-        ]
-        r.wall_time += part.wall_time
-        r.bytes_read += part.bytes_read
-        r.bytes_written += part.bytes_written
-        r.task_seconds += part.task_seconds
-        self.stages.append(
-            f"{name}: {part.n_done} done, {part.n_skipped} skipped, {part.n_failed} failed, "
-            f"of {part.n_tasks} ({part.wall_time:.1f} s)"
-        )
-        return part.ok
+        return self.runner.run(name, func, tasks, record=record, label=label, **kw)
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -275,15 +253,10 @@ class _Run:
         if level == 0:
             job = BlendJob(scratch, out)
             sink = self.sink
-            todo = sink.todo()
-            tasks = [BlendTask(job, i) for i in todo]
             where = "level 0 " if len(self.plan.levels) > 1 else ""
-            try:
-                ok = self.stage(f"{where}blend", blend_tile, tasks, label=f"{where}blend".strip(),
-                                on_result=lambda j, r: sink.add(todo[j], [todo[j]], r),
-                                skipped=len(self.plan.grid) - len(todo))  # fmt: skip
-            finally:
-                sink.flush()
+            tasks = IndexedTasks(len(self.plan.grid), partial(BlendTask, job))
+            ok = self.stage(f"{where}blend", blend_tile, tasks, label=f"{where}blend".strip(),
+                            sink=sink)  # fmt: skip
             complete = sink.record.complete
         else:
             record = self.blend_record(level)
@@ -340,8 +313,7 @@ class _Run:
                 "intensities": plan.intensity_note,
             }
         )
-        for i, line in enumerate(self.stages):
-            report.notes[f"stage {i + 1}"] = line
+        self.runner.finish(min_stages=1)
         after = values["ncc_after"]
         if np.isfinite(after).any():
             report.notes["NCC per tile"] = (

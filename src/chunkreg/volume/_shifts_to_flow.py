@@ -37,7 +37,7 @@ from ..tiling import TileGrid
 from ._blockwise import BlockShifts, _centres, load_block_shifts
 from ._flow import FLOW_ARRAY
 from ._qc import combine_seam_sums, seam_sums, write_qc
-from ._sink import ResultSink
+from ..engine import ResultSink
 
 __all__ = ["default_tile", "interpolate_shifts", "shifts_to_flow"]
 

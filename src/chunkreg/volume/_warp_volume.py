@@ -43,7 +43,7 @@ from ._flow import FLOW_ARRAY
 from ._pyramid import build_output_pyramid
 from ._qc import qc_regressions, write_qc
 from ._shifts_to_flow import default_tile
-from ._sink import ResultSink
+from ..engine import ResultSink
 
 __all__ = [
     "WarpPlan",
