@@ -7,11 +7,10 @@ The kernels are imported eagerly (numpy and scipy only); the workflows, which ne
 dask, are imported on first use, so ``import chunkreg`` stays light.
 """
 
-__version__ = "0.1.0"
-
 import importlib
 
 from . import errors
+from ._version import __version__
 from .errors import ChunkregError
 from .registration import (
     optical_flow_dis,

@@ -382,8 +382,10 @@ def test_nan_frame_is_named(tmp_path):
     stack[4, 10, 10] = np.nan
     path = write(tmp_path / "stack.zarr", stack, chunks=(3, 32, 32))
     inputs = Unchanged(path)
-    with pytest.raises(Exception, match="frame 4 of the stack holds NaN or infinite values"):
-        chunkreg.register_timeseries(path, tmp_path / "d.zarr", reference=0, **SYNC)
+    result = chunkreg.register_timeseries(path, tmp_path / "d.zarr", reference=0, **SYNC)
+    (failure,) = result.report.failures  # reported like every workflow's failed tasks
+    assert "frame 4 of the stack holds NaN or infinite values" in failure.error
+    assert failure.description == "register: batch 0 (frames 0..5)"
     inputs.check()
 
 

@@ -70,3 +70,29 @@ def test_on_local_cluster(setup, tmp_path):
     group = zarr.open_group(out, mode="r")
     record = group["_completion/fusion"][:]
     assert record.all() and len(record) == int(np.prod(np.ceil(np.array(group["0"].shape) / 48)))
+
+
+def test_a_failed_pair_is_reported_fusion_waits_and_a_rerun_completes(setup, tmp_path,
+                                                                       monkeypatch, capsys):  # fmt: skip
+    from chunkreg.stitching import _stitch as stitch_module
+
+    _, layout = setup
+    out = tmp_path / "mosaic.zarr"
+    real = stitch_module.pair_task
+
+    def flaky(task):
+        if 0 in task.indices:
+            raise OSError("tile unreadable (injected)")
+        return real(task)
+
+    monkeypatch.setattr(stitch_module, "pair_task", flaky)
+    args = ["stitch", str(layout), str(out), "--scheduler", "synchronous", "--no-progress"]
+    assert main(args) == 1  # failed work: exit 1, as for every workflow
+    assert "tile unreadable (injected)" in capsys.readouterr().out
+    assert not (out / "0").exists() and not sidecar_paths(out)["positions_json"].exists()
+    monkeypatch.setattr(stitch_module, "pair_task", real)
+    assert main(args) == 0
+    clean = tmp_path / "clean.zarr"
+    assert main(["stitch", str(layout), str(clean), "--scheduler", "synchronous", "--no-progress"]) == 0  # fmt: skip
+    assert_array_equal(zarr.open_group(out, mode="r")["0"][...],
+                       zarr.open_group(clean, mode="r")["0"][...])  # fmt: skip

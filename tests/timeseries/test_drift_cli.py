@@ -96,3 +96,30 @@ def test_drift_help_lists_options():
     assert result.returncode == 0
     for option in ("--reference", "--piecewise", "--patch", "--no-apply", "--scheduler", "--plot"):
         assert option in result.stdout
+
+
+def test_drift_command_exits_1_on_a_failed_batch_and_a_rerun_completes(tmp_path, capsys,
+                                                                       monkeypatch):  # fmt: skip
+    from chunkreg.timeseries import _register as register_module
+
+    truth = _stack(tmp_path)
+    out = tmp_path / "drift.zarr"
+    real = register_module.register_batch
+
+    def flaky(batch):
+        if batch.index == 1:
+            raise OSError("disk went away (injected)")
+        return real(batch)
+
+    monkeypatch.setattr(register_module, "register_batch", flaky)
+    args = ["drift", str(tmp_path / "movie.zarr"), str(out), "--batch", "2", "--scheduler",
+            "synchronous", "--no-progress"]  # fmt: skip
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "disk went away (injected)" in captured.out and "run again" in captured.err
+    assert not (tmp_path / "drift_shifts.csv").exists()  # written once every frame is done
+    monkeypatch.setattr(register_module, "register_batch", real)
+    assert main(args) == 0
+    shifts = zarr.open_group(str(out), mode="r")["shifts"][...]
+    assert_allclose(shifts[[0, 1, 2, 4, 5]], truth[[0, 1, 2, 4, 5]], atol=0.1)
+    assert (tmp_path / "drift_shifts.csv").exists()

@@ -270,8 +270,13 @@ def test_interrupted_run_resumes_only_missing_batches(tmp_path, to_zarr, monkeyp
 
     monkeypatch.setattr(register_module, "register_batch", flaky)
     out = tmp_path / "o.zarr"
-    with pytest.raises(TaskFailedError, match="1 of 4"):
-        register_timeseries(stack, out, batch_size=4, **SYNC)
+    failed = register_timeseries(stack, out, batch_size=4, **SYNC)  # reported, not raised
+    assert (failed.report.n_failed, failed.reports["register"].n_done) == (1, 3)
+    assert "register: batch 2 (frames 8..11)" in failed.report.failures[0].description
+    assert "disk went away" in failed.report.failures[0].error and "fixup" not in failed.reports
+    assert "fixup" in failed.report.notes["stage 2"]  # not run because of the failure
+    with pytest.raises(TaskFailedError, match="1 of"):
+        failed.report.raise_if_failed()
     # mark a finished batch so we can tell whether it is redone
     group = zarr.open_group(str(out), mode="r+")
     group["corrected"][0:4] = 7

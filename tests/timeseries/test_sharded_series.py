@@ -6,7 +6,7 @@ import zarr
 from conftest import drifting_frames, random_walk
 from numpy.testing import assert_array_equal
 
-from chunkreg.errors import InputError, TaskFailedError
+from chunkreg.errors import InputError
 from chunkreg.timeseries import _register as register_module
 from chunkreg.timeseries import register_timeseries
 
@@ -70,8 +70,8 @@ def test_sharded_series_resumes_exactly(tmp_path, stack, monkeypatch):
 
     monkeypatch.setattr(register_module, "register_batch", flaky)
     out = tmp_path / "o.zarr"
-    with pytest.raises(TaskFailedError, match="1 of 5"):
-        register_timeseries(stack, out, **kwargs)
+    failed = register_timeseries(stack, out, **kwargs)
+    assert failed.report.n_failed == 1 and failed.reports["register"].n_done == 4
     monkeypatch.setattr(register_module, "register_batch", real_register)
     resumed = register_timeseries(stack, out, **kwargs)
     assert resumed.reports["register"].n_skipped == 4 and resumed.reports["register"].n_done == 1

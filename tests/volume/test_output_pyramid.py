@@ -7,10 +7,11 @@ import zarr
 from ome_zarr_models.v05.image import Image
 
 import chunkreg
+from chunkreg.engine import _pyramid as engine_pyramid
 from chunkreg.execution import SYNCHRONOUS
 from chunkreg.io import Space, create_array, tiff_to_zarr, write_space
 from chunkreg.testing import textured_image
-from chunkreg.volume import _pyramid, build_output_pyramid, pyramid_factors
+from chunkreg.volume import build_output_pyramid, pyramid_factors
 
 SYNC = {"scheduler": "synchronous", "progress": False}
 
@@ -83,21 +84,23 @@ def test_interrupted_pyramid_resumes_without_recomputing(tmp_path, monkeypatch):
                  dimension_names=("z", "y", "x"))[...] = data  # fmt: skip
     space = Space.voxels(("z", "y", "x"))
     write_space(group, ["0"], space)
-    real = _pyramid.mean_downsample_tile
+    real = engine_pyramid.mean_downsample_tile
 
     def dies_on_second_region(task):
         if task.number == 1:
             raise OSError("worker lost")
         return real(task)
 
-    monkeypatch.setattr(_pyramid, "mean_downsample_tile", dies_on_second_region)
+    monkeypatch.setattr(engine_pyramid, "mean_downsample_tile", dies_on_second_region)
     first = build_output_pyramid(group, "0", space, client=SYNCHRONOUS, progress=False)
     assert not first.ok and first.n_done == 1
     # the metadata still lists only the complete level 0
     assert [p for p, _, _ in levels_of(tmp_path / "img.zarr")] == ["0"]
 
     calls = []
-    monkeypatch.setattr(_pyramid, "mean_downsample_tile", lambda t: calls.append(t) or real(t))
+    monkeypatch.setattr(
+        engine_pyramid, "mean_downsample_tile", lambda t: calls.append(t) or real(t)
+    )
     second = build_output_pyramid(group, "0", space, client=SYNCHRONOUS, progress=False)
     assert second.ok and second.n_skipped == 1
     assert (calls[0].target.path, calls[0].number) == ("1", 1)  # only the missing region
@@ -173,7 +176,7 @@ def test_mosaic_pyramid(tmp_path):
 
 
 def test_block_mean_edges_and_dtypes():
-    from chunkreg.volume._multiscale import block_mean as kernel
+    from chunkreg.registration._downsample import block_mean as kernel
 
     row = np.array([[1, 4, 7]], dtype=np.uint8)
     # 2.5 rounds to even; the partial last block repeats its edge voxel

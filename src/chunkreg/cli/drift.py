@@ -121,7 +121,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the workflow and print its summary (exit code 0; flagged frames are reported)."""
+    """Run the workflow and print its summary (exit 0; 1 if some batch failed; flagged frames
+    are reported)."""
     from ..errors import InputError
     from ..timeseries import plot_drift, register_timeseries
 
@@ -170,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
     print(result.summary())
     for report in result.reports.values():
         print(report.summary())
+    if not result.report.ok:  # failed batches are listed above; a rerun retries them
+        print("chunkreg: some frame batches failed (listed above); run again to retry them.",
+              file=sys.stderr)  # fmt: skip
+        return 1
     if args.plot:
         from ..io import record_side_files
 

@@ -169,11 +169,13 @@ def run(args: argparse.Namespace) -> int:
         **cluster_options(args),
     )
     if not args.fuse_only:
-        if not args.register_only:
-            record_side_files(args.output, list(paths.values()))
-        result.write_positions(paths["positions_json"])
-        result.write_positions(paths["positions_csv"])
-        result.write_links(paths["links_csv"])
+        if result.report.ok:  # positions from every pair: else a rerun writes them
+            if not args.register_only:
+                record_side_files(args.output, list(paths.values()))
+            result.write_positions(paths["positions_json"])
+            result.write_positions(paths["positions_csv"])
+            result.write_links(paths["links_csv"])
         print(result.summary())
-        print("wrote " + ", ".join(str(p) for p in paths.values()))
+        if result.report.ok:
+            print("wrote " + ", ".join(str(p) for p in paths.values()))
     return finish(list(result.reports.values()), strict=args.strict)

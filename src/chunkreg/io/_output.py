@@ -24,7 +24,7 @@ import zarr
 import zarr.errors
 import zarr.storage
 
-from .. import __version__
+from .._version import __version__
 from ..errors import IncompatibleOutputError, InputChangedError, InputError
 from ._arrays import require_url_support
 from ._fingerprint import describe_change, fingerprint

@@ -26,6 +26,7 @@ from ._lease import output_scope
 from ._locations import check_no_overlap
 from ._ome import default_axes
 from ._output import open_output_group
+from ._pyramid import write_output_pyramid
 from ._space import Space, ome_unit, write_space
 
 __all__ = ["natural_sort", "tiff_to_zarr", "tiles_to_zarr"]
@@ -355,7 +356,7 @@ def tiff_to_zarr(
         Replace an existing output.
     pyramid : bool or int
         With ``ome``, add display pyramid levels ``"1"``, ``"2"``, ... (block means of the fine
-        spatial axes, see :func:`chunkreg.volume.build_output_pyramid`); an int caps their
+        spatial axes, see :func:`chunkreg.engine.build_output_pyramid`); an int caps their
         number, False: none. The voxel size recorded is the TIFF's (OME-TIFF ``PhysicalSize``,
         else ImageJ's spacing, resolution and unit).
 
@@ -404,11 +405,7 @@ def tiff_to_zarr(
             space = _tiff_space(src, axes)
             write_space(group, ["0"], space)
             if pyramid:  # display levels, built here (no cluster: conversion runs in-process)
-                from ..execution import SYNCHRONOUS
-                from ..volume._pyramid import build_output_pyramid
-
-                build_output_pyramid(group, "0", space, client=SYNCHRONOUS, levels=pyramid,
-                                     progress=False).raise_if_failed()  # fmt: skip
+                write_output_pyramid(group, "0", space, levels=pyramid)
         return array
     finally:
         src.close()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..execution import RunReport
 from ._layout import Layout, write_layout
 
 __all__ = ["StitchResult"]
@@ -44,7 +45,11 @@ class StitchResult:
     output : str, optional
         The fused output group (its level ``"0"`` is the mosaic).
     reports : dict
-        :class:`chunkreg.execution.RunReport` per stage ("pairs", "fusion").
+        :class:`chunkreg.execution.RunReport` per stage ("pairs", "fusion", "pyramid").
+    report : RunReport, optional
+        All stages' tasks in one report: failed pair registrations or fusion chunks are
+        listed there, not raised (``report.raise_if_failed()``); the other chunks are written,
+        and running again completes the mosaic. Fusion does not start while a pair failed.
     """
 
     layout: Layout
@@ -59,6 +64,7 @@ class StitchResult:
     origin: np.ndarray | None = None
     output: str | None = None
     reports: dict = field(default_factory=dict)
+    report: RunReport | None = None
 
     @property
     def positions(self) -> np.ndarray:

@@ -12,8 +12,10 @@ from collections import defaultdict
 import numpy as np
 
 from .._validation import per_axis
+from ..engine import StageRunner, add_output_pyramid
+from ..engine._parts import StageParts
 from ..errors import InputError
-from ..execution import open_client, run_tasks
+from ..execution import open_client
 from ..io import (
     CompletionRecord,
     Space,
@@ -141,7 +143,10 @@ def stitch(
     Returns
     -------
     StitchResult
-        Positions, link table (quality, residual, dropped links), run reports.
+        Positions, link table (quality, residual, dropped links), run reports. Failed pair
+        registrations or fusion chunks are listed in ``result.report``, not raised; the
+        other chunks are written, and running again completes the mosaic (fusion waits
+        until every pair is registered).
 
     Raises
     ------
@@ -220,12 +225,17 @@ def stitch(
     if shards is not None and not isinstance(shards, str):
         resolve_shards(shards, chunks=out_chunks, shape=per_axis(shards, ndim, "shards"))
 
-    reports = {}
     with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+        runner = StageParts(c, label="tasks", progress=progress)
         if register:
-            offsets, quality, reports["pairs"] = _register_pairs(
-                c, refs, shapes, nominal, pairs, error, upsample_factor, downsample, progress
+            offsets, quality = _register_pairs(
+                runner, refs, shapes, nominal, pairs, error, upsample_factor, downsample
             )
+        if register and not runner.report.ok:  # no solution from part of the pairs
+            positions, unlinked = nominal.copy(), ()
+            n = len(pairs)
+            links = (np.full(n, np.nan), np.zeros(n, dtype=bool), np.full(n, "no estimate"))
+        elif register:
             solution = solve_positions(
                 pairs,
                 offsets,
@@ -249,14 +259,15 @@ def stitch(
             links = (np.empty(0), np.empty(0, dtype=bool), np.empty(0, dtype=str))
             unlinked = ()
         origin = None
-        if fuse:
-            origin, reports["fusion"], levels = _fuse(
-                c, refs, shapes, dtype, layout.names, positions, output, out_chunks,
+        if fuse and not runner.report.ok:  # positions from missing pairs would differ on a rerun
+            runner.stop(["fusion"])
+        elif fuse:
+            origin = _fuse(
+                runner, refs, shapes, dtype, layout.names, positions, output, out_chunks,
                 shards=shards, blend=blend, subpixel=subpixel, blend_width=blend_width,
-                order=order, overwrite=overwrite, progress=progress, pyramid=pyramid,
+                order=order, overwrite=overwrite, pyramid=pyramid,
             )  # fmt: skip
-            if levels is not None:
-                reports["pyramid"] = levels
+        report = runner.finish()
     return StitchResult(
         layout=layout.with_positions(positions),
         nominal_positions=nominal,
@@ -269,7 +280,8 @@ def stitch(
         unlinked=unlinked,
         origin=origin,
         output=None if output is None else os.fspath(output),
-        reports=reports,
+        reports=runner.parts,
+        report=report,
     )
 
 
@@ -315,9 +327,7 @@ def _output_chunks(chunks, ndim) -> tuple[int, ...]:
     return per_axis(chunks, ndim, "chunks", minimum=1)
 
 
-def _register_pairs(
-    client, refs, shapes, nominal, pairs, error, upsample_factor, downsample, progress
-):
+def _register_pairs(runner, refs, shapes, nominal, pairs, error, upsample_factor, downsample):
     regions = [pair_regions(nominal[i], shapes[i], nominal[j], shapes[j], error) for i, j in pairs]
     tasks, batch, pixels = [], [], 0
     for k, reg in enumerate(regions):
@@ -346,16 +356,12 @@ def _register_pairs(
         offsets[idx] = result["offsets"]
         quality[idx] = result["qualities"]
 
-    report = run_tasks(
-        pair_task, tasks, client=client, label="pairs", progress=progress,
-        describe=PairTask.describe, on_result=collect,
-    )  # fmt: skip
-    report.raise_if_failed()
-    return offsets, quality, report
+    runner.run("pairs", pair_task, tasks, describe=PairTask.describe, on_result=collect)
+    return offsets, quality
 
 
-def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blend, subpixel,
-          blend_width, order, overwrite, progress, pyramid=True, shards=None):  # fmt: skip
+def _fuse(runner, refs, shapes, dtype, names, positions, output, chunks, *, blend, subpixel,
+          blend_width, order, overwrite, pyramid=True, shards=None):  # fmt: skip
     ndim = positions.shape[1]
     placed = positions if subpixel else np.round(positions)
     if subpixel:
@@ -390,7 +396,7 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
     }
     group = open_output_group(output, signature=signature, overwrite=overwrite, kind="stitch",
                               inputs={"tiles": list(refs)})  # fmt: skip
-    require_shared_store(group, client)
+    require_shared_store(group, runner.client)
     axes = _AXES[ndim]
     if "0" not in group:
         create_array(group, name="0", shape=shape, dtype=dtype, chunks=chunks, shards=shards,
@@ -409,19 +415,13 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
     # tasks are whole shards, so that each shard has one writer
     tasks = _fuse_tasks(out_ref, shape, shards or chunks, local, shapes, refs, blend, width, order)
     record = CompletionRecord(group, "fusion", len(tasks))
-    report = run_tasks(
-        fuse_task, tasks, client=client, label="chunks", record=record, progress=progress,
-        describe=FuseTask.describe,
-    )  # fmt: skip
-    report.raise_if_failed()
-    levels = None
-    if pyramid:  # display levels of the mosaic
-        from ..volume._pyramid import build_output_pyramid
-
-        levels = build_output_pyramid(group, "0", space, client=client, levels=pyramid,
-                                      name="mosaic", progress=progress)  # fmt: skip
-        levels.raise_if_failed()
-    return origin, report, levels
+    ok = runner.run("fusion", fuse_task, tasks, record=record, label="chunks",
+                    describe=FuseTask.describe)  # fmt: skip
+    if ok and pyramid:  # display levels of the mosaic
+        levels = StageRunner(runner.client, label="pyramid regions", progress=runner.progress)
+        add_output_pyramid(levels, group, "0", space, levels=pyramid, name="mosaic")
+        runner.add("pyramid", levels)
+    return origin
 
 
 def _task_block(chunks, shape) -> np.ndarray:

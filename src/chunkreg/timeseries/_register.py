@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 from zarr.codecs import ZstdCodec
 
+from ..engine import StageRunner, add_output_pyramid
+from ..engine._parts import StageParts
 from ..errors import InputError
-from ..execution import open_client, run_tasks
+from ..execution import open_client
 from ..io import (
     CompletionRecord,
     array_ref,
@@ -25,6 +27,7 @@ from ..io import (
     write_space,
 )
 from ..io._arrays import resolve_shards
+from ..registration._quality import qc_regressions
 from ._bidiphase import estimate_bidiphase
 from ._frames import fourier_shift_frame
 from ._links import interpolate_missing, solve_drift
@@ -273,7 +276,9 @@ def register_timeseries(
     Returns
     -------
     TimeseriesResult
-        Shifts, quality and run reports (also stored in ``output``).
+        Shifts, quality and run reports (also stored in ``output``). Batches whose task
+        failed are listed in ``result.report``, not raised; the other frames are written, and
+        running again completes the series.
 
     Raises
     ------
@@ -419,31 +424,30 @@ def register_timeseries(
             stages = [("estimate", estimate_batch), ("apply", apply_batch)]
         else:
             stages = [("register", register_batch), ("fixup", fixup_batch)]
-        reports = {}
+        runner = StageParts(cl, label="frame batches", progress=progress)
+        threshold = float("nan")  # known once the first pass is complete
+        names = [name for name, _ in stages]
         for number, (name, func) in enumerate(stages):
             if number == 1:  # between the passes: shifts from the first pass's tables
                 if previous:
-                    threshold = _finish_links(group, job, cl, min_quality, notes, progress)
+                    threshold = _finish_links(group, job, cl, min_quality, notes, runner)
                 else:
                     threshold = _finish_fixed(group, min_quality)
-            reports[name] = run_tasks(
-                func,
-                batches,
-                client=cl,
-                label=f"frame batches ({name})",
-                record=CompletionRecord(group, name, len(batches)),
-                progress=progress,
-                describe=str,
-            )
-            reports[name].raise_if_failed()
-        if job.apply and pyramid:  # display levels of the corrected stack, space as recorded
-            from ..volume._pyramid import build_output_pyramid
-
-            reports["pyramid"] = build_output_pyramid(
-                group, "corrected", read_space(group["corrected"]), client=cl, levels=pyramid,
-                name="corrected", progress=progress,
-            )  # fmt: skip
-            reports["pyramid"].raise_if_failed()
+                if threshold is None:  # a bridging measurement failed
+                    runner.stop(names[number:])
+                    break
+            ok = runner.run(name, func, batches, record=CompletionRecord(group, name, len(batches)),
+                            label=f"frame batches ({name})")  # fmt: skip
+            if not ok:
+                runner.stop(names[number + 1 :])
+                break
+        complete = runner.report.ok
+        if complete and job.apply and pyramid:  # display levels of the corrected stack
+            levels = StageRunner(cl, label="pyramid regions", progress=progress)
+            add_output_pyramid(levels, group, "corrected", read_space(group["corrected"]),
+                               levels=pyramid, name="corrected")  # fmt: skip
+            runner.add("pyramid", levels)
+        reports = runner.parts
         result = TimeseriesResult(
             shifts=np.asarray(group["shifts"][...]),
             error=np.asarray(group["error"][...]),
@@ -457,11 +461,12 @@ def register_timeseries(
             notes=notes,
         )
         if spec.kind != "previous":  # against one reference: did registration make frames worse?
-            from ..volume._qc import qc_regressions
-
             result.warnings = qc_regressions(
                 result.quality_before, result.quality_after, skip=result.low_quality, label="frame"
             )
+        result.report = runner.finish()
+        if not result.report.ok:  # the tables and CSV are written once every frame is done
+            return result
         result.csv_path = _write_csv(output, csv_path, result)
         group.attrs["timeseries"] = {
             "min_quality": threshold,
@@ -583,8 +588,16 @@ def _finish_fixed(group, min_quality) -> float:
     return threshold
 
 
-def _finish_links(group, job: Job, client, min_quality, notes: dict, progress: bool) -> float:
-    """Solve the drift from the link tables (bridging gaps); write ``shifts`` and friends."""
+class _BridgesFailed(Exception):
+    """A bridging measurement failed (listed in the report); the drift is not solved."""
+
+
+def _finish_links(group, job: Job, client, min_quality, notes: dict, runner) -> float | None:
+    """Solve the drift from the link tables (bridging gaps); write ``shifts`` and friends.
+
+    Bridging measurements run as a stage of ``runner``; if one fails, nothing is written and
+    None is returned (the failure is in the report; a rerun measures again).
+    """
     shifts = np.asarray(group["link_shifts"][...])
     quality = np.asarray(group["link_quality"][...])
     threshold = _resolve_min_quality(min_quality, quality[:, 0])
@@ -606,16 +619,17 @@ def _finish_links(group, job: Job, client, min_quality, notes: dict, progress: b
             for p, s, qq in zip(result["pairs"], result["shifts"], result["quality"], strict=True):
                 found[tuple(p)] = (s, qq)
 
-        report = run_tasks(
-            measure_pairs, tasks, client=client, label="bridges", progress=progress, on_result=keep
-        )
-        report.raise_if_failed()
+        if not runner.run("bridges", measure_pairs, tasks, describe=None, on_result=keep):  # fmt: skip
+            raise _BridgesFailed
         return (
             np.array([found[p][0] for p in pairs]),
             np.array([found[p][1] for p in pairs]),
         )
 
-    solution = solve_drift(job.n_time, a, b, d, q, threshold, measure_bridges=measure)
+    try:
+        solution = solve_drift(job.n_time, a, b, d, q, threshold, measure_bridges=measure)
+    except _BridgesFailed:
+        return None
     group["shifts"][...] = solution.shifts
     group["low_quality"][...] = ~solution.linked
     group["error"][...] = np.asarray(group["link_error"][:, 0])

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..execution import RunReport
+
 __all__ = ["TimeseriesResult", "plot_drift"]
 
 
@@ -51,6 +53,11 @@ class TimeseriesResult:
     warnings : list of str
         Where registration against a fixed reference made frames less similar to it (the
         median quality lower after than before, or frames that got worse); empty otherwise.
+    report : RunReport
+        Every pass's tasks in one report (as every workflow returns): batches that failed are
+        listed, not raised (``report.raise_if_failed()``); the other frames are written, and
+        running again completes the series. The CSV and summary attributes are written once
+        every frame is done.
     """
 
     shifts: np.ndarray
@@ -65,6 +72,7 @@ class TimeseriesResult:
     reports: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    report: RunReport | None = None
 
     @property
     def max_drift(self) -> float:

@@ -26,9 +26,9 @@ import zarr
 import zarr.errors
 
 from .._validation import per_axis
+from ..engine import StageRunner
 from ..errors import InputError
-from ..execution import RunReport, open_client, run_tasks
-from ..execution._report import TaskFailure
+from ..execution import RunReport, open_client
 from ..io import (
     ArrayRef,
     CompletionRecord,
@@ -114,33 +114,19 @@ def _multiscale_level(source, level: int, shape) -> ArrayRef | None:
 
 
 class _Stages:
-    """Runs stages of tasks, folding their reports into one."""
+    """Runs the estimate's stages on the engine; each needs the last one's results whole."""
 
-    def __init__(self, client, progress: bool, n_tasks: int) -> None:
-        self.client, self.progress = client, progress
-        self.report = RunReport(label="tasks", n_tasks=n_tasks)
-        self.lines: list[str] = []
+    def __init__(self, client, progress: bool) -> None:
+        self.runner = StageRunner(client, label="tasks", progress=progress)
+        self.report, self.lines = self.runner.report, self.runner.lines
 
     def run(self, name: str, func, tasks, *, record=None, label="tasks") -> list:
+        """One stage; its tasks' results in order. Raises if a task failed."""
         results: dict[int, object] = {}
-        part = run_tasks(func, tasks, client=self.client, label=label, record=record,
-                         progress=self.progress, describe=str,
-                         on_result=lambda i, r: results.__setitem__(i, r))  # fmt: skip
-        r = self.report
-        r.n_tasks += part.n_tasks
-        r.n_done += part.n_done
-        r.n_skipped += part.n_skipped
-        r.n_failed += part.n_failed
-        r.failures += [TaskFailure(f.index, f"{name}: {f.description}", f.error, f.traceback)
-                       for f in part.failures]  # fmt: skip
-        r.wall_time += part.wall_time
-        r.bytes_read += part.bytes_read
-        r.bytes_written += part.bytes_written
-        r.task_seconds += part.task_seconds
-        self.lines.append(f"{name}: {part.n_done} done, {part.n_skipped} skipped, "
-                          f"{part.n_failed} failed ({part.wall_time:.1f} s)")  # fmt: skip
-        if not part.ok:
-            part.raise_if_failed()
+        ok = self.runner.run(name, func, tasks, record=record, label=label,
+                             on_result=results.__setitem__)  # fmt: skip
+        if not ok:
+            self.report.raise_if_failed()
         return [results.get(i) for i in range(len(tasks))]
 
 
@@ -345,7 +331,7 @@ def estimate_affine(
     refs = {"reference": array_ref(ref), "moving": array_ref(mov)}
     with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         require_shared_store(group, c)
-        stages = _Stages(c, progress, n_tasks=0)
+        stages = _Stages(c, progress)
         coarse = _coarse_images(stages, group, refs, {"reference": reference, "moving": moving},
                                 {"reference": ref.shape, "moving": mov.shape}, level,
                                 ref.chunks)  # fmt: skip
@@ -398,8 +384,7 @@ def estimate_affine(
     result.save(group)  # last: marks the output complete
     if "coarse" in group:  # the coarse images are no longer needed
         del group["coarse"]
-    for i, line in enumerate(stages.lines):
-        stages.report.notes[f"stage {i + 1}"] = line
+    stages.runner.finish(min_stages=1)
     _notes(stages.report, result, ncc_identity)
     return result
 

@@ -14,13 +14,15 @@ import math
 import numbers
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import zarr
 
 from .._validation import per_axis
+from ..engine import IndexedTasks, ResultSink, StageRunner
 from ..errors import IncompatibleOutputError, InputError
-from ..execution import RunReport, open_client, run_tasks
+from ..execution import RunReport, open_client
 from ..io import (
     ArrayRef,
     array_ref,
@@ -43,7 +45,6 @@ from ._block_kernels import (
     shifted_ncc,
 )
 from ._qc import qc_regressions, write_qc
-from ..engine import ResultSink
 
 __all__ = ["BlockShifts", "blockwise_shifts", "load_block_shifts", "plan_blockwise_shifts"]
 
@@ -594,36 +595,20 @@ def blockwise_shifts(
         require_shared_store(group, c)
         fields = {f: ((ndim,) if f == "shift" else (), "float64") for f in _FIELDS}
         sink = ResultSink(group, "blocks", n_tasks=plan.n_tasks, n_items=len(grid), fields=fields)
-        todo = sink.todo()
         b = plan.batch_size
         numbers = [tuple(range(i * b, min((i + 1) * b, len(grid)))) for i in range(plan.n_tasks)]
         moving_ref = through_affine(
             array_ref(plan.moving), plan.initial_affine, grid.shape, plan.reference.chunks
         )
-        tasks = [
-            _Batch(
-                array_ref(plan.reference),
-                moving_ref,
-                grid,
-                numbers[i],
-                plan.upsample_factor,
-                plan.normalization,
-            )
-            for i in todo
-        ]
-        try:
-            report = run_tasks(
-                _register_batch,
-                tasks,
-                client=c,
-                label="block batches" if b > 1 else "blocks",
-                progress=progress,
-                describe=lambda t: f"blocks {t.numbers[0]}..{t.numbers[-1]}",
-                on_result=lambda j, r: sink.add(todo[j], numbers[todo[j]], r),
-                skipped=plan.n_tasks - len(todo),
-            )
-        finally:
-            sink.flush()
+        make = partial(_Batch, array_ref(plan.reference), moving_ref, grid)
+        tasks = IndexedTasks(
+            plan.n_tasks, lambda i: make(numbers[i], plan.upsample_factor, plan.normalization)
+        )
+        label = "block batches" if b > 1 else "blocks"
+        runner = StageRunner(c, label=label, progress=progress)
+        runner.run("blocks", _register_batch, tasks, sink=sink, items=numbers.__getitem__,
+                   label=label, describe=lambda t: f"blocks {t.numbers[0]}..{t.numbers[-1]}")  # fmt: skip
+        report = runner.finish()
     complete = bool(sink.record.complete)
     result = _finalise(group, plan, sink.values, thresholds, complete, report)
     report.notes["blocks"] = f"{len(grid)} in a grid of {grid.grid_shape}"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..engine import IndexedTasks, ResultSink, StageRunner
 from ..errors import InputError
 from ..execution import RunReport, open_client
@@ -35,11 +35,11 @@ from ..io import (
     require_shared_store,
     write_space,
 )
-from ._flow_tasks import LevelJob, TileTasks, WholeTask, flow_tile, whole_level
+from ._flow_tasks import LevelJob, TileTask, WholeTask, flow_tile, whole_level
 from ._intensity import IDENTITY
 from ._memory import check_worker_memory
 from ._planning import TASK_MEMORY_BUDGET, FlowPlan, plan_flow
-from ._pyramid import PyramidTasks, create_pyramid_level, downsample_tile
+from ._pyramid import create_pyramid_level, downsample_tile, pyramid_tasks
 from ._qc import combine_seam_sums, qc_regressions, write_qc
 from ._stitch import BlendJob, BlendTask, blend_tile, create_scratch, group_ref
 
@@ -196,7 +196,7 @@ class _Run:
         targets, grid = create_pyramid_level(self.group, level, lp.shape, lp.chunks)
         ref, mov = self.sources(level - 1)
         ref_i, mov_i = self.intensities(level - 1)
-        tasks = PyramidTasks({"reference": ref, "moving": mov}, targets, grid,
+        tasks = pyramid_tasks({"reference": ref, "moving": mov}, targets, grid,
                              {"reference": ref_i, "moving": mov_i})  # fmt: skip
         record = CompletionRecord(self.group, f"pyramid_{level}", len(tasks))
         return self.stage(f"pyramid level {level}", downsample_tile, tasks, record=record,
@@ -227,7 +227,8 @@ class _Run:
                        self.intensities(level))  # fmt: skip
         record = CompletionRecord(scratch_group, _PIECES, len(lp.grid))
         where = f"level {level} " if len(plan.levels) > 1 else ""
-        if not self.stage(f"{where}tiles", flow_tile, TileTasks(job), record=record,
+        tasks = IndexedTasks(len(lp.grid), partial(TileTask, job))
+        if not self.stage(f"{where}tiles", flow_tile, tasks, record=record,
                           label=f"{where}tiles".strip()):  # fmt: skip
             self.stages.append(f"{where}blend: not run because of the failures above")
             return False

@@ -5,7 +5,6 @@ flow to refine). Each runs on a worker, reads its own inputs and writes outputs 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +20,7 @@ from ._multiscale import initial_flow, refine_region
 from ._planning import QC_STEP, QC_SUBSAMPLE_FROM
 from ._stitch import Scratch, describe_tile
 
-__all__ = ["LevelJob", "Residual", "TileTask", "TileTasks", "WholeTask", "flow_tile", "whole_level"]
+__all__ = ["LevelJob", "Residual", "TileTask", "WholeTask", "flow_tile", "whole_level"]
 
 
 def _starts(region) -> list[int]:
@@ -137,23 +136,6 @@ class TileTask:
     def __str__(self) -> str:
         where = f"level {self.job.level} " if self.job.level else ""
         return where + describe_tile(self.job.scratch.grid.tile(self.number))
-
-
-class TileTasks(Sequence):
-    """The tile tasks of a level, made on demand (a run may have millions of tiles)."""
-
-    def __init__(self, job: LevelJob) -> None:
-        self.job = job
-
-    def __len__(self) -> int:
-        return len(self.job.scratch.grid)
-
-    def __getitem__(self, number):
-        if isinstance(number, slice):
-            return [self[i] for i in range(*number.indices(len(self)))]
-        if not 0 <= number < len(self):
-            raise IndexError(number)
-        return TileTask(self.job, number)
 
 
 def _quality(reference, moving, flow, core) -> tuple[float, float]:

@@ -23,9 +23,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import zarr
 
 from ..errors import InputError
+from ..io._qc import read_qc, write_qc
+from ..registration._quality import combine_seam_sums, qc_regressions
 from ..tiling import TileGrid
 
 __all__ = [
@@ -38,64 +39,6 @@ __all__ = [
     "summarise_qc",
     "write_qc",
 ]
-
-QC_GROUP = "qc"
-#: A tile (block) whose NCC after registration is lower than before by more than this is a
-#: regression.
-REGRESSION_MARGIN = 0.05
-
-
-def qc_regressions(
-    ncc_before, ncc_after, *, skip=None, label: str = "tile", margin: float = REGRESSION_MARGIN
-) -> list[str]:
-    """Warnings where registration made the quality control worse.
-
-    Parameters
-    ----------
-    ncc_before, ncc_after : array_like
-        NCC with the reference per tile (or block), before and after registration; NaN for
-        tiles not measured.
-    skip : array_like of bool, optional
-        Tiles to leave out (e.g. those without texture).
-    label : str
-        What a grid cell is called in the messages.
-    margin : float
-        A cell regresses when its NCC drops by more than this.
-
-    Returns
-    -------
-    list of str
-        Empty when nothing got worse: otherwise one line for a lower median NCC after than
-        before, and one naming the cells whose NCC dropped by more than ``margin``.
-
-    Examples
-    --------
-    >>> qc_regressions([0.9, 0.8, 0.7], [0.95, 0.85, 0.4])
-    ['1 of 3 tiles got worse by more than 0.05 in NCC (largest drop 0.300, tile 2)']
-    """
-    before = np.asarray(ncc_before, dtype=np.float64).ravel()
-    after = np.asarray(ncc_after, dtype=np.float64).ravel()
-    keep = np.isfinite(before) & np.isfinite(after)
-    if skip is not None:
-        keep &= ~np.asarray(skip, dtype=bool).ravel()
-    if not keep.any():
-        return []
-    out = []
-    median_before, median_after = np.median(before[keep]), np.median(after[keep])
-    if median_after < median_before:
-        out.append(
-            f"registration made the images less similar: median NCC per {label} "
-            f"{median_before:.3f} before, {median_after:.3f} after"
-        )
-    drop = np.where(keep, before - after, -np.inf)
-    worse = np.flatnonzero(drop > margin)
-    if worse.size:
-        worst = int(np.argmax(drop))
-        out.append(
-            f"{worse.size} of {int(keep.sum())} {label}s got worse by more than {margin:g} in "
-            f"NCC (largest drop {drop[worst]:.3f}, {label} {worst})"
-        )
-    return out
 
 
 def _tile_shape(grid, ndim: int) -> tuple[int, ...]:
@@ -196,32 +139,6 @@ def seam_sums(
     return sums
 
 
-def combine_seam_sums(sums: np.ndarray, *, floor: float = 1e-3) -> float:
-    """Seam metric from :func:`seam_sums` totals.
-
-    Parameters
-    ----------
-    sums : ndarray, shape (3, ndim)
-        Totals of :func:`seam_sums` over the regions of a field.
-    floor : float
-        Differences this small (in voxels) count as no change: ``floor`` is added per border
-        pair to both sides of the ratio, so a (nearly) constant field scores 1 rather than an
-        arbitrary ratio of rounding errors.
-
-    Returns
-    -------
-    float
-        ``(sum of border differences + floor * n) / (sum of neighbouring differences +
-        floor * n)`` over the ``n`` border pairs: about 1 for a smooth field, above 1.1 when the
-        field jumps at tile borders. NaN when no pair crosses a border (a single tile).
-    """
-    sums = np.asarray(sums, dtype=np.float64)
-    n = sums[2].sum()
-    if n == 0:
-        return float("nan")
-    return float((sums[0].sum() + floor * n) / (sums[1].sum() + floor * n))
-
-
 def seam_metric(flow: np.ndarray, grid) -> float:
     """Flow change across tile borders relative to inside tiles (about 1: no seams).
 
@@ -251,106 +168,6 @@ def seam_metric(flow: np.ndarray, grid) -> float:
     """
     flow = np.asarray(flow)
     return combine_seam_sums(seam_sums(flow, _tile_shape(grid, flow.ndim - 1)))
-
-
-def write_qc(
-    group: zarr.Group,
-    *,
-    label: str,
-    tile_shape: Sequence[int],
-    ncc_before: np.ndarray | None = None,
-    ncc_after: np.ndarray | None = None,
-    seam: float | None = None,
-    extra: dict[str, np.ndarray] | None = None,
-) -> zarr.Group:
-    """Write (or replace) the ``qc`` group of a registration output.
-
-    Parameters
-    ----------
-    group : zarr.Group
-        The output group (writable).
-    label : str
-        What the grid cells are: "blocks", "tiles"...
-    tile_shape : sequence of int
-        Shape of one grid cell in voxels.
-    ncc_before, ncc_after : ndarray, shape grid_shape, optional
-        NCC between reference and moving per cell, before and after registration.
-    seam : float, optional
-        Seam metric of the output flow (:func:`seam_metric`).
-    extra : dict of ndarray, optional
-        More per-cell arrays (e.g. ``{"reliable": mask}``), shaped like the NCC grids.
-
-    Returns
-    -------
-    zarr.Group
-        The ``qc`` group.
-    """
-    qc = group.require_group(QC_GROUP)
-    arrays = {"ncc_before": ncc_before, "ncc_after": ncc_after, **(extra or {})}
-    for name, values in arrays.items():
-        if values is None:
-            continue
-        values = np.asarray(values)
-        if values.dtype.kind == "f":
-            values = values.astype(np.float32)
-        qc.create_array(
-            name,
-            shape=values.shape,
-            dtype=values.dtype,
-            chunks=tuple(max(1, n) for n in values.shape),
-            overwrite=True,
-            fill_value=np.nan if values.dtype.kind == "f" else 0,
-        )[...] = values
-    qc.attrs.update(
-        {
-            "label": label,
-            "tile_shape": [int(t) for t in tile_shape],
-            "seam_metric": None if seam is None or not np.isfinite(seam) else float(seam),
-        }
-    )
-    return qc
-
-
-def _open_group(output) -> zarr.Group:
-    if isinstance(output, zarr.Group):
-        return output
-    try:
-        node = zarr.open(output, mode="r")
-    except (FileNotFoundError, zarr.errors.NodeTypeValidationError, KeyError) as exc:
-        raise InputError(f"{output!s} is not a chunkreg output group ({exc}).") from exc
-    if not isinstance(node, zarr.Group):
-        raise InputError(f"{output!s} is a zarr array, not a chunkreg output group.")
-    return node
-
-
-def read_qc(output) -> dict:
-    """Read the ``qc`` group of an output: its arrays (as numpy) and attributes.
-
-    Parameters
-    ----------
-    output : str, os.PathLike or zarr.Group
-        A registration output (flow, blocks or warp).
-
-    Returns
-    -------
-    dict
-        Array name -> ndarray, plus ``"attrs"``.
-
-    Raises
-    ------
-    InputError
-        If ``output`` has no ``qc`` group (it was not written by a chunkreg registration).
-    """
-    group = _open_group(output)
-    if QC_GROUP not in group:
-        raise InputError(
-            f"{output!s} has no quality-control group '{QC_GROUP}'; give the output of "
-            "`chunkreg blocks`, `chunkreg warp --reference ...` or `chunkreg flow`."
-        )
-    qc = group[QC_GROUP]
-    out = {name: qc[name][...] for name in qc.array_keys()}
-    out["attrs"] = qc.attrs.asdict()
-    return out
 
 
 def summarise_qc(output, *, worst: int = 10) -> str:

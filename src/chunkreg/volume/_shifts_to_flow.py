@@ -12,14 +12,16 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import zarr
 from scipy import ndimage
 
 from .._validation import per_axis
+from ..engine import IndexedTasks, ResultSink, StageRunner
 from ..errors import InputError
-from ..execution import RunReport, open_client, run_tasks
+from ..execution import RunReport, open_client
 from ..io import (
     FIELD_COMPRESSORS,
     ArrayRef,
@@ -37,7 +39,6 @@ from ..tiling import TileGrid
 from ._blockwise import BlockShifts, _centres, load_block_shifts
 from ._flow import FLOW_ARRAY
 from ._qc import combine_seam_sums, seam_sums, write_qc
-from ..engine import ResultSink
 
 __all__ = ["default_tile", "interpolate_shifts", "shifts_to_flow"]
 
@@ -363,32 +364,13 @@ def shifts_to_flow(
             n_items=len(tiles),
             fields={"seam": ((3, ndim), "float64")},
         )
-        todo = sink.todo()
-        tasks = [
-            _FlowTile(
-                array_ref(group["block_shifts"]),
-                array_ref(group[FLOW_ARRAY]),
-                tiles,
-                i,
-                axis_centres,
-                result.block,
-                order,
-            )
-            for i in todo
-        ]
-        try:
-            report = run_tasks(
-                _flow_tile,
-                tasks,
-                client=c,
-                label="tiles",
-                progress=progress,
-                describe=lambda t: f"tile {t.tiles.tile(t.number).core}",
-                on_result=lambda j, r: sink.add(todo[j], [todo[j]], r),
-                skipped=len(tiles) - len(todo),
-            )
-        finally:
-            sink.flush()
+        make = partial(_FlowTile, array_ref(group["block_shifts"]), array_ref(group[FLOW_ARRAY]),
+                       tiles)  # fmt: skip
+        tasks = IndexedTasks(len(tiles), lambda i: make(i, axis_centres, result.block, order))
+        runner = StageRunner(c, label="tiles", progress=progress)
+        runner.run("tiles", _flow_tile, tasks, sink=sink,
+                   describe=lambda t: f"tile {t.tiles.tile(t.number).core}")  # fmt: skip
+        report = runner.finish()
     seam = combine_seam_sums(np.nansum(sink.values["seam"], axis=0))
     write_qc(
         group,

@@ -13,14 +13,16 @@ import numbers
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import zarr
 from scipy import ndimage
 
 from .._validation import per_axis
+from ..engine import IndexedTasks, ResultSink, StageRunner, add_output_pyramid
 from ..errors import InputError
-from ..execution import RunReport, open_client, run_tasks
+from ..execution import RunReport, open_client
 from ..io import (
     ArrayRef,
     array_ref,
@@ -40,10 +42,8 @@ from ..registration import normalized_cross_correlation
 from ..tiling import TileGrid
 from ._affine_view import describe_transform, sample_through_affine, warp_transform
 from ._flow import FLOW_ARRAY
-from ._pyramid import build_output_pyramid
 from ._qc import qc_regressions, write_qc
 from ._shifts_to_flow import default_tile
-from ..engine import ResultSink
 
 __all__ = [
     "WarpPlan",
@@ -476,43 +476,21 @@ def warp_volume(
             n_items=len(tiles),
             fields={"ncc_before": ((), "float64"), "ncc_after": ((), "float64")},
         )
-        todo = sink.todo()
         refs = {
             "moving": array_ref(mov),
             "flow": None if plan.flow is None else array_ref(plan.flow),
             "output": array_ref(group["0"]),
             "reference": None if plan.reference is None else array_ref(plan.reference),
         }
-        tasks = [
-            _WarpTile(
-                **refs,
-                tiles=tiles,
-                number=i,
-                order=plan.order,
-                mode=plan.mode,
-                cval=plan.cval,
-                affine=None if plan.affine is None else tuple(map(tuple, plan.affine.tolist())),
-            )
-            for i in todo
-        ]
-        try:
-            report = run_tasks(
-                _warp_tile,
-                tasks,
-                client=c,
-                label="tiles",
-                progress=progress,
-                describe=lambda t: f"tile {t.tiles.tile(t.number).core}",
-                on_result=lambda j, r: sink.add(todo[j], [todo[j]], r),
-                skipped=len(tiles) - len(todo),
-            )
-        finally:
-            sink.flush()
-        if report.ok and pyramid and mov.ndim <= 4:  # display levels, once the image is done
-            levels = build_output_pyramid(group, "0", space, client=c, levels=pyramid,
-                                          name="warped", progress=progress)  # fmt: skip
-            levels.raise_if_failed()
-            report.notes["pyramid levels"] = levels.notes["pyramid levels"]
+        affine = None if plan.affine is None else tuple(map(tuple, plan.affine.tolist()))
+        make = partial(_WarpTile, **refs, tiles=tiles, order=plan.order, mode=plan.mode,
+                       cval=plan.cval, affine=affine)  # fmt: skip
+        runner = StageRunner(c, label="tiles", progress=progress)
+        ok = runner.run("tiles", _warp_tile, IndexedTasks(len(tiles), lambda i: make(number=i)),
+                        sink=sink, describe=lambda t: f"tile {t.tiles.tile(t.number).core}")  # fmt: skip
+        if ok and pyramid and mov.ndim <= 4:  # display levels, once the image is done
+            add_output_pyramid(runner, group, "0", space, levels=pyramid, name="warped")
+        report = runner.finish()
     if plan.reference is not None:
         before = sink.values["ncc_before"].reshape(tiles.grid_shape)
         after = sink.values["ncc_after"].reshape(tiles.grid_shape)
