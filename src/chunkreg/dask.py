@@ -16,8 +16,8 @@ import numpy as np
 
 from ._validation import per_axis
 from .errors import InputError
+from .registration._methods import depth_rule, kernel, resolve_method
 from .volume._intensity import to_float
-from .volume._methods import depth_rule, kernel, resolve_method
 
 __all__ = ["optical_flow_dis", "optical_flow_ilk", "optical_flow_tvl1"]
 

@@ -11,9 +11,9 @@ from numpy.testing import assert_array_equal
 import chunkreg
 from chunkreg import optical_flow_dis, warp
 from chunkreg.errors import InputError
+from chunkreg.registration._methods import kernel_memory_factor, resolve_method
 from chunkreg.testing import apply_flow, smooth_displacement, textured_image
 from chunkreg.volume import compute_flow, flow_depth
-from chunkreg.volume._methods import kernel_memory_factor, resolve_method
 
 
 def _truth(displacement: np.ndarray) -> np.ndarray:

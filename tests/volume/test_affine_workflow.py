@@ -307,7 +307,7 @@ def test_moving_of_another_shape_and_an_affine_only_warp(tmp_path):
 
 def test_an_ome_zarr_input_s_own_coarse_level_is_used(tmp_path):
     from chunkreg.io import write_ome_multiscale_metadata
-    from chunkreg.volume._affine_kernels import downsample_mean
+    from chunkreg.registration._affine_kernels import downsample_mean
 
     shape = (256, 256)
     truth = about_centre(shape, angles=7, scale=1.02, shift=(2.0, 3.0))
@@ -329,7 +329,7 @@ def test_a_15_degree_rotation_that_defeats_the_plain_start_is_found_from_a_rotat
     """On this pair the translation-only start matches few blocks; the rotated starts (each
     with its own global phase correlation) recover the transform."""
     from chunkreg.registration._affine import level_matrix
-    from chunkreg.volume._affine_kernels import downsample_mean, estimate_in_memory
+    from chunkreg.registration._affine_kernels import downsample_mean, estimate_in_memory
 
     shape = (320, 288)
     truth = about_centre(shape, angles=15, scale=0.95, shear=0.02, shift=(3.0, 7.0))
@@ -341,7 +341,7 @@ def test_a_15_degree_rotation_that_defeats_the_plain_start_is_found_from_a_rotat
 
 
 def test_inside_fraction_of_a_block():
-    from chunkreg.volume._affine_kernels import inside_fraction
+    from chunkreg.registration._affine_kernels import inside_fraction
 
     shift = np.eye(3)
     shift[1, 2] = 4.0  # block voxel x shows moving voxel x + 4 along axis 1

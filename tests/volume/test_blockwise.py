@@ -9,8 +9,7 @@ from scipy import fft, ndimage
 from chunkreg import BlockShifts, blockwise_shifts, shifts_to_flow
 from chunkreg.cli import main
 from chunkreg.errors import IncompatibleOutputError, InputError
-from chunkreg.testing import textured_image
-from chunkreg.volume._block_kernels import (
+from chunkreg.registration._block_kernels import (
     common_regions,
     estimate_shift,
     fill_unreliable,
@@ -18,6 +17,7 @@ from chunkreg.volume._block_kernels import (
     hann_window,
     shifted_ncc,
 )
+from chunkreg.testing import textured_image
 from chunkreg.volume._blockwise import load_block_shifts, plan_blockwise_shifts
 from chunkreg.volume._qc import read_qc, seam_metric
 from chunkreg.volume._shifts_to_flow import default_tile, interpolate_shifts

@@ -11,9 +11,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from scipy import ndimage
 
 import chunkreg
-from chunkreg.testing import apply_flow, smooth_displacement, textured_image
-from chunkreg.volume import compute_flow, seam_metric
-from chunkreg.volume._multiscale import (
+from chunkreg.registration._multiscale import (
     compose_flows,
     downsample_region,
     downsample_source,
@@ -22,6 +20,8 @@ from chunkreg.volume._multiscale import (
     upsample_flow_region,
     upsample_source,
 )
+from chunkreg.testing import apply_flow, smooth_displacement, textured_image
+from chunkreg.volume import compute_flow, seam_metric
 
 SYNC = {"scheduler": "synchronous", "progress": False}
 PROPERTY = settings(max_examples=30, deadline=None)

@@ -7,8 +7,8 @@ import pytest
 import zarr
 
 from chunkreg.errors import InputError
+from chunkreg.registration._methods import kernel_memory_factor, resolve_method
 from chunkreg.volume import default_tile, flow_depth, plan_flow
-from chunkreg.volume._methods import kernel_memory_factor, resolve_method
 
 from .kernels import box_flow
 

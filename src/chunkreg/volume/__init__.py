@@ -8,6 +8,7 @@ image pyramid and seam-free across tiles; :func:`plan_flow` returns the plan it 
 grid into a dense flow; :func:`warp_volume` applies a flow to a volume.
 """
 
+from ..registration._methods import DEFAULT_MOTION, flow_depth
 from ._affine import estimate_affine
 from ._affine_pipeline import PipelineResult, register_volumes
 from ._affine_result import AffineResult, load_affine
@@ -21,7 +22,6 @@ from ._blockwise import (
 from ._flow import FLOW_ARRAY, compute_flow, run_flow_plan
 from ._intensity import Intensity, IntensityWarning, plan_intensity
 from ._levels import LevelPlan
-from ._methods import DEFAULT_MOTION, flow_depth
 from ._planning import FlowPlan, default_tile, plan_flow
 from ._pyramid import build_output_pyramid, pyramid_factors
 from ._qc import (

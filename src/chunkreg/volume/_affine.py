@@ -7,7 +7,7 @@ Stages, each a set of tasks run by :func:`chunkreg.execution.run_tasks`:
    the output group;
 2. the coarse estimate, in one task: a global phase correlation for the starting translation,
    then iterations of blockwise phase correlation through the current estimate, fitted by
-   RANSAC and least squares (:func:`~chunkreg.volume._affine_kernels.estimate_in_memory`);
+   RANSAC and least squares (:func:`~chunkreg.registration._affine_kernels.estimate_in_memory`);
 3. refinement at full resolution: an evenly spread subset of blocks, each read with the moving
    region the estimate maps it to, resampled, phase-correlated; the correspondences are fitted
    again (``refine`` passes).
@@ -45,8 +45,8 @@ from ..registration._affine import (
     ransac_affine,
     transform_residuals,
 )
+from ..registration._affine_kernels import block_regions, centre, correspondence
 from ..tiling import TileGrid
-from ._affine_kernels import block_regions, centre, correspondence
 from ._affine_result import AFFINE_ATTR, AffineResult, load_affine
 from ._affine_tasks import Coarse, Downsample, Fine
 from ._affine_tasks import coarse as coarse_task

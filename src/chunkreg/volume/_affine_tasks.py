@@ -17,8 +17,7 @@ import numpy as np
 from ..errors import InputError
 from ..io import ArrayRef
 from ..registration import normalized_cross_correlation
-from ..tiling import TileGrid
-from ._affine_kernels import (
+from ..registration._affine_kernels import (
     affine_bounds,
     block_match,
     downsample_mean,
@@ -26,6 +25,7 @@ from ._affine_kernels import (
     inside_fraction,
     resample_affine,
 )
+from ..tiling import TileGrid
 
 __all__ = ["Coarse", "Downsample", "Fine", "coarse", "downsample", "fine"]
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..io import ArrayRef, read_region
-from ._affine_kernels import affine_bounds, resample_affine
+from ..io._flow_layout import recorded_affine
+from ..registration._affine_kernels import affine_bounds, resample_affine
 from ._intensity import to_float
 
 __all__ = ["AffineRef", "AffineView", "through_affine"]
@@ -144,7 +145,7 @@ def sample_through_affine(
     """
     from scipy import ndimage
 
-    from ._affine_kernels import _MODES, _PREFILTER_DEPTH
+    from ..registration._affine_kernels import _MODES, _PREFILTER_DEPTH
 
     m = np.asarray(matrix, dtype=np.float64)
     if flow_tile is None:
@@ -174,19 +175,6 @@ def sample_through_affine(
     values = ndimage.map_coordinates(region.astype(dtype, copy=False), mapped, output=dtype,
                                      order=order, mode=_MODES[mode], cval=cval)  # fmt: skip
     return values, region.nbytes
-
-
-#: Attribute of a flow array computed after an initial affine: the matrix (reference to
-#: moving voxels) that the flow's residual displacements follow.
-INITIAL_AFFINE_ATTR = "initial_affine"
-
-
-def recorded_affine(flow) -> np.ndarray | None:
-    """The initial affine a flow array (or blocks output) records it was computed after."""
-    from ..registration._affine import as_matrix
-
-    value = flow.attrs.get(INITIAL_AFFINE_ATTR)
-    return None if value is None else as_matrix(value)
 
 
 def warp_transform(moving, flow, reference, affine) -> tuple[np.ndarray | None, tuple[int, ...]]:

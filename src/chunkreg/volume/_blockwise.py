@@ -35,15 +35,15 @@ from ..io import (
     require_shared_store,
 )
 from ..registration import normalized_cross_correlation
-from ..tiling import TileGrid
-from ._affine_view import through_affine
-from ._block_kernels import (
+from ..registration._block_kernels import (
     common_regions,
     estimate_shift,
     fill_unreliable,
     find_outliers,
     shifted_ncc,
 )
+from ..tiling import TileGrid
+from ._affine_view import through_affine
 from ._qc import qc_regressions, write_qc
 
 __all__ = ["BlockShifts", "blockwise_shifts", "load_block_shifts", "plan_blockwise_shifts"]

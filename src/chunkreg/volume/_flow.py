@@ -35,6 +35,7 @@ from ..io import (
     require_shared_store,
     write_space,
 )
+from ..io._flow_layout import FLOW_ARRAY
 from ._flow_tasks import LevelJob, TileTask, WholeTask, flow_tile, whole_level
 from ._intensity import IDENTITY
 from ._memory import check_worker_memory
@@ -45,8 +46,6 @@ from ._stitch import BlendJob, BlendTask, blend_tile, create_scratch, group_ref
 
 __all__ = ["FLOW_ARRAY", "compute_flow", "run_flow_plan"]
 
-#: Name of the flow array inside the output group.
-FLOW_ARRAY = "flow"
 _RECORD = "tiles"
 _SCRATCH = "_scratch"
 _PIECES = "pieces"
@@ -96,8 +95,8 @@ def _affine_attributes(plan: FlowPlan, level: int) -> dict:
     """A flow computed after an initial affine records it: its displacements are the residual."""
     if plan.initial_affine is None:
         return {}
+    from ..io._flow_layout import INITIAL_AFFINE_ATTR
     from ..registration._affine import level_matrix
-    from ._affine_view import INITIAL_AFFINE_ATTR
 
     matrix = np.asarray(plan.initial_affine)
     return {

@@ -14,9 +14,10 @@ from .._validation import check_finite
 from ..errors import InputError
 from ..io import ArrayRef, read_region
 from ..registration import normalized_cross_correlation
+from ..registration._methods import kernel
+from ..registration._multiscale import initial_flow, refine_region
+from ..registration._samplers import sample_bounds, sample_region
 from ._intensity import IDENTITY, Intensity
-from ._methods import kernel
-from ._multiscale import initial_flow, refine_region
 from ._planning import QC_STEP, QC_SUBSAMPLE_FROM
 from ._stitch import Scratch, describe_tile
 
@@ -148,8 +149,6 @@ def _quality(reference, moving, flow, core) -> tuple[float, float]:
     values into intensities elsewhere. Cores of ``QC_SUBSAMPLE_FROM`` voxels or more are measured
     on every ``QC_STEP``-th voxel per axis (in 3-D an eighth of the work, 32768 samples or more).
     """
-    from ._warp_volume import sample_bounds, sample_region  # it imports this package's flow
-
     array, region, start, intensity = moving
     step = QC_STEP if reference.size >= QC_SUBSAMPLE_FROM else 1
     sub = (slice(None, None, step),) * reference.ndim
@@ -206,8 +205,6 @@ def flow_tile(task: TileTask) -> dict:
             values = np.asarray(flow[(slice(None), *keep)], dtype=np.float32)
         mov_start = _starts(tile.read)
     else:
-        from ._warp_volume import sample_bounds  # it imports this package's flow
-
         coarse = job.coarse.open()
         read_bytes = [0]
 

@@ -20,9 +20,9 @@ import zarr.errors
 
 from ..errors import InputError
 from ..io import ArrayRef, multiscale_dataset_paths
+from ..registration._methods import kernel_memory_factor
+from ..registration._multiscale import FACTOR
 from ..tiling import TileGrid
-from ._methods import kernel_memory_factor
-from ._multiscale import FACTOR
 
 __all__ = ["MIN_LEVEL_EDGE", "REFINE_MOTION", "LevelPlan", "input_levels", "parse_levels"]
 

@@ -15,7 +15,9 @@ from .._validation import per_axis
 from ..errors import InputError
 from ..io import ArrayRef, check_inputs_stored, open_array
 from ..io._arrays import require_shard_aligned, resolve_shards
+from ..registration._methods import depth_rule, kernel_memory_factor, method_name, resolve_method
 from ..tiling import TileGrid
+from ..tiling._scratch_size import scratch_nbytes
 from ._intensity import IDENTITY, Intensity, plan_intensity
 from ._levels import (
     MIN_LEVEL_EDGE,
@@ -29,7 +31,6 @@ from ._levels import (
     tiled_memory,
     whole_memory,
 )
-from ._methods import depth_rule, kernel_memory_factor, method_name, resolve_method
 
 __all__ = ["FlowPlan", "default_tile", "plan_flow", "pyramid_tile"]
 
@@ -212,8 +213,6 @@ class FlowPlan:
         """Uncompressed bytes the run writes: ``flow`` (level 0), ``coarse`` (the pyramid it
         builds and the coarser levels' flows) and ``scratch`` (the largest level's tile results
         before blending; deleted once that level is blended)."""
-        from ._stitch import Scratch  # it imports this module
-
         ndim = self.ndim
         coarse = 0
         scratch = 0
@@ -223,8 +222,7 @@ class FlowPlan:
                 if lp.reference is None:  # pyramid levels of both inputs, float32
                     coarse += 2 * 4 * math.prod(lp.shape)
             if lp.mode != "whole":
-                geometry = Scratch(ArrayRef(""), lp.grid, lp.band)  # opens nothing
-                scratch = max(scratch, geometry.nbytes)
+                scratch = max(scratch, scratch_nbytes(lp.grid, lp.band))
         return {"flow": 4 * ndim * math.prod(self.shape), "coarse": coarse, "scratch": scratch}
 
     def signature(self) -> dict:

@@ -23,9 +23,9 @@ from ..engine import IndexedTasks
 from ..engine._pyramid import build_output_pyramid
 from ..io import ArrayRef, read_region
 from ..io._pyramid import group_ref, pyramid_factors, pyramid_tile
+from ..registration._multiscale import downsample_region, downsample_source
 from ..tiling import TileGrid
 from ._intensity import IDENTITY, Intensity
-from ._multiscale import downsample_region, downsample_source
 
 __all__ = [
     "build_output_pyramid",

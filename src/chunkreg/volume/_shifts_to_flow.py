@@ -35,9 +35,9 @@ from ..io import (
     resolve_shards,
     write_space,
 )
+from ..io._flow_layout import FLOW_ARRAY
 from ..tiling import TileGrid
 from ._blockwise import BlockShifts, _centres, load_block_shifts
-from ._flow import FLOW_ARRAY
 from ._qc import combine_seam_sums, seam_sums, write_qc
 
 __all__ = ["default_tile", "interpolate_shifts", "shifts_to_flow"]

@@ -8,16 +8,13 @@ volume's dtype and chunking.
 
 from __future__ import annotations
 
-import math
 import numbers
-import os
 import time
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import zarr
-from scipy import ndimage
 
 from .._validation import per_axis
 from ..engine import IndexedTasks, ResultSink, StageRunner, add_output_pyramid
@@ -38,10 +35,11 @@ from ..io import (
     resolve_shards,
     write_space,
 )
+from ..io._flow_layout import open_flow
 from ..registration import normalized_cross_correlation
+from ..registration._samplers import _MODES, sample_bounds, sample_region
 from ..tiling import TileGrid
 from ._affine_view import describe_transform, sample_through_affine, warp_transform
-from ._flow import FLOW_ARRAY
 from ._qc import qc_regressions, write_qc
 from ._shifts_to_flow import default_tile
 
@@ -54,93 +52,6 @@ __all__ = [
     "sample_region",
     "warp_volume",
 ]
-
-_MODES = {"edge": "nearest", "constant": "grid-constant"}
-_PREFILTER_DEPTH = 12  # voxels for the cubic/quintic spline prefilter to match the whole volume
-
-
-def open_flow(source) -> zarr.Array:
-    """Open a displacement field: an array, or an output group holding an array ``flow``."""
-    if isinstance(source, (str, os.PathLike)):
-        try:
-            node = zarr.open(os.fspath(source), mode="r")
-        except (FileNotFoundError, zarr.errors.NodeTypeValidationError, KeyError, ValueError):
-            node = None
-        if isinstance(node, zarr.Group) and FLOW_ARRAY in node:
-            return node[FLOW_ARRAY]
-    if isinstance(source, zarr.Group) and FLOW_ARRAY in source:
-        return source[FLOW_ARRAY]
-    return open_array(source, name="flow")
-
-
-def sample_bounds(flow_tile: np.ndarray, core: tuple[slice, ...], shape, order: int):
-    """Region of the moving volume that the samples of one output tile need.
-
-    Returns the slices ``[lo, hi)`` per axis covering ``x + flow(x)`` for every ``x`` in
-    ``core``, grown by the spline support of ``order`` (and a prefilter margin for
-    ``order > 1``), clipped to the volume but never empty.
-    """
-    margin = order // 2 + 2 + (_PREFILTER_DEPTH if order > 1 else 0)
-    out = []
-    for axis, (s, n) in enumerate(zip(core, shape, strict=True)):
-        f = flow_tile[axis]
-        lo = math.floor(s.start + float(f.min())) - margin
-        hi = math.floor(s.stop - 1 + float(f.max())) + margin + 1
-        lo = min(max(lo, 0), n - 1)
-        hi = max(min(hi, n), lo + 1)
-        out.append(slice(lo, hi))
-    return tuple(out)
-
-
-def sample_region(
-    region: np.ndarray,
-    region_start,
-    flow_tile: np.ndarray,
-    core_start,
-    *,
-    order: int = 1,
-    mode: str = "edge",
-    cval: float = 0.0,
-    step: int = 1,
-) -> np.ndarray:
-    """Sample a region of the moving volume at ``x + flow(x)`` for the voxels of one tile.
-
-    Parameters
-    ----------
-    region : ndarray, shape R
-        Part of the moving volume starting at ``region_start``.
-    region_start : sequence of int
-        Position of ``region[0, 0, ...]`` in the volume.
-    flow_tile : ndarray, shape (ndim, *T)
-        Displacements of the output tile's voxels.
-    core_start : sequence of int
-        Position of the tile's first voxel in the volume.
-    order : int
-        Spline order, 0 to 5.
-    mode : {"edge", "constant"}
-        Outside the volume: repeat the edge voxel, or use ``cval``.
-    cval : float
-        Fill value for ``mode="constant"``.
-    step : int
-        Spacing of the tile's voxels along every axis: ``flow_tile[:, j]`` belongs to voxel
-        ``core_start + step * j`` (a subsampled tile).
-
-    Returns
-    -------
-    ndarray of float32 or float64, shape T
-        float64 for float64 input, float32 otherwise.
-    """
-    dtype = np.float64 if region.dtype == np.float64 else np.float32
-    region = np.asarray(region, dtype=dtype)
-    ndim = region.ndim
-    coords = np.array(flow_tile, dtype=np.float64, copy=True)
-    for axis in range(ndim):
-        offset = core_start[axis] - region_start[axis]
-        axis_grid = np.arange(flow_tile.shape[1 + axis], dtype=np.float64) * step + offset
-        coords[axis] += axis_grid.reshape((-1,) + (1,) * (ndim - 1 - axis))
-    return ndimage.map_coordinates(
-        region, coords, output=dtype, order=order, mode=_MODES[mode], cval=cval
-    )
 
 
 def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

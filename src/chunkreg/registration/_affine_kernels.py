@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from ..registration._affine import apply_affine
+from ._affine import apply_affine
 from ._block_kernels import estimate_shift, shifted_ncc
 
 __all__ = [
@@ -194,7 +194,7 @@ def _iteration(ref, mov, matrix, regions, fit: dict):
     """One pass: resample through ``matrix``, match every block, fit; (matrix, stage) or None
     when no block matched (or no consensus was found)."""
     from ..errors import InputError
-    from ..registration._affine import ransac_affine, transform_residuals
+    from ._affine import ransac_affine, transform_residuals
 
     ndim = ref.ndim
     whole = tuple(slice(0, n) for n in ref.shape)
@@ -236,7 +236,7 @@ def _start(ref, mov, turn, upsample_factor: int) -> np.ndarray:
 def _turns(shape, degrees: float = 8.0) -> list[np.ndarray]:
     """Rotations about the volume's centre by +-``degrees`` and twice that (2-D), or by
     +-``degrees`` about each axis (3-D): starting points for large rotations."""
-    from ..registration._affine import rotation_matrix
+    from ._affine import rotation_matrix
 
     ndim = len(shape)
     centre = (np.asarray(shape, dtype=np.float64) - 1) / 2
@@ -292,7 +292,7 @@ def estimate_in_memory(
         No start yields a consensus (no usable blocks).
     """
     from ..errors import InputError
-    from ..registration._affine import min_samples
+    from ._affine import min_samples
 
     ndim = reference.ndim
     ref = np.asarray(reference, dtype=np.float32)

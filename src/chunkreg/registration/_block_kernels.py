@@ -13,7 +13,8 @@ import itertools
 
 import numpy as np
 
-from ..registration import normalized_cross_correlation, phase_cross_correlation
+from ._metrics import normalized_cross_correlation
+from ._phase_cross_correlation import phase_cross_correlation
 
 __all__ = [
     "common_regions",

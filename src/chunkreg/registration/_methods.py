@@ -153,7 +153,7 @@ def kernel(method) -> Callable:
     """Return the in-memory kernel for ``method`` (imported on the worker that calls it)."""
     if callable(method):
         return method
-    from .. import registration
+    from .. import registration  # the package: its public kernels by name
 
     return getattr(registration, _KERNELS[method])
 
@@ -218,7 +218,7 @@ def depth_rule(method, *, motion: float = DEFAULT_MOTION, **params) -> tuple[int
     if isinstance(motion, bool) or not isinstance(motion, numbers.Real) or not motion >= 0:
         raise InputError(f"motion must be a number >= 0 (pixels), got {motion!r}.")
     if method == "dis":
-        from ..registration._optical_flow_dis import resolve_params
+        from ._optical_flow_dis import resolve_params
 
         p = resolve_params(full)  # 2-D presets: patches at least as large as 3-D ones
         sweeps = 2 * math.ceil(math.sqrt(2 * p.variational_iterations))
