@@ -63,6 +63,11 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def report(self) -> RunReport:
+        """This report itself: workflows returning a report carry ``.report`` like the others."""
+        return self
+
+    @property
     def ok(self) -> bool:
         """True when no task failed."""
         return self.n_failed == 0

@@ -12,18 +12,20 @@ from ._layout import Layout, overlapping_pairs, read_layout, regular_grid, write
 from ._pairwise import PairRegions, pair_regions, register_pair
 from ._result import StitchResult
 from ._solve import GlobalSolution, solve_positions
-from ._stitch import stitch
+from ._stitch import StitchPlan, plan_stitch, stitch
 
 __all__ = [
     "BLEND_MODES",
     "GlobalSolution",
     "Layout",
     "PairRegions",
+    "StitchPlan",
     "StitchResult",
     "TilePiece",
     "fuse_block",
     "overlapping_pairs",
     "pair_regions",
+    "plan_stitch",
     "read_layout",
     "register_pair",
     "regular_grid",

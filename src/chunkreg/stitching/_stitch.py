@@ -8,6 +8,7 @@ import numbers
 import os
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from ..io import (
     resolve_shards,
     write_space,
 )
-from ._fuse import BLEND_MODES
+from ._fuse import BLEND_MODES, interpolation_depth
 from ._layout import Layout, _read_spec, overlapping_pairs, read_layout, refuse_coincident_tiles
 from ._pairwise import pair_regions
 from ._result import StitchResult
@@ -38,7 +39,7 @@ from ._solve import solve_positions, unlinked_message
 from ._tasks import FuseTask, PairTask, fuse_task, pair_task
 from ._tiles import resolve_tiles
 
-__all__ = ["stitch"]
+__all__ = ["StitchPlan", "plan_stitch", "stitch"]
 
 _AXES = {2: ("y", "x"), 3: ("z", "y", "x")}
 _DEFAULT_CHUNKS = {2: 1024, 3: 128}
@@ -46,6 +47,149 @@ _DEFAULT_CHUNKS = {2: 1024, 3: 128}
 _PAIR_TASK_PIXELS = 8 * 2**20
 # output elements per fusion task (whole chunks; each written once by one task)
 _FUSE_TASK_ELEMENTS = 4 * 2**20
+
+
+@dataclass(frozen=True)
+class StitchPlan:
+    """What :func:`stitch` would do: the tiles, the pairs it registers, the mosaic's layout."""
+
+    layout: Layout
+    refs: tuple
+    shapes: np.ndarray
+    dtype: np.dtype
+    pairs: np.ndarray  # tiles of each nominally overlapping pair
+    stage_error: np.ndarray  # search radius per axis around the nominal offsets
+    fixed: int | None
+    chunks: tuple[int, ...]
+    options: dict
+
+    @property
+    def nominal(self) -> np.ndarray:
+        """The layout's positions."""
+        return np.asarray(self.layout.positions)
+
+    @property
+    def upsample_factor(self) -> int:
+        return self.options["upsample_factor"]
+
+    @property
+    def depth(self) -> int:
+        """Pixels of context each side a fused chunk reads beyond the tiles it covers."""
+        return interpolation_depth(self.options["order"]) if self.options["subpixel"] else 0
+
+    def signature(self) -> dict:
+        """What determines the run's result, before positions are solved."""
+        digest = hashlib.sha256()
+        digest.update(np.ascontiguousarray(self.nominal, dtype=np.float64).tobytes())
+        digest.update(np.ascontiguousarray(self.shapes, dtype=np.int64).tobytes())
+        digest.update("\0".join(self.layout.names).encode())
+        return {
+            "tiles": [str(r) for r in self.refs],
+            "dtype": str(self.dtype),
+            "chunks": list(self.chunks),
+            "layout_sha256": digest.hexdigest(),
+            **self.options,
+        }
+
+    def describe(self) -> str:
+        """Human-readable plan."""
+        o, n = self.options, len(self.layout)
+        steps = [s for s in ("register", "fuse") if o[s]]
+        return "\n".join(
+            [
+                f"tiles: {n} of {self.layout.ndim}-D {self.dtype}, shapes "
+                f"{sorted({tuple(int(v) for v in s) for s in self.shapes})}",
+                f"steps: {', then '.join(steps)}",
+                f"pairs: {len(self.pairs)} nominally overlapping, searched within "
+                f"{[float(e) for e in self.stage_error]} px of the nominal offsets"
+                + (f", on {o['downsample']}x block means" if o["downsample"] > 1 else ""),
+                f"fusion: {o['blend']} blend, chunks {self.chunks}, depth {self.depth}"
+                + (f" (order-{o['order']} subpixel placement)" if o["subpixel"] else ""),
+            ]
+        )
+
+    __str__ = describe
+
+
+def plan_stitch(
+    tiles,
+    layout,
+    *,
+    register: bool = True,
+    fuse: bool = True,
+    blend: str = "linear",
+    subpixel: bool = False,
+    upsample_factor: int | None = None,
+    stage_error=None,
+    downsample: int = 1,
+    fixed_tile: str | None = None,
+    chunks=None,
+    shards=None,
+    order: int = 3,
+    allow_sparse: bool = False,
+) -> StitchPlan:
+    """Check the inputs of :func:`stitch` and plan the run; nothing is read but the tiles'
+    metadata (and their chunk listings), nothing is written.
+
+    Parameters
+    ----------
+    tiles, layout, register, fuse, blend, subpixel, upsample_factor, stage_error, downsample, \
+fixed_tile, chunks, shards, order, allow_sparse
+        As for :func:`stitch`.
+
+    Returns
+    -------
+    StitchPlan
+
+    Raises
+    ------
+    InputError
+        As :func:`stitch` would, before anything is written.
+    """
+    if not (register or fuse):
+        raise InputError("nothing to do: register and fuse are both false.")
+    if blend not in BLEND_MODES:
+        raise InputError(f"blend must be one of {BLEND_MODES}, got {blend!r}.")
+    if not (isinstance(downsample, int) and downsample >= 1):
+        raise InputError(f"downsample must be an integer >= 1, got {downsample!r}.")
+    if upsample_factor is None:
+        upsample_factor = 10 if subpixel else 1
+    if not (isinstance(upsample_factor, int) and upsample_factor >= 1):
+        raise InputError(f"upsample_factor must be an integer >= 1, got {upsample_factor!r}.")
+    if not 0 <= order <= 5:
+        raise InputError(f"order must be in 0..5, got {order}.")
+
+    layout = _as_layout(layout, tiles)
+    refuse_coincident_tiles(layout)
+    refs, shapes, dtype = resolve_tiles(tiles, layout)
+    if not isinstance(allow_sparse, bool):
+        raise InputError(f"allow_sparse must be True or False, got {allow_sparse!r}.")
+    if not allow_sparse:
+        for name, ref in zip(layout.names, refs, strict=True):
+            require_chunks(ref.open(), f"tile {name!r}")
+    ndim = layout.ndim
+    nominal = np.asarray(layout.positions)
+    fixed = None if fixed_tile is None else _tile_index(layout, fixed_tile)
+    error = _stage_error(stage_error, shapes)
+    pairs = overlapping_pairs(nominal, shapes, adjacent=True)
+    if register and len(pairs) == 0:
+        raise InputError(
+            f"no two of the {len(layout)} tiles overlap side by side at their nominal positions, "
+            "so there is nothing to register; check the layout's units (pixels) and overlap, or "
+            "pass register=False (--fuse-only) to place them as given."
+        )
+    out_chunks = _output_chunks(chunks, ndim)
+    # shards checked before anything runs (the mosaic's shape is known only later)
+    if shards is not None and not isinstance(shards, str):
+        resolve_shards(shards, chunks=out_chunks, shape=per_axis(shards, ndim, "shards"))
+
+    options = {
+        "register": bool(register), "fuse": bool(fuse), "blend": blend,
+        "subpixel": bool(subpixel), "upsample_factor": upsample_factor,
+        "downsample": downsample, "order": int(order),
+    }  # fmt: skip
+    return StitchPlan(layout, tuple(refs), np.asarray(shapes), np.dtype(dtype), pairs, error,
+                      fixed, tuple(out_chunks), options)  # fmt: skip
 
 
 def stitch(
@@ -184,46 +328,19 @@ def stitch(
     >>> result.positions.round(2).tolist()
     [[0.0, 0.0], [0.0, 81.0], [81.0, 0.0], [81.0, 81.0]]
     """
-    if not (register or fuse):
-        raise InputError("nothing to do: register and fuse are both false.")
-    if blend not in BLEND_MODES:
-        raise InputError(f"blend must be one of {BLEND_MODES}, got {blend!r}.")
     if fuse and output is None:
         raise InputError("give an output path for the fused mosaic (or fuse=False).")
-    if not (isinstance(downsample, int) and downsample >= 1):
-        raise InputError(f"downsample must be an integer >= 1, got {downsample!r}.")
-    if upsample_factor is None:
-        upsample_factor = 10 if subpixel else 1
-    if not (isinstance(upsample_factor, int) and upsample_factor >= 1):
-        raise InputError(f"upsample_factor must be an integer >= 1, got {upsample_factor!r}.")
-    if not 0 <= order <= 5:
-        raise InputError(f"order must be in 0..5, got {order}.")
-
-    layout = _as_layout(layout, tiles)
-    refuse_coincident_tiles(layout)
-    refs, shapes, dtype = resolve_tiles(tiles, layout)
-    if not isinstance(allow_sparse, bool):
-        raise InputError(f"allow_sparse must be True or False, got {allow_sparse!r}.")
-    if not allow_sparse:
-        for name, ref in zip(layout.names, refs, strict=True):
-            require_chunks(ref.open(), f"tile {name!r}")
+    plan = plan_stitch(
+        tiles, layout, register=register, fuse=fuse, blend=blend, subpixel=subpixel,
+        upsample_factor=upsample_factor, stage_error=stage_error, downsample=downsample,
+        fixed_tile=fixed_tile, chunks=chunks, shards=shards, order=order,
+        allow_sparse=allow_sparse,
+    )  # fmt: skip
+    layout, refs, shapes, dtype = plan.layout, plan.refs, plan.shapes, plan.dtype
+    ndim, nominal, fixed, error = layout.ndim, plan.nominal, plan.fixed, plan.stage_error
+    pairs, out_chunks, upsample_factor = plan.pairs, plan.chunks, plan.upsample_factor
     if output is not None:  # before the pairs are registered
         check_no_overlap(output, {"tiles": refs, "tile group": tiles})
-    ndim = layout.ndim
-    nominal = np.asarray(layout.positions)
-    fixed = None if fixed_tile is None else _tile_index(layout, fixed_tile)
-    error = _stage_error(stage_error, shapes)
-    pairs = overlapping_pairs(nominal, shapes, adjacent=True)
-    if register and len(pairs) == 0:
-        raise InputError(
-            f"no two of the {len(layout)} tiles overlap side by side at their nominal positions, "
-            "so there is nothing to register; check the layout's units (pixels) and overlap, or "
-            "pass register=False (--fuse-only) to place them as given."
-        )
-    out_chunks = _output_chunks(chunks, ndim)
-    # shards checked before anything runs (the mosaic's shape is known only later)
-    if shards is not None and not isinstance(shards, str):
-        resolve_shards(shards, chunks=out_chunks, shape=per_axis(shards, ndim, "shards"))
 
     with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         runner = StageParts(c, label="tasks", progress=progress)

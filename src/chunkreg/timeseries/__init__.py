@@ -9,15 +9,17 @@ resonant-scanner movies.
 
 from ._bidiphase import correct_bidiphase, estimate_bidiphase
 from ._piecewise import PatchGrid, PiecewiseOptions
-from ._register import register_timeseries
+from ._register import TimeseriesPlan, plan_timeseries, register_timeseries
 from ._report import TimeseriesResult, plot_drift
 
 __all__ = [
     "PatchGrid",
     "PiecewiseOptions",
+    "TimeseriesPlan",
     "TimeseriesResult",
     "correct_bidiphase",
     "estimate_bidiphase",
+    "plan_timeseries",
     "plot_drift",
     "register_timeseries",
 ]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import zarr
 from zarr.codecs import ZstdCodec
 
 from ..engine import StageRunner, add_output_pyramid
@@ -46,7 +48,7 @@ from ._tasks import (
     registrar,
 )
 
-__all__ = ["register_timeseries"]
+__all__ = ["TimeseriesPlan", "plan_timeseries", "register_timeseries"]
 
 _BATCH_BYTES = 64e6  # float32 bytes of frames per task by default
 _MIN_QUALITY_FLOOR = 0.05
@@ -143,6 +145,185 @@ def _resolve_bidiphase(bidiphase, array, time_axis: int, n_frames: int) -> float
     if not math.isfinite(bidiphase):
         raise InputError(f"bidiphase must be finite, got {bidiphase!r}.")
     return float(bidiphase)
+
+
+@dataclass(frozen=True)
+class TimeseriesPlan:
+    """What :func:`register_timeseries` would do: frames, reference, batches, output layout."""
+
+    stack: zarr.Array
+    time_axis: int
+    n_time: int
+    frame_shape: tuple[int, ...]
+    spec: ReferenceSpec
+    strides: tuple[int, ...]
+    upsample_factor: int
+    normalization: str | None
+    options: PiecewiseOptions | None
+    roi: tuple | None
+    mask: np.ndarray | None
+    interpolation: str
+    fill_value: float
+    bidiphase_offset: float
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    batch_size: int
+    _signature: dict = field(repr=False)
+
+    @property
+    def n_batches(self) -> int:
+        """Tasks of each pass: batches of consecutive frames."""
+        return math.ceil(self.n_time / self.batch_size)
+
+    def signature(self) -> dict:
+        """What determines the output (stored in it; resume checks it)."""
+        return dict(self._signature)
+
+    def describe(self) -> str:
+        """Human-readable plan."""
+        kind = self.spec.kind
+        passes = "estimate, then apply" if kind == "previous" else "register, then fix up"
+        piecewise = (
+            "rigid"
+            if self.options is None
+            else f"piecewise: patches of {self.options.patch} px overlapping by "
+            f"{self.options.overlap} px"
+        )
+        return "\n".join(
+            [
+                f"stack: {self.stack.shape} ({self.stack.dtype}), chunks {self.stack.chunks}; "
+                f"{self.n_time} frames of {self.frame_shape} along axis {self.time_axis}",
+                f"reference: {kind}"
+                + (f" (strides {self.strides})" if kind == "previous" else ""),
+                f"registration: {piecewise}, upsample_factor {self.upsample_factor}, "
+                f"normalization {self.normalization}, interpolation {self.interpolation}",
+                f"tiles: {self.n_batches} batches of up to {self.batch_size} whole frames "
+                f"(depth 0: a frame is registered alone), two passes ({passes})",
+                f"output: chunks {self.chunks}" + (f", shards {self.shards}" if self.shards
+                                                  else ""),
+            ]
+        )  # fmt: skip
+
+    __str__ = describe
+
+
+def plan_timeseries(
+    stack,
+    *,
+    reference="first",
+    upsample_factor: int = 10,
+    normalization: str | None = None,
+    piecewise=None,
+    time_axis: int = 0,
+    n_reference_frames: int = 20,
+    strides=None,
+    mask=None,
+    roi=None,
+    apply: bool = True,
+    interpolation: str = "fft",
+    fill_value: float = 0.0,
+    min_quality="auto",
+    bidiphase: str | float | None = None,
+    chunks=None,
+    shards="auto",
+    batch_size: int | None = None,
+    allow_sparse: bool = False,
+) -> TimeseriesPlan:
+    """Check the inputs of :func:`register_timeseries` and plan the run; nothing is written.
+
+    Parameters
+    ----------
+    stack, reference, upsample_factor, normalization, piecewise, time_axis, \
+n_reference_frames, strides, mask, roi, apply, interpolation, fill_value, min_quality, \
+bidiphase, chunks, shards, batch_size, allow_sparse
+        As for :func:`register_timeseries`.
+
+    Returns
+    -------
+    TimeseriesPlan
+
+    Raises
+    ------
+    InputError
+        As :func:`register_timeseries` would, before anything is written.
+    """
+    array = open_array(stack, name="stack")
+    if array.ndim not in (3, 4):
+        raise InputError(
+            f"stack must be a series of 2-D or 3-D frames (3 or 4 dimensions), got shape "
+            f"{array.shape}; a single image is not a series."
+        )
+    if isinstance(time_axis, bool) or not isinstance(time_axis, numbers.Integral):
+        raise InputError(f"time_axis must be an integer, got {time_axis!r}.")
+    if not -array.ndim <= time_axis < array.ndim:
+        raise InputError(
+            f"time_axis {time_axis} is out of range for a stack of {array.ndim} dimensions."
+        )
+    time_axis = int(time_axis) % array.ndim
+    n_time = int(array.shape[time_axis])
+    frame_shape = tuple(int(n) for i, n in enumerate(array.shape) if i != time_axis)
+    if n_time < 1 or min(frame_shape) < 8:
+        raise InputError(f"stack {array.shape} has no frames or frames smaller than 8 pixels.")
+    if array.dtype.kind not in "biuf":
+        raise InputError(f"stack must be numeric, got dtype {array.dtype}.")
+    spec = parse_reference(reference, n_time, frame_shape, n_reference_frames)
+    previous = spec.kind == "previous"
+    if strides is not None and not previous:
+        raise InputError("strides apply to reference='previous' only.")
+    strides = parse_strides(strides, n_time) if previous else (1,)
+    upsample_factor = _check_int(upsample_factor, "upsample_factor", 1)
+    options = PiecewiseOptions.coerce(piecewise)
+    if options is not None and previous:
+        raise InputError(
+            "piecewise correction needs a fixed reference ('first', 'mean', an index or an "
+            "array), not 'previous'."
+        )
+    if options is not None and options.overlap >= min(options.patch, *frame_shape):
+        raise InputError(
+            f"piecewise overlap {options.overlap} must be smaller than the patch and the frame."
+        )
+    roi_t = _parse_roi(roi, frame_shape)
+    mask = _parse_mask(mask, frame_shape)
+    if normalization not in (None, "phase"):
+        raise InputError(f"normalization must be None or 'phase', got {normalization!r}.")
+    if interpolation not in ("fft", "linear"):
+        raise InputError(f"interpolation must be 'fft' or 'linear', got {interpolation!r}.")
+    if min_quality != "auto" and min_quality is not None:
+        _resolve_min_quality(min_quality, np.zeros(0))
+    out_chunks = _output_chunks(chunks, n_time, frame_shape)
+    out_shards = resolve_shards(
+        shards,
+        chunks=out_chunks,
+        shape=(n_time, *frame_shape),
+        like=array if time_axis == 0 else None,
+    )
+    batch = _batch_size(batch_size, (out_shards or out_chunks)[0], frame_shape, n_time)
+    check_inputs_stored({"stack": array}, allow_sparse)  # the store listing: after the cheap checks
+    offset = _resolve_bidiphase(bidiphase, array, time_axis, min(n_time, n_reference_frames))
+    sig = {
+        "stack": {"shape": array.shape, "dtype": str(array.dtype), "chunks": array.chunks},
+        "time_axis": time_axis,
+        "reference": spec.describe(),
+        "upsample_factor": upsample_factor,
+        "normalization": normalization,
+        "strides": strides,
+        "piecewise": None if options is None else options.__dict__,
+        "roi": roi_t,
+        "mask": None if mask is None else ReferenceSpec("array", array=mask).describe()["sha1"],
+        "interpolation": interpolation,
+        "fill_value": float(fill_value),
+        "min_quality": min_quality if min_quality in (None, "auto") else float(min_quality),
+        "bidiphase": bidiphase if bidiphase in (None, "auto") else float(bidiphase),
+        "apply": bool(apply),
+        "chunks": out_chunks,
+        **({"shards": out_shards} if out_shards else {}),
+        "batch_size": batch,
+    }
+    return TimeseriesPlan(
+        array, time_axis, n_time, frame_shape, spec, tuple(strides), upsample_factor,
+        normalization, options, roi_t, mask, interpolation, float(fill_value), offset,
+        out_chunks, out_shards, batch, sig,
+    )  # fmt: skip
 
 
 def register_timeseries(
@@ -308,79 +489,25 @@ def register_timeseries(
     >>> np.round(result.shifts[:, 1], 2).tolist()
     [0.0, -1.0, -2.0, -3.0]
     """
-    # --- validate everything before anything is written ---------------------------------
-    array = open_array(stack, name="stack")
-    if array.ndim not in (3, 4):
-        raise InputError(
-            f"stack must be a series of 2-D or 3-D frames (3 or 4 dimensions), got shape "
-            f"{array.shape}; a single image is not a series."
-        )
-    if isinstance(time_axis, bool) or not isinstance(time_axis, numbers.Integral):
-        raise InputError(f"time_axis must be an integer, got {time_axis!r}.")
-    if not -array.ndim <= time_axis < array.ndim:
-        raise InputError(
-            f"time_axis {time_axis} is out of range for a stack of {array.ndim} dimensions."
-        )
-    time_axis = int(time_axis) % array.ndim
-    n_time = int(array.shape[time_axis])
-    frame_shape = tuple(int(n) for i, n in enumerate(array.shape) if i != time_axis)
-    if n_time < 1 or min(frame_shape) < 8:
-        raise InputError(f"stack {array.shape} has no frames or frames smaller than 8 pixels.")
-    if array.dtype.kind not in "biuf":
-        raise InputError(f"stack must be numeric, got dtype {array.dtype}.")
-    spec = parse_reference(reference, n_time, frame_shape, n_reference_frames)
-    previous = spec.kind == "previous"
-    if strides is not None and not previous:
-        raise InputError("strides apply to reference='previous' only.")
-    strides = parse_strides(strides, n_time) if previous else (1,)
-    upsample_factor = _check_int(upsample_factor, "upsample_factor", 1)
-    options = PiecewiseOptions.coerce(piecewise)
-    if options is not None and previous:
-        raise InputError(
-            "piecewise correction needs a fixed reference ('first', 'mean', an index or an "
-            "array), not 'previous'."
-        )
-    if options is not None and options.overlap >= min(options.patch, *frame_shape):
-        raise InputError(
-            f"piecewise overlap {options.overlap} must be smaller than the patch and the frame."
-        )
-    roi_t = _parse_roi(roi, frame_shape)
-    mask = _parse_mask(mask, frame_shape)
-    if normalization not in (None, "phase"):
-        raise InputError(f"normalization must be None or 'phase', got {normalization!r}.")
-    if interpolation not in ("fft", "linear"):
-        raise InputError(f"interpolation must be 'fft' or 'linear', got {interpolation!r}.")
-    if min_quality != "auto" and min_quality is not None:
-        _resolve_min_quality(min_quality, np.zeros(0))
-    out_chunks = _output_chunks(chunks, n_time, frame_shape)
-    out_shards = resolve_shards(
-        shards,
-        chunks=out_chunks,
-        shape=(n_time, *frame_shape),
-        like=array if time_axis == 0 else None,
+    plan = plan_timeseries(
+        stack, reference=reference, upsample_factor=upsample_factor,
+        normalization=normalization, piecewise=piecewise, time_axis=time_axis,
+        n_reference_frames=n_reference_frames, strides=strides, mask=mask, roi=roi, apply=apply,
+        interpolation=interpolation, fill_value=fill_value, min_quality=min_quality,
+        bidiphase=bidiphase, chunks=chunks, shards=shards, batch_size=batch_size,
+        allow_sparse=allow_sparse,
+    )  # fmt: skip
+    array, time_axis, n_time, frame_shape = (
+        plan.stack,
+        plan.time_axis,
+        plan.n_time,
+        plan.frame_shape,
     )
-    batch = _batch_size(batch_size, (out_shards or out_chunks)[0], frame_shape, n_time)
-    check_inputs_stored({"stack": array}, allow_sparse)  # the store listing: after the cheap checks
-    offset = _resolve_bidiphase(bidiphase, array, time_axis, min(n_time, n_reference_frames))
-    signature = {
-        "stack": {"shape": array.shape, "dtype": str(array.dtype), "chunks": array.chunks},
-        "time_axis": time_axis,
-        "reference": spec.describe(),
-        "upsample_factor": upsample_factor,
-        "normalization": normalization,
-        "strides": strides,
-        "piecewise": None if options is None else options.__dict__,
-        "roi": roi_t,
-        "mask": None if mask is None else ReferenceSpec("array", array=mask).describe()["sha1"],
-        "interpolation": interpolation,
-        "fill_value": float(fill_value),
-        "min_quality": min_quality if min_quality in (None, "auto") else float(min_quality),
-        "bidiphase": bidiphase if bidiphase in (None, "auto") else float(bidiphase),
-        "apply": bool(apply),
-        "chunks": out_chunks,
-        **({"shards": out_shards} if out_shards else {}),
-        "batch_size": batch,
-    }
+    spec, strides, options, roi_t, mask = plan.spec, plan.strides, plan.options, plan.roi, plan.mask
+    previous, offset, batch = spec.kind == "previous", plan.bidiphase_offset, plan.batch_size
+    upsample_factor, normalization = plan.upsample_factor, plan.normalization
+    interpolation, fill_value = plan.interpolation, plan.fill_value
+    out_chunks, out_shards, signature = plan.chunks, plan.shards, plan.signature()
     # the lease is held until everything is written; the output is created once the cluster
     # is reachable, so a bad scheduler address leaves nothing behind
     with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as cl:

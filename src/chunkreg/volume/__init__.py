@@ -34,7 +34,7 @@ from ._qc import (
     summarise_qc,
     write_qc,
 )
-from ._shifts_to_flow import shifts_to_flow
+from ._shifts_to_flow import ShiftsToFlowPlan, plan_shifts_to_flow, shifts_to_flow
 from ._warp_volume import WarpPlan, check_warp_options, plan_warp_volume, warp_volume
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "IntensityWarning",
     "LevelPlan",
     "PipelineResult",
+    "ShiftsToFlowPlan",
     "WarpPlan",
     "blockwise_shifts",
     "build_output_pyramid",
@@ -62,6 +63,7 @@ __all__ = [
     "plan_blockwise_shifts",
     "plan_flow",
     "plan_intensity",
+    "plan_shifts_to_flow",
     "plan_warp_volume",
     "plot_qc",
     "pyramid_factors",

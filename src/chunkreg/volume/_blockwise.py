@@ -254,6 +254,10 @@ class BlocksPlan:
             "batch_size": self.batch_size,
         }
 
+    def describe(self) -> str:
+        """Human-readable plan (``str(plan)``)."""
+        return str(self)
+
     def __str__(self) -> str:
         g = self.grid
         read = math.prod(
@@ -263,7 +267,7 @@ class BlocksPlan:
             [
                 f"volume {g.shape} ({self.reference.dtype}), chunks {self.reference.chunks}",
                 f"blocks: {len(g)} in a grid of {g.grid_shape}, block {g.tile_shape}, "
-                f"overlap {g.depth}",
+                f"overlap {g.depth} (the depth, i.e. halo, each block reads around itself)",
                 f"tasks: {self.n_tasks} of up to {self.batch_size} blocks",
                 f"read per block: up to {read} voxels of each volume; read amplification "
                 f"{g.read_amplification(self.reference.chunks):.2f}x",

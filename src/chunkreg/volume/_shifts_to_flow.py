@@ -40,7 +40,13 @@ from ..tiling import TileGrid
 from ._blockwise import BlockShifts, _centres, load_block_shifts
 from ._qc import combine_seam_sums, seam_sums, write_qc
 
-__all__ = ["default_tile", "interpolate_shifts", "shifts_to_flow"]
+__all__ = [
+    "ShiftsToFlowPlan",
+    "default_tile",
+    "interpolate_shifts",
+    "plan_shifts_to_flow",
+    "shifts_to_flow",
+]
 
 _TILE_VOXELS = 2**22
 
@@ -209,6 +215,103 @@ def _as_blocks(blocks, shape, block) -> BlockShifts:
     return result
 
 
+@dataclass(frozen=True)
+class ShiftsToFlowPlan:
+    """What :func:`shifts_to_flow` would do: the block shifts, the field's layout, its tiles."""
+
+    blocks: BlockShifts
+    tiles: TileGrid  # regions of the field one task computes (depth 0: no halo is read)
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    order: int
+
+    @property
+    def initial_affine(self) -> list | None:
+        """The affine the blocks were measured through (the field is the residual after it)."""
+        a = self.blocks.initial_affine
+        return None if a is None else np.asarray(a).tolist()
+
+    @property
+    def axis_centres(self) -> tuple[tuple[float, ...], ...]:
+        """Block centres along each axis (the spline's knots)."""
+        c, ndim = self.blocks.centres, len(self.blocks.shape)
+        return tuple(
+            tuple(float(v) for v in c[(*(0,) * a, slice(None), *(0,) * (ndim - 1 - a), a)])
+            for a in range(ndim)
+        )
+
+    def signature(self) -> dict:
+        """What determines the field (stored in the output; resume checks it)."""
+        r = self.blocks
+        out = {
+            "shape": r.shape,
+            "chunks": self.chunks,
+            **({"shards": self.shards} if self.shards else {}),
+            "tile": self.tiles.tile_shape,
+            "block": r.block,
+            "order": self.order,
+            "grid_shape": r.shifts.shape[:-1],
+            "shifts_sha1": hashlib.sha1(np.ascontiguousarray(r.shifts).tobytes()).hexdigest(),
+        }
+        if r.initial_affine is not None:
+            out["initial_affine"] = self.initial_affine
+        return out
+
+    def describe(self) -> str:
+        """Human-readable plan."""
+        r, t = self.blocks, self.tiles
+        kind = "cubic spline" if self.order == 3 else "multilinear"
+        return "\n".join(
+            [
+                f"block shifts: grid {r.shifts.shape[:-1]} of blocks {r.block} over {r.shape}",
+                f"field: {(len(r.shape), *r.shape)} float32, chunks {(1, *self.chunks)}"
+                + (f", shards {self.shards}" if self.shards else ""),
+                f"interpolation: {kind} through the block centres (order {self.order}), "
+                "constant beyond the outermost ones"
+                + ("; residual after the blocks' initial affine" if r.initial_affine is not None
+                   else ""),
+                f"tiles: {len(t)} in a grid of {t.grid_shape}, tile {t.tile_shape}, depth "
+                f"{t.depth} (a tile's field needs only the block shifts)",
+            ]
+        )  # fmt: skip
+
+    __str__ = describe
+
+
+def plan_shifts_to_flow(
+    blocks, *, shape=None, block=None, chunks=None, shards=None, tile=None, order: int = 3
+) -> ShiftsToFlowPlan:
+    """Check the inputs of :func:`shifts_to_flow` and plan the field; nothing is written.
+
+    Parameters
+    ----------
+    blocks, shape, block, chunks, shards, tile, order
+        As for :func:`shifts_to_flow`.
+
+    Returns
+    -------
+    ShiftsToFlowPlan
+
+    Raises
+    ------
+    InputError
+        Unfinished blocks output, mismatching shapes, NaN shifts, bad ``order``, ``chunks``
+        or ``tile``.
+    """
+    result = _as_blocks(blocks, shape, block)
+    ndim = len(result.shape)
+    if order not in (1, 3):
+        raise InputError(f"order must be 1 (linear) or 3 (cubic), got {order!r}.")
+    chunks = per_axis(chunks if chunks is not None else result.chunks, ndim, "chunks", minimum=1)
+    chunks = tuple(min(c, n) for c, n in zip(chunks, result.shape, strict=True))
+    shards = resolve_shards(shards, chunks=chunks, shape=result.shape)
+    align = shards or chunks  # tiles are whole shards: one writer per shard
+    tile = default_tile(result.shape, align) if tile is None else tile
+    require_shard_aligned(per_axis(tile, ndim, "tile", minimum=1), result.shape, shards)
+    tiles = TileGrid(result.shape, per_axis(tile, ndim, "tile", minimum=1), (0,) * ndim, align)
+    return ShiftsToFlowPlan(result, tiles, chunks, shards, int(order))
+
+
 def shifts_to_flow(
     blocks,
     output,
@@ -287,35 +390,11 @@ def shifts_to_flow(
     >>> flow.shape, float(flow[1, 10, 10])
     ((2, 64, 64), -3.0)
     """
-    result = _as_blocks(blocks, shape, block)
-    ndim = len(result.shape)
-    if order not in (1, 3):
-        raise InputError(f"order must be 1 (linear) or 3 (cubic), got {order!r}.")
-    chunks = per_axis(chunks if chunks is not None else result.chunks, ndim, "chunks", minimum=1)
-    chunks = tuple(min(c, n) for c, n in zip(chunks, result.shape, strict=True))
-    shards = resolve_shards(shards, chunks=chunks, shape=result.shape)
-    align = shards or chunks  # tiles are whole shards: one writer per shard
-    tile = default_tile(result.shape, align) if tile is None else tile
-    require_shard_aligned(per_axis(tile, ndim, "tile", minimum=1), result.shape, shards)
-    tiles = TileGrid(result.shape, per_axis(tile, ndim, "tile", minimum=1), (0,) * ndim, align)
-    axis_centres = tuple(
-        tuple(float(c) for c in result.centres[(*(0,) * a, slice(None), *(0,) * (ndim - 1 - a), a)])
-        for a in range(ndim)
-    )
-    signature = {
-        "shape": result.shape,
-        "chunks": chunks,
-        **({"shards": shards} if shards else {}),
-        "tile": tiles.tile_shape,
-        "block": result.block,
-        "order": order,
-        "grid_shape": result.shifts.shape[:-1],
-        "shifts_sha1": hashlib.sha1(np.ascontiguousarray(result.shifts).tobytes()).hexdigest(),
-    }
-    affine = {}  # blocks measured through an initial affine: the flow is the residual after it
-    if result.initial_affine is not None:
-        affine = {"initial_affine": np.asarray(result.initial_affine).tolist()}
-        signature.update(affine)
+    plan = plan_shifts_to_flow(blocks, shape=shape, block=block, chunks=chunks, shards=shards,
+                               tile=tile, order=order)  # fmt: skip
+    result, tiles, chunks, shards = plan.blocks, plan.tiles, plan.chunks, plan.shards
+    ndim, axis_centres, signature = len(result.shape), plan.axis_centres, plan.signature()
+    affine = {} if result.initial_affine is None else {"initial_affine": plan.initial_affine}
     # the output's lease is held until everything is written
     with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         group = open_output_group(output, signature=signature, overwrite=overwrite, kind="flow",

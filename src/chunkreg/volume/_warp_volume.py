@@ -155,6 +155,10 @@ class WarpPlan:
             "cval": self.cval,
         }
 
+    def describe(self) -> str:
+        """Human-readable plan (``str(plan)``)."""
+        return str(self)
+
     def __str__(self) -> str:
         t = self.tiles
         return "\n".join(
@@ -162,10 +166,11 @@ class WarpPlan:
                 f"moving {self.moving.shape} ({self.moving.dtype}), chunks {self.moving.chunks}"
                 + (f"; output {t.shape}" if t.shape != self.moving.shape else ""),
                 describe_transform(self.affine, self.flow is not None),
-                f"tiles: {len(t)} in a grid of {t.grid_shape}, tile {t.tile_shape}",
-                "read per tile: its flow tile, then the moving region its samples fall in "
+                f"tiles: {len(t)} in a grid of {t.grid_shape}, tile {t.tile_shape}, depth 0 "
+                "(no fixed halo:",
+                "each tile reads its flow tile, then the moving region its samples fall in "
                 f"(the tile moved by the flow, plus {self.order // 2 + 2} voxels of spline "
-                f"support{' and a prefilter margin' if self.order > 1 else ''})",
+                f"support{' and a prefilter margin' if self.order > 1 else ''}))",
                 f"order {self.order}, mode {self.mode}"
                 + ("; QC against the reference" if self.reference is not None else ""),
             ]
