@@ -193,3 +193,50 @@ def test_detector_resolves_relative_imports_from_subpackages(tmp_path):
 def test_layer_rules(source, target, bad):
     graph = {f"chunkreg.{source}._m": {f"chunkreg.{target}._n"}, f"chunkreg.{target}._n": set()}
     assert bool(layer_violations(graph)) is bad
+
+
+#: Packages whose private modules the CLI and the ``workflows/`` scripts must not reach into.
+LIBRARY = ("registration", "tiling", "execution", "io", "engine", "volume", "timeseries",
+           "stitching")  # fmt: skip
+
+
+def private_library_imports(graph: dict[str, set[str]], sources) -> list[str]:
+    """Imports of ``chunkreg.<library package>._<module>`` by the modules in ``sources``."""
+    out = []
+    for module in sorted(sources):
+        for target in sorted(graph.get(module, ())):
+            parts = target.split(".")
+            if len(parts) > 2 and parts[1] in LIBRARY and parts[2].startswith("_"):
+                out.append(f"{module} imports {target}")
+    return out
+
+
+def _script_graph() -> dict[str, set[str]]:
+    """The ``workflows/`` scripts' imports of chunkreg modules (absolute imports only)."""
+    graph = module_graph(SRC)
+    scripts = {}
+    for path in sorted((SRC.parents[1] / "workflows").glob("*.py")):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in graph
+                          else node.module for a in node.names}  # fmt: skip
+        scripts[f"workflows.{path.stem}"] = found
+    return scripts
+
+
+def test_cli_and_scripts_use_public_names_only():
+    graph = module_graph(SRC)
+    cli = [m for m in graph if m.startswith("chunkreg.cli")]
+    assert cli and private_library_imports(graph, cli) == []
+    scripts = _script_graph()
+    assert scripts and private_library_imports(scripts, scripts) == []
+
+
+def test_private_import_check_catches_one():
+    graph = {"chunkreg.cli.warp": {"chunkreg.volume._warp_volume", "chunkreg.volume"}}
+    assert private_library_imports(graph, graph) == [
+        "chunkreg.cli.warp imports chunkreg.volume._warp_volume"
+    ]

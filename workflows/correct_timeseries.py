@@ -29,7 +29,7 @@ from chunkreg._scripts import (
 )
 from chunkreg.execution import client_from_config
 from chunkreg.io import check_side_files
-from chunkreg.timeseries._piecewise import PiecewiseOptions
+from chunkreg.timeseries import PiecewiseOptions
 
 TABLES = ("input", "registration", "piecewise", "output", "cluster")
 

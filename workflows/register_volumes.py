@@ -135,7 +135,7 @@ def _pipeline_tables(config: dict) -> dict:
 
 def run_pipeline(config: dict) -> int:
     """The whole pipeline: global affine, local step (blocks or flow), warp."""
-    from chunkreg.volume._affine_pipeline import register_volumes
+    from chunkreg.volume import register_volumes
 
     tables = _pipeline_tables(config)
     out, reg = tables["output"], tables["registration"]

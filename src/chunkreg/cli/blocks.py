@@ -86,8 +86,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sub-command; return the exit code."""
-    from ..volume._blockwise import blockwise_shifts, plan_blockwise_shifts
-    from ..volume._shifts_to_flow import shifts_to_flow
+    from ..volume import blockwise_shifts, plan_blockwise_shifts
+    from ..volume import shifts_to_flow
 
     normalization = None if args.normalization == "none" else args.normalization
     params = {

@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sub-command; return the exit code."""
-    from ..volume._qc import plot_qc, summarise_qc
+    from ..volume import plot_qc, summarise_qc
 
     print(summarise_qc(args.output, worst=args.worst))
     if args.plot:

@@ -58,7 +58,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the sub-command; return the exit code."""
     from ..execution import open_client
-    from ..volume._affine_pipeline import register_volumes
+    from ..volume import register_volumes
 
     opts = cluster_options(args)
     level = args.level if args.level == "auto" else int(args.level)

@@ -66,7 +66,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sub-command; return the exit code."""
-    from ..volume._warp_volume import plan_warp_volume, warp_volume
+    from ..volume import plan_warp_volume, warp_volume
 
     params = {
         "order": args.order,
