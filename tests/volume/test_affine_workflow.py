@@ -307,7 +307,7 @@ def test_moving_of_another_shape_and_an_affine_only_warp(tmp_path):
 
 def test_an_ome_zarr_input_s_own_coarse_level_is_used(tmp_path):
     from chunkreg.io import write_ome_multiscale_metadata
-    from chunkreg.registration._affine_kernels import downsample_mean
+    from chunkreg.registration._downsample import block_mean
 
     shape = (256, 256)
     truth = about_centre(shape, angles=7, scale=1.02, shift=(2.0, 3.0))
@@ -316,7 +316,7 @@ def test_an_ome_zarr_input_s_own_coarse_level_is_used(tmp_path):
     for name, data in (("r", ref), ("m", mov)):
         group = zarr.open_group(tmp_path / f"{name}.ome.zarr", mode="w")
         group.create_array("0", data=data, chunks=(64, 64))
-        group.create_array("1", data=downsample_mean(data, 2), chunks=(64, 64))
+        group.create_array("1", data=block_mean(data, (2, 2), partial="mean"), chunks=(64, 64))
         write_ome_multiscale_metadata(group, paths=["0", "1"])
         paths.append(str(tmp_path / f"{name}.ome.zarr"))
     result = chunkreg.estimate_affine(*paths, tmp_path / "a.zarr", level=1, **SYNC)
@@ -329,12 +329,14 @@ def test_a_15_degree_rotation_that_defeats_the_plain_start_is_found_from_a_rotat
     """On this pair the translation-only start matches few blocks; the rotated starts (each
     with its own global phase correlation) recover the transform."""
     from chunkreg.registration._affine import level_matrix
-    from chunkreg.registration._affine_kernels import downsample_mean, estimate_in_memory
+    from chunkreg.registration._affine_kernels import estimate_in_memory
+    from chunkreg.registration._downsample import block_mean
 
     shape = (320, 288)
     truth = about_centre(shape, angles=15, scale=0.95, shear=0.02, shift=(3.0, 7.0))
     ref, mov = make_pair(shape, truth, seed=6)
-    matrix, stages = estimate_in_memory(downsample_mean(ref, 2), downsample_mean(mov, 2),
+    matrix, stages = estimate_in_memory(block_mean(ref, (2,) * ref.ndim, partial="mean"),
+                                        block_mean(mov, (2,) * mov.ndim, partial="mean"),
                                         block=(36, 36))  # fmt: skip
     assert corner_error(level_matrix(matrix, 1 / 2), truth, shape) < 1.0
     assert stages[0]["inliers"] == stages[0]["pairs"]

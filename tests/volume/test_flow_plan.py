@@ -264,3 +264,21 @@ def test_plan_reuses_the_inputs_multiscale_levels(tmp_path, pair2d):
 def test_bad_levels_are_refused(pair2d, kwargs, match):
     with pytest.raises(InputError, match=match):
         plan_flow(pair2d.reference, pair2d.moving, tile=(80, 96), **kwargs)
+
+
+@pytest.mark.parametrize(("mode", "memory"), [("tile", "tiled"), ("refine", "refine")])
+def test_the_tile_chooser_and_the_plan_share_one_cost_model(mode, memory):
+    from chunkreg.tiling import TileGrid
+    from chunkreg.volume._levels import refine_memory, tiled_memory
+
+    shape, chunks, depth = (4000,) * 3, (64,) * 3, (20,) * 3
+    estimate = {
+        "tiled": lambda g: tiled_memory("ilk", g, 2),
+        "refine": lambda g: refine_memory("ilk", g),
+    }
+    tile = default_tile(shape, chunks, depth, method="ilk", mode=mode, input_itemsize=2)
+    assert estimate[memory](TileGrid(shape, tile, depth, chunks)) <= 2**30  # what the plan reports
+    # a chooser counting the kernel alone picks a tile whose task the plan finds too large
+    kernel_only = default_tile(shape, chunks, depth, method="ilk")
+    assert estimate[memory](TileGrid(shape, kernel_only, depth, chunks)) > 2**30
+    assert math.prod(tile) < math.prod(kernel_only)

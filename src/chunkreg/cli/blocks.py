@@ -86,8 +86,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sub-command; return the exit code."""
-    from ..volume import blockwise_shifts, plan_blockwise_shifts
-    from ..volume import shifts_to_flow
+    from ..volume import blockwise_shifts, plan_blockwise_shifts, shifts_to_flow
 
     normalization = None if args.normalization == "none" else args.normalization
     params = {

@@ -20,7 +20,6 @@ from ._block_kernels import estimate_shift, shifted_ncc
 __all__ = [
     "affine_bounds",
     "block_match",
-    "downsample_mean",
     "inside_fraction",
     "resample_affine",
 ]
@@ -138,24 +137,6 @@ def block_match(
     if not np.all(np.isfinite(shift)):
         return nan, float("nan")
     return shift, shifted_ncc(reference, warped, shift)
-
-
-def downsample_mean(region: np.ndarray, factor: int) -> np.ndarray:
-    """Mean of each ``factor``-voxel block per axis (a last partial block: its own mean).
-
-    ``region`` must start on a block boundary; returns float32 of shape ``ceil(n / factor)``.
-    Voxel ``i`` of the result is centred at ``factor * i + (factor - 1) / 2``.
-    """
-    values = np.asarray(region, dtype=np.float32)
-    if factor == 1:
-        return values.copy()
-    for axis in range(values.ndim):
-        n = values.shape[axis]
-        edges = np.arange(0, n, factor)
-        sums = np.add.reduceat(values, edges, axis=axis, dtype=np.float64)
-        counts = np.diff(np.append(edges, n)).reshape((-1,) + (1,) * (values.ndim - 1 - axis))
-        values = (sums / counts).astype(np.float32)
-    return values
 
 
 def block_regions(shape, block, *, max_blocks: int | None = None) -> list[tuple[slice, ...]]:

@@ -245,3 +245,49 @@ def kernel_memory_factor(method, ndim: int) -> int:
     if callable(method):
         return _UNKNOWN_MEMORY_FACTOR * 4
     return _MEMORY_FACTOR.get((method, min(max(ndim, 2), 3)), _UNKNOWN_MEMORY_FACTOR) * 4
+
+
+#: What a flow task holds, per voxel of its read region, besides the kernel's own peak.
+TASK_MODES = ("kernel", "tile", "refine")
+
+
+def task_bytes_per_voxel(method, ndim: int, mode: str = "tile", input_itemsize: int = 4) -> int:
+    """Peak bytes of one flow task per voxel of the region it reads: the one memory cost model.
+
+    The tile chooser (:func:`chunkreg.volume.default_tile`) sizes tiles with it and the plans
+    estimate their tasks' memory with it, so a chosen tile's task fits the budget the plan
+    then reports.
+
+    Parameters
+    ----------
+    method : str or callable
+        The flow kernel.
+    ndim : int
+        Spatial axes.
+    mode : {"kernel", "tile", "refine"}
+        ``"kernel"``: the kernel call alone; ``"tile"``: a single-level tile (both inputs as
+        read, the kernel, the float32 flow), also a whole level computed at once;
+        ``"refine"``: a refinement tile (the kernel, the initial flow, the moving region it
+        samples and the pre-warped image, see :func:`refine_extra`).
+    input_itemsize : int
+        Bytes per voxel of the inputs as stored (``"tile"``).
+    """
+    factor = kernel_memory_factor(method, ndim)
+    if mode == "kernel":
+        return factor
+    if mode == "tile":
+        return 2 * int(input_itemsize) + factor + 4 * ndim
+    if mode == "refine":
+        return factor + refine_extra(ndim)
+    raise InputError(f"mode must be one of {TASK_MODES}, got {mode!r}.")
+
+
+def refine_extra(ndim: int) -> int:
+    """Bytes per read voxel a refinement task holds beside the kernel's own peak.
+
+    The initial flow (float32 per axis), the moving region it samples (assumed half as large
+    again as the read region) and the pre-warped moving image; the pre-warp's float64
+    coordinates and the composition's temporaries are freed before or allocated after the
+    kernel's peak, and are smaller than it.
+    """
+    return 4 * ndim + 6 + 4

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..registration import normalized_cross_correlation, phase_cross_correlation
+from ..registration._downsample import block_mean
 
 __all__ = ["PairRegions", "pair_regions", "register_pair"]
 
@@ -271,15 +272,10 @@ def _overlap_slices(shape_a, shape_b, shift):
 
 
 def _block_mean(x: np.ndarray, factor: int) -> np.ndarray:
-    """Average non-overlapping ``factor``-sized blocks (trailing partial blocks dropped)."""
+    """Mean-free means of ``factor``-sized blocks (trailing partial blocks dropped)."""
     if factor == 1:
         return x - x.mean() if x.size else x
-    trimmed = x[tuple(slice(0, max(n // factor, 1) * factor) for n in x.shape)]
-    shape = []
-    for n in trimmed.shape:
-        f = factor if n >= factor else n
-        shape += [n // f, f]
-    out = trimmed.reshape(shape).mean(axis=tuple(range(1, 2 * x.ndim, 2)))
+    out = block_mean(x, (factor,) * x.ndim, partial="drop")
     return out - out.mean()
 
 

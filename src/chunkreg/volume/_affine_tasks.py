@@ -20,11 +20,11 @@ from ..registration import normalized_cross_correlation
 from ..registration._affine_kernels import (
     affine_bounds,
     block_match,
-    downsample_mean,
     estimate_in_memory,
     inside_fraction,
     resample_affine,
 )
+from ..registration._downsample import block_mean
 from ..tiling import TileGrid
 
 __all__ = ["Coarse", "Downsample", "Fine", "coarse", "downsample", "fine"]
@@ -57,7 +57,7 @@ def downsample(task: Downsample) -> dict:
         slice(c.start * f, min(c.stop * f, n)) for c, n in zip(core, fine.shape, strict=True)
     )
     region = np.asarray(fine[src])
-    values = downsample_mean(region, f)
+    values = block_mean(region, (f,) * region.ndim, partial="mean")
     task.target.open(mode="r+")[core] = values
     return {"bytes_read": region.nbytes, "bytes_written": values.nbytes,
             "seconds": time.perf_counter() - t0}  # fmt: skip

@@ -20,7 +20,7 @@ import zarr.errors
 
 from ..errors import InputError
 from ..io import ArrayRef, multiscale_dataset_paths
-from ..registration._methods import kernel_memory_factor
+from ..registration._methods import task_bytes_per_voxel
 from ..registration._multiscale import FACTOR
 from ..tiling import TileGrid
 
@@ -170,29 +170,16 @@ def input_levels(source, level: int) -> list[ArrayRef]:
 
 def whole_memory(method, shape, input_itemsize: int = 4) -> int:
     """Peak bytes of one in-memory kernel call over a whole level of ``shape``."""
-    voxels = math.prod(shape)
-    ndim = len(shape)
-    return (2 * input_itemsize + kernel_memory_factor(method, ndim) + 4 * ndim) * voxels
-
-
-def refine_extra(ndim: int) -> int:
-    """Bytes per read voxel a refinement task holds beside the kernel's own peak.
-
-    The initial flow (float32 per axis), the moving region it samples (assumed half as large
-    again as the read region) and the pre-warped moving image; the pre-warp's float64
-    coordinates and the composition's temporaries are freed before or allocated after the
-    kernel's peak, and are smaller than it.
-    """
-    return 4 * ndim + 6 + 4
+    per_voxel = task_bytes_per_voxel(method, len(shape), "tile", input_itemsize)
+    return per_voxel * math.prod(shape)
 
 
 def refine_memory(method, grid: TileGrid) -> int:
     """Peak bytes of one refinement task (largest tile)."""
-    read = math.prod(grid.max_read_shape)
-    return (kernel_memory_factor(method, grid.ndim) + refine_extra(grid.ndim)) * read
+    return task_bytes_per_voxel(method, grid.ndim, "refine") * math.prod(grid.max_read_shape)
 
 
 def tiled_memory(method, grid: TileGrid, input_itemsize: int) -> int:
     """Peak bytes of one single-level tile task (largest tile)."""
-    read = math.prod(grid.max_read_shape)
-    return (2 * input_itemsize + kernel_memory_factor(method, grid.ndim) + 4 * grid.ndim) * read
+    per_voxel = task_bytes_per_voxel(method, grid.ndim, "tile", input_itemsize)
+    return per_voxel * math.prod(grid.max_read_shape)

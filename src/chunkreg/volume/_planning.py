@@ -15,7 +15,12 @@ from .._validation import per_axis
 from ..errors import InputError
 from ..io import ArrayRef, check_inputs_stored, open_array
 from ..io._arrays import require_shard_aligned, resolve_shards
-from ..registration._methods import depth_rule, kernel_memory_factor, method_name, resolve_method
+from ..registration._methods import (
+    depth_rule,
+    method_name,
+    resolve_method,
+    task_bytes_per_voxel,
+)
 from ..tiling import TileGrid
 from ..tiling._scratch_size import scratch_nbytes
 from ._intensity import IDENTITY, Intensity, plan_intensity
@@ -26,7 +31,6 @@ from ._levels import (
     halve,
     input_levels,
     parse_levels,
-    refine_extra,
     refine_memory,
     tiled_memory,
     whole_memory,
@@ -59,7 +63,14 @@ def _absolute_ref(array: zarr.Array) -> ArrayRef:
 
 
 def default_tile(
-    shape, chunks, depth, *, method="ilk", memory_budget: int = TASK_MEMORY_BUDGET
+    shape,
+    chunks,
+    depth,
+    *,
+    method="ilk",
+    memory_budget: int = TASK_MEMORY_BUDGET,
+    mode: str = "kernel",
+    input_itemsize: int = 4,
 ) -> tuple[int, ...]:
     """Choose a tile shape: a multiple of ``chunks``, large, within a memory budget.
 
@@ -77,7 +88,13 @@ def default_tile(
     method : str or callable
         The flow kernel, for its memory cost.
     memory_budget : int
-        Bytes one kernel call may use (default 1 GiB).
+        Bytes one task may use (default 1 GiB).
+    mode : {"kernel", "tile", "refine"}, optional
+        What must fit the budget: the kernel call alone (default), or the whole task of a
+        single-level or refinement tile, as the plans estimate it
+        (:func:`~chunkreg.registration._methods.task_bytes_per_voxel`, the one cost model).
+    input_itemsize : int
+        Bytes per stored input voxel (``mode="tile"``).
 
     Returns
     -------
@@ -85,7 +102,7 @@ def default_tile(
     """
     ndim = len(shape)
     target = _TARGET_EDGE.get(ndim, 256)
-    factor = kernel_memory_factor(method, ndim)
+    factor = task_bytes_per_voxel(method, ndim, mode, input_itemsize)
     tile = [
         n if n <= max(c, target) else max(c, target // c * c)
         for n, c in zip(shape, chunks, strict=True)
@@ -415,12 +432,10 @@ def plan_flow(
 
     def grid_for(depth, refining=True):
         if tile is None:
-            budget = TASK_MEMORY_BUDGET
-            if refining:  # leave room for what a refinement holds beside the kernel
-                factor = kernel_memory_factor(method, ndim)
-                budget = budget * factor // (factor + refine_extra(ndim))
+            # the task as the plan estimates it: a refinement, or a single-level tile
             tile_shape = default_tile(shape, align, depth, method=method,
-                                      memory_budget=budget)  # fmt: skip
+                                      mode="refine" if refining else "tile",
+                                      input_itemsize=ref.dtype.itemsize)  # fmt: skip
         else:
             # a tile larger than the volume is the volume (clipped before any estimate)
             tile_shape = tuple(
