@@ -282,3 +282,15 @@ def test_the_tile_chooser_and_the_plan_share_one_cost_model(mode, memory):
     kernel_only = default_tile(shape, chunks, depth, method="ilk")
     assert estimate[memory](TileGrid(shape, kernel_only, depth, chunks)) > 2**30
     assert math.prod(tile) < math.prod(kernel_only)
+
+
+def test_the_halo_is_called_depth_and_overlap_still_names_it(pair3d):
+    paths = (pair3d.reference, pair3d.moving)
+    by_depth = plan_flow(*paths, tile=(32, 32, 16), depth=(3, 4, 5), radius=2, levels=1)
+    by_overlap = plan_flow(*paths, tile=(32, 32, 16), overlap=(3, 4, 5), radius=2, levels=1)
+    assert by_depth.grid.depth == by_overlap.grid.depth == (3, 4, 5)
+    assert by_depth.signature() == by_overlap.signature()
+    with pytest.raises(InputError, match=r"depth .* not both"):
+        plan_flow(*paths, depth=2, overlap=2)
+    with pytest.raises(InputError, match="depth must be >= 0 along axis 0"):
+        plan_flow(*paths, depth=-1)

@@ -26,7 +26,7 @@ _METHOD_PARAMS = {
 }
 
 
-def _overlap(text: str):
+def _depth(text: str):
     return "auto" if text == "auto" else int_tuple(text)
 
 
@@ -87,12 +87,19 @@ def add_parser(subparsers) -> None:
         "and memory)",
     )
     parser.add_argument(
-        "--overlap",
-        type=_overlap,
+        "--depth",
+        type=_depth,
         default="auto",
         metavar="auto|N[,N...]",
         help="halo read around each tile, per axis (default: derived from the kernel's "
         "parameters for 2 px of residual motion on refined levels, 4 px on a single level)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=_depth,
+        default=None,
+        metavar="auto|N[,N...]",
+        help="former name of --depth, still accepted",
     )
     parser.add_argument(
         "--chunks", type=int_tuple, metavar="N[,N...]", help="output chunks (default: input's)"
@@ -166,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         level=args.level,
         levels=args.levels,
         tile=args.tile,
+        depth=args.depth,
         overlap=args.overlap,
         chunks=args.chunks,
         shards=args.shards,

@@ -25,7 +25,7 @@ __all__ = [
     "resolve_method",
 ]
 
-#: Largest displacement (pixels) ``overlap="auto"`` allows for when sizing the halo.
+#: Largest displacement (pixels) ``depth="auto"`` allows for when sizing the halo.
 DEFAULT_MOTION = 4
 
 
@@ -211,8 +211,8 @@ def depth_rule(method, *, motion: float = DEFAULT_MOTION, **params) -> tuple[int
     """Return :func:`flow_depth` and the formula it used, in words."""
     if callable(method):
         raise InputError(
-            "overlap='auto' needs a known method ('ilk', 'tvl1' or 'dis'); give overlap=<pixels> "
-            "for a custom kernel."
+            "depth='auto' needs a known method ('ilk', 'tvl1' or 'dis'); give depth=<pixels> "
+            "(--depth N) for a custom kernel."
         )
     full = resolve_method(method, params)
     if isinstance(motion, bool) or not isinstance(motion, numbers.Real) or not motion >= 0:

@@ -498,7 +498,10 @@ def blockwise_shifts(
     block : int or sequence of int
         Block (core) shape, >= 8 per axis; the last block along an axis may be shorter.
     overlap : int or sequence of int
-        Extra voxels read on each side of a block: more context for the correlation.
+        Extra voxels read on each side of a block: more context for the correlation. This is
+        each block's halo (what the other workflows call ``depth``); the name says that
+        neighbouring blocks' read windows then overlap (by twice it), while their cores, and
+        the grid of shifts, do not.
     upsample_factor : int
         Shifts are resolved to ``1 / upsample_factor`` voxel.
     normalization : {None, "phase"}

@@ -346,7 +346,7 @@ def compute_flow(
     level: int | None = None,
     levels="auto",
     tile=None,
-    overlap="auto",
+    depth="auto",
     chunks=None,
     shards="auto",
     coarse_memory=TASK_MEMORY_BUDGET,
@@ -358,6 +358,7 @@ def compute_flow(
     n_workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    overlap=None,
     **kernel_params,
 ) -> RunReport:
     """Dense optical flow between two zarr volumes, coarse to fine, tile by tile on a cluster.
@@ -367,7 +368,7 @@ def compute_flow(
     The flow of the coarsest level is computed over the whole level at once — in one task when
     it fits ``coarse_memory``, else tile by tile — so motion of any size that is visible at
     that scale is found. Each finer level is then computed tile by tile: a task reads its tile
-    plus a halo (``overlap``), upsamples the coarser flow over it, resamples the moving image
+    plus a halo (``depth``), upsamples the coarser flow over it, resamples the moving image
     along that flow (reading it wherever the flow points), and runs the kernel for one pyramid
     level to find the small residual motion; so the halo only needs to cover the residual and
     the kernel's window, not the displacement. Neighbouring tiles are blended with smooth
@@ -388,7 +389,7 @@ def compute_flow(
         Where to write the output group (see Notes). Must be reachable from every worker.
     method : {"ilk", "tvl1"} or callable
         The flow kernel. A callable ``f(reference, moving, **kernel_params)`` returning a flow of
-        shape ``(ndim, *shape)`` may be given with an explicit ``overlap``.
+        shape ``(ndim, *shape)`` may be given with an explicit ``depth``.
     level : int, optional
         Multiscale level to register when the inputs are OME-Zarr groups (default 0).
     levels : "auto" or int
@@ -398,8 +399,8 @@ def compute_flow(
         Tile (core) shape, a multiple of the output chunks along every axis it divides; the
         same shape (in each level's voxels) tiles the coarser levels. Default: see
         :func:`chunkreg.volume.default_tile` (about 128-256 per axis in 3-D, 1024 in 2-D).
-    overlap : "auto", int or tuple of int
-        Halo (``depth``) read around each tile, per axis. ``"auto"`` derives it from the
+    depth : "auto", int or tuple of int
+        Halo read around each tile, per axis (dask's word). ``"auto"`` derives it from the
         kernel's parameters (:func:`chunkreg.volume.flow_depth`): for 2 voxels of residual
         motion on the refined levels, 4 voxels of motion on a single or tiled coarsest level.
     chunks : int or tuple of int, optional
@@ -445,6 +446,8 @@ def compute_flow(
         run is resumed and one of a different run is refused.
     progress : bool
         Draw a progress line per stage on stderr.
+    overlap : "auto", int or tuple of int, optional
+        Former name of ``depth``, still accepted (not both).
     **kernel_params
         Parameters of the kernel: ``radius``, ``num_warp``, ``gaussian``, ``prefilter`` (iLK);
         ``attachment``, ``tightness``, ``num_warp``, ``num_iter``, ``tol``, ``prefilter``
@@ -509,13 +512,14 @@ def compute_flow(
         level=level,
         levels=levels,
         tile=tile,
-        overlap=overlap,
+        depth=depth,
         chunks=chunks,
         shards=shards,
         coarse_memory=coarse_memory,
         normalize=normalize,
         allow_sparse=allow_sparse,
         initial_affine=initial_affine,
+        overlap=overlap,
         **kernel_params,
     )
     return run_flow_plan(

@@ -350,15 +350,15 @@ def _bytes(value, name: str) -> int:
     return int(value)
 
 
-def _depths(method, params, overlap, ndim):
+def _depths(method, params, overlap, ndim, name="depth"):
     """(single-level depth, rule), (refinement depth, rule) per axis."""
     if isinstance(overlap, str):
         if overlap != "auto":
-            raise InputError(f"overlap must be 'auto' or pixels per axis, got {overlap!r}.")
+            raise InputError(f"{name} must be 'auto' or pixels per axis, got {overlap!r}.")
         single, single_rule = depth_rule(method, **params)
         refine, refine_rule = depth_rule(method, motion=REFINE_MOTION, **params)
         return ((single,) * ndim, single_rule), ((refine,) * ndim, refine_rule + " (residual)")
-    depth = per_axis(overlap, ndim, "overlap", minimum=0)
+    depth = per_axis(overlap, ndim, name, minimum=0)
     return (depth, "given"), (depth, "given")
 
 
@@ -384,13 +384,14 @@ def plan_flow(
     level: int | None = None,
     levels="auto",
     tile=None,
-    overlap="auto",
+    depth="auto",
     chunks=None,
     shards="auto",
     coarse_memory=TASK_MEMORY_BUDGET,
     normalize: str = "auto",
     allow_sparse: bool = False,
     initial_affine=None,
+    overlap=None,
     **kernel_params,
 ) -> FlowPlan:
     """Open the inputs read-only, validate everything and plan a flow run.
@@ -428,7 +429,12 @@ def plan_flow(
     out_chunks = ref.chunks if chunks is None else per_axis(chunks, ndim, "chunks", minimum=1)
     out_shards = resolve_shards(shards, chunks=out_chunks, shape=shape, like=ref)
     align = out_shards or out_chunks  # tiles are whole shards: one task writes each shard
-    (single, single_rule), (refine, refine_rule) = _depths(method, params, overlap, ndim)
+    name = "depth"
+    if overlap is not None:  # the halo's former name, still accepted
+        if not (isinstance(depth, str) and depth == "auto"):
+            raise InputError("give the halo as depth (or its former name overlap), not both.")
+        depth, name = overlap, "overlap"
+    (single, single_rule), (refine, refine_rule) = _depths(method, params, depth, ndim, name)
 
     def grid_for(depth, refining=True):
         if tile is None:
