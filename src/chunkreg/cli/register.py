@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from ._common import add_cluster_arguments, cluster_options, int_tuple
+from ._common import add_channel_argument, add_cluster_arguments, cluster_options, int_tuple
 
 
 def add_parser(subparsers) -> None:
@@ -51,6 +51,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--order", type=int, default=1, metavar="N", help="spline order of the warp (default 1)"
     )
+    add_channel_argument(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -74,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
             args.reference, args.moving, outputs,
             steps=[s.strip() for s in args.steps.split(",") if s.strip()],
             affine={"model": args.model, "level": level}, blocks=blocks, flow=flow,
-            warp={"order": args.order}, client=client, overwrite=opts["overwrite"],
-            progress=opts["progress"],
+            warp={"order": args.order}, channel=args.channel, client=client,
+            overwrite=opts["overwrite"], progress=opts["progress"],
         )  # fmt: skip
     print(result.summary())
     if result.affine is not None:
