@@ -159,3 +159,33 @@ def test_channel_errors_write_nothing(channels, tmp_path):
         chunkreg.warp_volume(p["mov"], None, out, affine=np.eye(4), reference=p["ref"],
                              channel=5, **SYNC)  # fmt: skip
     assert not out.exists()
+
+
+def test_affine_and_pipeline_on_one_channel(tmp_path):
+    """estimate_affine (and the register pipeline) on channel 1 equals channel 1 alone."""
+    from scipy import ndimage
+
+    truth = np.array([[1.02, 0.03, -2.0], [-0.02, 0.99, 3.0], [0, 0, 1]])
+    ref = np.stack([textured_image((96, 96), seed=s) for s in (6, 2)]).astype(np.float32)
+    mov = np.stack([ndimage.affine_transform(r, np.linalg.inv(truth), order=3, mode="nearest")
+                    for r in ref]).astype(np.float32)  # fmt: skip
+    names = ("c", "y", "x")
+    paths = {k: _save(tmp_path / f"{k}.zarr", v, (1, 48, 48), names)
+             for k, v in (("ref", ref), ("mov", mov))}  # fmt: skip
+    alone = {
+        k: _save(tmp_path / f"{k}1.zarr", v[1], (48, 48)) for k, v in (("ref", ref), ("mov", mov))
+    }
+    both = chunkreg.estimate_affine(
+        paths["ref"], paths["mov"], tmp_path / "a.zarr", channel=1, **SYNC
+    )
+    one = chunkreg.estimate_affine(alone["ref"], alone["mov"], tmp_path / "b.zarr", **SYNC)
+    assert_array_equal(both.matrix, one.matrix)
+    assert np.abs(both.matrix - truth).max() < 0.05
+    from chunkreg.execution import SYNCHRONOUS
+    from chunkreg.volume._affine_pipeline import register_volumes
+
+    outputs = {n: str(tmp_path / f"p-{n}.zarr") for n in ("affine", "registered")}
+    result = register_volumes(paths["ref"], paths["mov"], outputs, steps=("affine", "warp"),
+                              channel=1, client=SYNCHRONOUS, progress=False)  # fmt: skip
+    assert result.ok
+    assert zarr.open_array(outputs["registered"], path="0").shape == ref.shape
