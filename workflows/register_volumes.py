@@ -180,7 +180,11 @@ def run(config: dict) -> int:
             if params.get("max_deviation") is False:  # TOML has no None
                 params["max_deviation"] = None
             blocks = chunkreg.blockwise_shifts(
-                inputs["reference"], inputs["moving"], out["blocks"], **params, **channel,
+                inputs["reference"],
+                inputs["moving"],
+                out["blocks"],
+                **params,
+                **channel,
                 **common,
             )
             reports.append(blocks.report)

@@ -40,7 +40,10 @@ def add_parser(subparsers) -> None:
         "--level", default="auto", metavar="L", help="pyramid level of the coarse affine estimate"
     )
     parser.add_argument(
-        "--method", choices=["ilk", "tvl1", "dis"], default="ilk", help="dense flow kernel (default ilk)"
+        "--method",
+        choices=["ilk", "tvl1", "dis"],
+        default="ilk",
+        help="dense flow kernel (default ilk)",
     )
     parser.add_argument(
         "--tile", type=int_tuple, metavar="N[,N..]", help="flow tile shape (default: automatic)"

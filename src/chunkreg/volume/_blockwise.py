@@ -19,6 +19,7 @@ import numpy as np
 import zarr
 
 from .._validation import per_axis
+from ..engine import ResultSink
 from ..errors import IncompatibleOutputError, InputError
 from ..execution import RunReport, open_client, run_tasks
 from ..io import (
@@ -42,7 +43,6 @@ from ._block_kernels import (
     shifted_ncc,
 )
 from ._qc import qc_regressions, write_qc
-from ..engine import ResultSink
 
 __all__ = ["BlockShifts", "blockwise_shifts", "load_block_shifts", "plan_blockwise_shifts"]
 

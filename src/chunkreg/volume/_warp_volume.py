@@ -19,6 +19,7 @@ import zarr
 from scipy import ndimage
 
 from .._validation import per_axis
+from ..engine import ResultSink
 from ..errors import InputError
 from ..execution import RunReport, open_client, run_tasks
 from ..io import (
@@ -50,7 +51,6 @@ from ._flow import FLOW_ARRAY
 from ._pyramid import build_output_pyramid
 from ._qc import qc_regressions, write_qc
 from ._shifts_to_flow import default_tile
-from ..engine import ResultSink
 
 __all__ = [
     "WarpPlan",
