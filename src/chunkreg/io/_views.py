@@ -274,6 +274,15 @@ def select_channels(arrays: Mapping[str, object], channel=None) -> dict:
         spatial = ndims[0]
     else:
         spatial = ndims[0] - 1
+    if channel is None:  # a plain array with an extra axis: channels, or the wrong input
+        extra = [n for n, a in arrays.items() if recorded_axes(a) is None and a.ndim == spatial + 1]
+        if extra:
+            shapes = " and ".join(str(tuple(a.shape)) for a in arrays.values())
+            raise InputError(
+                f"{' and '.join(arrays)} must have the same number of axes, got shapes {shapes}; "
+                f"if the extra first axis of {extra[0]} holds channels, give channel= "
+                "(--channel) to say which channel to register on."
+            )
     out = {name: select_channel(a, channel, spatial_ndim=spatial, name=name)
            for name, a in arrays.items()}  # fmt: skip
     if channel is not None and not any(isinstance(v, ArrayView) for v in out.values()):

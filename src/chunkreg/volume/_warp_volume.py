@@ -364,6 +364,11 @@ def plan_warp_volume(
     if mov.dtype.kind not in "biuf":
         raise InputError(f"moving must be numeric, got dtype {mov.dtype}.")
     ref = None if reference is None else open_array(reference, name="reference")
+    if fl is not None and (fl.ndim < 2 or fl.shape[0] != fl.ndim - 1):
+        raise InputError(
+            f"flow must have shape (ndim, *moving.shape), one component per spatial axis; got "
+            f"{fl.shape} for moving {mov.shape}: give the flow computed for this volume."
+        )
     spatial = _spatial_ndim(mov, fl, ref)
     lead = leading_axes(mov, spatial)
     n = len(lead)
