@@ -18,6 +18,7 @@ from ..engine._parts import StageParts
 from ..errors import InputError
 from ..execution import open_client
 from ..io import (
+    ArrayRef,
     CompletionRecord,
     Space,
     array_ref,
@@ -62,6 +63,8 @@ class StitchPlan:
     fixed: int | None
     chunks: tuple[int, ...]
     options: dict
+    channels: tuple[int, int] | None = None  # (axis, count) of multi-channel tiles
+    registration_refs: tuple = ()  # the tiles as registered (one channel of multi-channel ones)
 
     @property
     def nominal(self) -> np.ndarray:
@@ -127,6 +130,7 @@ def plan_stitch(
     shards=None,
     order: int = 3,
     allow_sparse: bool = False,
+    channel: int | None = None,
 ) -> StitchPlan:
     """Check the inputs of :func:`stitch` and plan the run; nothing is read but the tiles'
     metadata (and their chunk listings), nothing is written.
@@ -134,7 +138,7 @@ def plan_stitch(
     Parameters
     ----------
     tiles, layout, register, fuse, blend, subpixel, upsample_factor, stage_error, downsample, \
-fixed_tile, chunks, shards, order, allow_sparse
+fixed_tile, chunks, shards, order, allow_sparse, channel
         As for :func:`stitch`.
 
     Returns
@@ -161,7 +165,8 @@ fixed_tile, chunks, shards, order, allow_sparse
 
     layout = _as_layout(layout, tiles)
     refuse_coincident_tiles(layout)
-    refs, shapes, dtype = resolve_tiles(tiles, layout)
+    refs, shapes, dtype, channels = resolve_tiles(tiles, layout)
+    reg_refs = _registration_channel(refs, channels, channel)
     if not isinstance(allow_sparse, bool):
         raise InputError(f"allow_sparse must be True or False, got {allow_sparse!r}.")
     if not allow_sparse:
@@ -188,8 +193,10 @@ fixed_tile, chunks, shards, order, allow_sparse
         "subpixel": bool(subpixel), "upsample_factor": upsample_factor,
         "downsample": downsample, "order": int(order),
     }  # fmt: skip
+    if channels is not None:
+        options["channel"] = 0 if channel is None else int(channel)
     return StitchPlan(layout, tuple(refs), np.asarray(shapes), np.dtype(dtype), pairs, error,
-                      fixed, tuple(out_chunks), options)  # fmt: skip
+                      fixed, tuple(out_chunks), options, channels, tuple(reg_refs))  # fmt: skip
 
 
 def stitch(
@@ -213,6 +220,7 @@ def stitch(
     blend_width=None,
     order: int = 3,
     allow_sparse: bool = False,
+    channel: int | None = None,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -270,6 +278,12 @@ def stitch(
     allow_sparse : bool
         Accept tiles whose stores lack some chunk files (zarr reads those as the fill value);
         by default a missing chunk that stored data runs on into is refused before anything runs, naming the tile and chunk.
+    channel : int, optional
+        For multi-channel tiles (one axis more than the layout's positions: the axis named
+        ``c`` in their OME-Zarr axes or zarr ``dimension_names``, else the first): the channel
+        the pairs are registered on (default 0; the pairwise tasks read only that channel).
+        Every channel is fused at the same positions into a mosaic ``(c, *space)``, chunked
+        one channel per chunk. Refused for single-channel tiles, or out of range.
     client : distributed.Client, optional
         Run on this client (left open).
     scheduler : str, optional
@@ -334,11 +348,12 @@ def stitch(
         tiles, layout, register=register, fuse=fuse, blend=blend, subpixel=subpixel,
         upsample_factor=upsample_factor, stage_error=stage_error, downsample=downsample,
         fixed_tile=fixed_tile, chunks=chunks, shards=shards, order=order,
-        allow_sparse=allow_sparse,
+        allow_sparse=allow_sparse, channel=channel,
     )  # fmt: skip
     layout, refs, shapes, dtype = plan.layout, plan.refs, plan.shapes, plan.dtype
     ndim, nominal, fixed, error = layout.ndim, plan.nominal, plan.fixed, plan.stage_error
     pairs, out_chunks, upsample_factor = plan.pairs, plan.chunks, plan.upsample_factor
+    channels, reg_refs = plan.channels, plan.registration_refs
     if output is not None:  # before the pairs are registered
         check_no_overlap(output, {"tiles": refs, "tile group": tiles})
 
@@ -346,7 +361,7 @@ def stitch(
         runner = StageParts(c, label="tasks", progress=progress)
         if register:
             offsets, quality = _register_pairs(
-                runner, refs, shapes, nominal, pairs, error, upsample_factor, downsample
+                runner, reg_refs, shapes, nominal, pairs, error, upsample_factor, downsample
             )
         if register and not runner.report.ok:  # no solution from part of the pairs
             positions, unlinked = nominal.copy(), ()
@@ -382,7 +397,7 @@ def stitch(
             origin = _fuse(
                 runner, refs, shapes, dtype, layout.names, positions, output, out_chunks,
                 shards=shards, blend=blend, subpixel=subpixel, blend_width=blend_width,
-                order=order, overwrite=overwrite, pyramid=pyramid,
+                order=order, overwrite=overwrite, pyramid=pyramid, channels=channels,
             )  # fmt: skip
         report = runner.finish()
     return StitchResult(
@@ -400,6 +415,32 @@ def stitch(
         reports=runner.parts,
         report=report,
     )
+
+
+def _registration_channel(refs, channels, channel) -> list:
+    """The tiles as registered: at channel ``channel`` (default 0) of multi-channel tiles."""
+    if channels is None:
+        if channel is not None:
+            raise InputError(
+                f"channel={channel} given, but the tiles have no channel axis (they have as many "
+                "axes as the layout's positions)."
+            )
+        return list(refs)
+    axis, count = channels
+    channel = 0 if channel is None else channel
+    if isinstance(channel, bool) or not isinstance(channel, numbers.Integral) or channel < 0:
+        raise InputError(f"channel must be an integer >= 0, got {channel!r}.")
+    if channel >= count:
+        raise InputError(
+            f"channel {channel} is out of range: the tiles have {count} channel(s) along axis "
+            f"{axis}; give 0..{count - 1}."
+        )
+    return [_at(ref, axis, int(channel)) for ref in refs]
+
+
+def _at(ref, axis: int, index: int):
+    """``ref`` read at one index of one axis (one channel)."""
+    return ArrayRef(ref.store, ref.path, ((axis, index),))
 
 
 def _as_layout(layout, tiles) -> Layout:
@@ -478,7 +519,7 @@ def _register_pairs(runner, refs, shapes, nominal, pairs, error, upsample_factor
 
 
 def _fuse(runner, refs, shapes, dtype, names, positions, output, chunks, *, blend, subpixel,
-          blend_width, order, overwrite, pyramid=True, shards=None):  # fmt: skip
+          blend_width, order, overwrite, pyramid=True, shards=None, channels=None):  # fmt: skip
     ndim = positions.shape[1]
     placed = positions if subpixel else np.round(positions)
     if subpixel:
@@ -511,17 +552,24 @@ def _fuse(runner, refs, shapes, dtype, names, positions, output, chunks, *, blen
         "order": int(order) if subpixel else None,
         "tiles_and_positions_sha256": digest.hexdigest(),
     }
+    lead = () if channels is None else (channels[1],)  # a leading channel axis, one per chunk
+    if channels is not None:
+        signature["channels"] = {"axis": channels[0], "count": channels[1]}
     group = open_output_group(output, signature=signature, overwrite=overwrite, kind="stitch",
                               inputs={"tiles": list(refs)})  # fmt: skip
     require_shared_store(group, runner.client)
     axes = _AXES[ndim]
+    ones = (1,) * len(lead)
     if "0" not in group:
-        create_array(group, name="0", shape=shape, dtype=dtype, chunks=chunks, shards=shards,
-                     dimension_names=axes)  # fmt: skip
+        create_array(group, name="0", shape=(*lead, *shape), dtype=dtype,
+                     chunks=(*ones, *chunks), shards=shards and (*ones, *shards),
+                     dimension_names=("c",) * len(lead) + axes)  # fmt: skip
     # (re)written on every run: a run killed before this point left none
     # the tiles' voxel size and units; the origin (in voxels of the layout) in physical units
     space = read_space(refs[0].open()).last(ndim).renamed(axes)
     space = Space(axes, space.scale, (0.0,) * ndim, space.units).shifted(origin.tolist())
+    if lead:
+        space = space.with_leading(("c",))
     write_space(group, ["0"], space, name="mosaic")
     group.attrs["stitch"] = {
         "tiles": list(names),
@@ -530,7 +578,16 @@ def _fuse(runner, refs, shapes, dtype, names, positions, output, chunks, *, blen
     }
     out_ref = array_ref(group["0"])
     # tasks are whole shards, so that each shard has one writer
-    tasks = _fuse_tasks(out_ref, shape, shards or chunks, local, shapes, refs, blend, width, order)
+    if channels is None:
+        tasks = _fuse_tasks(out_ref, shape, shards or chunks, local, shapes, refs, blend, width,
+                            order)  # fmt: skip
+    else:  # every channel at the same positions, each task one block of one channel
+        tasks = [
+            task
+            for k in range(channels[1])
+            for task in _fuse_tasks(_at(out_ref, 0, k), shape, shards or chunks, local, shapes,
+                                    [_at(r, channels[0], k) for r in refs], blend, width, order)
+        ]  # fmt: skip
     record = CompletionRecord(group, "fusion", len(tasks))
     ok = runner.run("fusion", fuse_task, tasks, record=record, label="chunks",
                     describe=FuseTask.describe)  # fmt: skip

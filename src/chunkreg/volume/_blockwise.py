@@ -27,7 +27,6 @@ from ..io import (
     ArrayRef,
     array_ref,
     check_inputs_stored,
-    open_array,
     open_output_group,
     output_scope,
     read_region,
@@ -287,12 +286,14 @@ def plan_blockwise_shifts(
     batch_size: int | None = None,
     allow_sparse: bool = False,
     initial_affine=None,
+    channel: int | None = None,
 ) -> BlocksPlan:
     """Validate the inputs of :func:`blockwise_shifts` and plan the run, writing nothing.
 
     Parameters
     ----------
     reference, moving, block, overlap, upsample_factor, normalization, batch_size, allow_sparse
+    initial_affine, channel
         As for :func:`blockwise_shifts`.
 
     Returns
@@ -307,9 +308,9 @@ def plan_blockwise_shifts(
         ``upsample_factor``/``normalization``/``batch_size`` is invalid.
     """
     from ._affine_result import resolve_affine
+    from ._planning import open_inputs
 
-    ref = open_array(reference, name="reference")
-    mov = open_array(moving, name="moving")
+    ref, mov, _ = open_inputs(reference, moving, channel=channel)
     matrix = resolve_affine(initial_affine, ref.ndim) if ref.ndim == mov.ndim else None
     if ref.ndim != mov.ndim or (matrix is None and ref.shape != mov.shape):
         raise InputError(
@@ -465,6 +466,7 @@ def blockwise_shifts(
     batch_size: int | None = None,
     allow_sparse: bool = False,
     initial_affine=None,
+    channel: int | None = None,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -533,6 +535,9 @@ def blockwise_shifts(
         volume may have another shape). The output records it (attribute
         ``initial_affine``), :func:`shifts_to_flow` copies it to the flow, and
         :func:`warp_volume` applies both.
+    channel : int, optional
+        The channel to register on, for multi-channel inputs (channel axis ``c``, or first):
+        as for :func:`compute_flow`. Tasks read only that channel.
     client, scheduler, n_workers :
         Where to run, see :func:`chunkreg.execution.open_client`.
     overwrite : bool
@@ -582,6 +587,7 @@ def blockwise_shifts(
         batch_size=batch_size,
         allow_sparse=allow_sparse,
         initial_affine=initial_affine,
+        channel=channel,
     )
     if not -1.0 <= float(min_quality) <= 1.0:
         raise InputError(f"min_quality must be within [-1, 1], got {min_quality}.")
