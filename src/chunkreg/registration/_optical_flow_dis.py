@@ -315,7 +315,9 @@ def optical_flow_dis(
     patches of ``patch_size`` pixels on a grid of step ``patch_stride``; each patch's
     displacement is found by inverse-compositional Gauss-Newton [1]_ from the coarser
     level's flow, the dense flow is the average of the patch displacements covering each
-    pixel weighted by how well each patch fits there, and a few sweeps of a variational
+    pixel weighted by how well each patch fits there (at full resolution, patches that tile
+    the image, ``patch_stride == patch_size`` as in the 3-D presets, have their displacements
+    interpolated linearly between their centres instead), and a few sweeps of a variational
     refinement (robust brightness constancy and smoothness) polish it. Levels finer than
     ``finest_level`` are not searched: the flow of that level is upsampled.
 
