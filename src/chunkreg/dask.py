@@ -50,7 +50,7 @@ def _lazy_flow(reference_image, moving_image, method, depth, dtype, params) -> d
     if isinstance(depth, str):
         if depth != "auto":
             raise InputError(f"depth must be 'auto' or pixels per axis, got {depth!r}.")
-        depth = (depth_rule(method, **params)[0],) * ndim
+        depth = (depth_rule(method, ndim=ndim, **params)[0],) * ndim
     else:
         depth = per_axis(depth, ndim, "depth", minimum=0)
     mov = mov.rechunk(ref.chunks)

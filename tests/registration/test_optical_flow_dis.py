@@ -183,9 +183,15 @@ def test_registry_entry():
         resolve_method("dis", {"preset": "slow"})
     with pytest.raises(InputError, match="unknown parameter"):
         resolve_method("dis", {"radius": 3})
-    # depth = patch_size + patch_stride + 2 * ceil(sqrt(2 * sweeps)) + 2 + motion
+    # depth = patch_size + patch_stride + variational_iterations + 2 + motion, with the
+    # preset's parameters for the images' dimensions
     assert flow_depth("dis") == 8 + 8 + 8 + 2 + 4
     assert flow_depth("dis", preset="fine", motion=0) == 8 + 6 + 10 + 2
+    assert flow_depth("dis", ndim=3) == 6 + 6 + 5 + 2 + 4
+    assert flow_depth("dis", ndim=3, preset="fine", motion=2) == 6 + 5 + 8 + 2 + 2
+    assert (
+        flow_depth("dis", ndim=3, patch_size=8, variational_iterations=3, motion=0) == 8 + 6 + 3 + 2
+    )
     assert kernel_memory_factor("dis", 3) < kernel_memory_factor("ilk", 3)
 
 
@@ -256,7 +262,7 @@ def test_cli_flow_method_dis(tmp_path, capsys):
     argv = ["flow", *paths, str(out), "--method", "dis", "--preset", "fast", "--dry-run"]
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert "(auto: patch_size+patch_stride+2*ceil(sqrt(2*variational_iterations))+2" in text
+    assert "(auto: patch_size+patch_stride+variational_iterations+2" in text
     assert main(["flow", *paths, str(out), "--method", "dis", "--radius", "3"]) == 2
     assert "--radius does not apply to --method dis" in capsys.readouterr().err
     assert main(["flow", *paths, str(out), "--patch-size", "6"]) == 2

@@ -173,16 +173,20 @@ def patch_flow(
     iterations: int,
     normalize: bool,
     floor: float,
+    interpolate: bool = True,
 ) -> np.ndarray:
     """One level of DIS: patch search from ``flow`` (dense) and densification.
 
     Parameters
     ----------
     reference, moving : ndarray, shape S
-        The level's images, of one float dtype.
-    flow : ndarray, shape (ndim, ...)
+        The level's images, of one float dtype. ``moving`` may have another shape (a region
+        of a larger image): displacements are then into its local coordinates.
+    flow : ndarray, shape (ndim, ...), or callable
         Initial dense flow, of this level's shape or a coarser one; each patch starts from
-        its value at the patch centre.
+        its value at the patch centre. A callable ``flow(centres)`` returns it at the patch
+        centres only: ``centres`` holds the centres' pixel positions per axis, and the
+        result has shape ``(ndim, *[len(c) for c in centres])``.
     size, stride : int
         Patch width and grid step, in pixels.
     iterations : int
@@ -191,6 +195,10 @@ def patch_flow(
         Compare patches after subtracting their means (robust to brightness offsets).
     floor : float
         Smallest residual in the densification weights ``1 / max(|residual|, floor)``.
+    interpolate : bool
+        With ``stride == size`` (patches tiling the image), interpolate the patches'
+        displacements linearly between their centres rather than giving each pixel its
+        patch's (see :func:`_interpolate_patches`).
 
     Returns
     -------
@@ -204,9 +212,11 @@ def patch_flow(
     grid = PatchGrid(shape, size, stride, margin)
     counts = grid.counts
     pads = grid.pad_widths()
-    ref_blocks = _Blocks(np.pad(reference, pads, mode="edge"), size + 2)
-    mov_pad = np.pad(moving, pads, mode="edge")
-    mov_blocks = _Blocks(mov_pad, size + 1)
+    ref_pad = np.pad(reference, pads, mode="edge")
+    # a moving image of another shape (a tile's moving region) gets a patch and the margin
+    # beyond both of its ends
+    pads_moving = pads if moving.shape == shape else [(margin, margin + size + 1)] * ndim
+    mov_pad = np.pad(moving, pads_moving, mode="edge")
     upper = np.array([n - size - 1 for n in mov_pad.shape], dtype=dtype)[:, np.newaxis]
 
     # Initial displacement of every patch: the (coarser) flow at the patch centre.
@@ -214,11 +224,16 @@ def patch_flow(
         np.minimum(np.arange(c) * stride + size // 2, n - 1)
         for c, n in zip(counts, shape, strict=True)
     ]
-    init = _sample_grid(flow, centres, shape)  # (ndim, *counts)
+    if callable(flow):  # given at the patch centres only
+        init = np.asarray(flow(centres), dtype=dtype)
+    else:
+        init = _sample_grid(flow, centres, shape)  # (ndim, *counts)
     if _COMPILED:
         return _compiled_patch_flow(
-            np.pad(reference, pads, mode="edge"), mov_pad, init, grid, iterations, normalize, floor
+            ref_pad, mov_pad, init, grid, iterations, normalize, floor, interpolate
         )
+    ref_blocks = _Blocks(ref_pad, size + 2)
+    mov_blocks = _Blocks(mov_pad, size + 1)
     grid_axes = [np.arange(c) * stride + margin for c in counts[1:]]
     batches = _batches(counts, size, ndim)
     first = iterations // 2
@@ -252,6 +267,8 @@ def patch_flow(
                 weights = np.reciprocal(err).reshape(*(size,) * ndim, r1 - r0, *counts[1:])
                 disp = u.reshape(ndim, r1 - r0, *counts[1:])
                 _accumulate(num, den, weights, disp, grid, r0)
+    if stride == size and interpolate:
+        return _interpolate_patches(state.astype(dtype), grid)
     crop = tuple(slice(0, n) for n in shape)
     out = num[(slice(None), *crop)]
     out /= den[crop]
@@ -285,7 +302,9 @@ def _sample_grid(flow: np.ndarray, centres: list[np.ndarray], shape) -> np.ndarr
     return np.stack(out)
 
 
-def _compiled_patch_flow(ref_pad, mov_pad, init, grid: PatchGrid, iterations, normalize, floor):
+def _compiled_patch_flow(
+    ref_pad, mov_pad, init, grid: PatchGrid, iterations, normalize, floor, interpolate=True
+):
     """:func:`patch_flow` by the compiled kernels of :mod:`._dis_search`."""
     from ._dis_search import densify, search
 
@@ -294,6 +313,11 @@ def _compiled_patch_flow(ref_pad, mov_pad, init, grid: PatchGrid, iterations, no
     size = grid.size
     strides = np.array([math.prod(ref_pad.shape[k + 1 :]) for k in range(ndim)], np.int64)
     offs = _block_offsets(ref_pad.shape, size).ravel().astype(np.int64)
+    if mov_pad.shape == ref_pad.shape:
+        mov_strides, mov_offs = strides, offs
+    else:
+        mov_strides = np.array([math.prod(mov_pad.shape[k + 1 :]) for k in range(ndim)], np.int64)
+        mov_offs = _block_offsets(mov_pad.shape, size).ravel().astype(np.int64)
     corners = np.array(list(product((0, 1), repeat=ndim)), dtype=np.int64)
     axes = [np.arange(c, dtype=np.int64) * grid.stride for c in counts]
     cells = np.stack([g.ravel() for g in np.meshgrid(*axes, indexing="ij")], axis=1)
@@ -317,20 +341,50 @@ def _compiled_patch_flow(ref_pad, mov_pad, init, grid: PatchGrid, iterations, no
         else:
             cand = np.empty((state.shape[0], 0, ndim))
         out = np.empty_like(state)
-        search(ref_flat, mov_flat, strides, offs, corners, origins, state, np.ascontiguousarray(cand),
-               its, normalize, upper, _DAMPING, out)  # fmt: skip
+        search(ref_flat, mov_flat, strides, offs, mov_strides, mov_offs, corners, origins, state,
+               np.ascontiguousarray(cand), its, normalize, upper, _DAMPING, out)  # fmt: skip
         state = out
+    if grid.stride == size and interpolate:
+        return _interpolate_patches(state.T.astype(ref_pad.dtype).reshape(ndim, *counts), grid)
     canvas = grid.canvas
     num = np.zeros((ndim, math.prod(canvas)), dtype=ref_pad.dtype)
     den = np.zeros(math.prod(canvas), dtype=ref_pad.dtype)
     cstrides = np.array([math.prod(canvas[k + 1 :]) for k in range(ndim)], np.int64)
     canvas_starts = cells @ cstrides
     canvas_offs = _block_offsets(canvas, size).ravel().astype(np.int64)
-    densify(ref_flat, mov_flat, strides, offs, corners, origins, state, normalize, upper,
-            float(floor), canvas_starts, canvas_offs, num, den)  # fmt: skip
+    densify(ref_flat, mov_flat, strides, offs, mov_strides, mov_offs, corners, origins, state,
+            normalize, upper, float(floor), canvas_starts, canvas_offs, num, den)  # fmt: skip
     crop = tuple(slice(0, n) for n in grid.shape)
     out = num.reshape(ndim, *canvas)[(slice(None), *crop)]
     out /= den.reshape(canvas)[crop]
+    return np.ascontiguousarray(out)
+
+
+def _interpolate_patches(disp: np.ndarray, grid: PatchGrid) -> np.ndarray:
+    """Dense flow from the displacements of patches that tile the image (``stride == size``).
+
+    Each pixel lies in exactly one patch, so the weighted average would give every pixel
+    its patch's displacement: a flow of constant blocks, whose steps at the patch borders
+    the refinement's few sweeps do not remove. Instead the displacements, taken at the
+    patch centres, are interpolated linearly (separably; clamped beyond the outer
+    centres).
+    """
+    out = disp
+    for axis, n in enumerate(grid.shape):
+        m = out.shape[axis + 1]
+        x = (np.arange(n, dtype=np.float64) - (grid.size - 1) / 2) / grid.stride
+        np.clip(x, 0, m - 1, out=x)
+        lo = np.minimum(np.floor(x).astype(np.intp), max(m - 2, 0))
+        hi = np.minimum(lo + 1, m - 1)
+        view = [1] * out.ndim
+        view[axis + 1] = n
+        w = (x - lo).astype(out.dtype).reshape(view)
+        a = np.take(out, lo, axis=axis + 1)
+        b = np.take(out, hi, axis=axis + 1)
+        b -= a
+        b *= w
+        b += a
+        out = b
     return np.ascontiguousarray(out)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["diffusivity", "sweep"]
+__all__ = ["diffusivity", "sweep", "warp_region"]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -58,40 +58,90 @@ def _sweep_2d(u, h, hb, phi, alpha, omega, robust):  # pragma: no cover - compil
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
+def _update_3d(u, h, hb, phi, alpha, omega, robust, k, i, j):  # pragma: no cover - compiled
+    """Over-relaxed update of voxel ``(k, i, j)`` from its (existing) neighbours."""
+    nz, ny, nx = u.shape[1], u.shape[2], u.shape[3]
+    p = phi[k, i, j] if robust else 0.0
+    wsum = 0.0
+    t0 = 0.0
+    t1 = 0.0
+    t2 = 0.0
+    for dk, di, dj in (
+        (-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)
+    ):  # fmt: skip
+        kk, ii, jj = k + dk, i + di, j + dj
+        if kk < 0 or kk >= nz or ii < 0 or ii >= ny or jj < 0 or jj >= nx:
+            continue
+        w = p + phi[kk, ii, jj] if robust else alpha
+        wsum += w
+        t0 += w * u[0, kk, ii, jj]
+        t1 += w * u[1, kk, ii, jj]
+        t2 += w * u[2, kk, ii, jj]
+    if wsum > 0.0:
+        _solve_3d(u, h, hb, omega, k, i, j, wsum, t0, t1, t2)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _solve_3d(u, h, hb, omega, k, i, j, wsum, t0, t1, t2):  # pragma: no cover - compiled
+    t0 -= hb[0, k, i, j]
+    t1 -= hb[1, k, i, j]
+    t2 -= hb[2, k, i, j]
+    h0 = h[0, k, i, j]
+    h1 = h[1, k, i, j]
+    h2 = h[2, k, i, j]
+    hr = (h0 * t0 + h1 * t1 + h2 * t2) / (h0 * h0 + h1 * h1 + h2 * h2 + wsum)
+    u[0, k, i, j] += omega * ((t0 - h0 * hr) / wsum - u[0, k, i, j])
+    u[1, k, i, j] += omega * ((t1 - h1 * hr) / wsum - u[1, k, i, j])
+    u[2, k, i, j] += omega * ((t2 - h2 * hr) / wsum - u[2, k, i, j])
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def _sweep_3d(u, h, hb, phi, alpha, omega, robust):  # pragma: no cover - compiled
     nz, ny, nx = u.shape[1], u.shape[2], u.shape[3]
     for colour in range(2):
         for k in range(nz):
             for i in range(ny):
-                for j in range((k + i + colour) % 2, nx, 2):
-                    p = phi[k, i, j] if robust else 0.0
-                    wsum = 0.0
-                    t0 = 0.0
-                    t1 = 0.0
-                    t2 = 0.0
-                    for dk, di, dj in (
-                        (-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)
-                    ):  # fmt: skip
-                        kk, ii, jj = k + dk, i + di, j + dj
-                        if kk < 0 or kk >= nz or ii < 0 or ii >= ny or jj < 0 or jj >= nx:
-                            continue
-                        w = p + phi[kk, ii, jj] if robust else alpha
-                        wsum += w
-                        t0 += w * u[0, kk, ii, jj]
-                        t1 += w * u[1, kk, ii, jj]
-                        t2 += w * u[2, kk, ii, jj]
-                    if wsum <= 0.0:
-                        continue
-                    t0 -= hb[0, k, i, j]
-                    t1 -= hb[1, k, i, j]
-                    t2 -= hb[2, k, i, j]
-                    h0 = h[0, k, i, j]
-                    h1 = h[1, k, i, j]
-                    h2 = h[2, k, i, j]
-                    hr = (h0 * t0 + h1 * t1 + h2 * t2) / (h0 * h0 + h1 * h1 + h2 * h2 + wsum)
-                    u[0, k, i, j] += omega * ((t0 - h0 * hr) / wsum - u[0, k, i, j])
-                    u[1, k, i, j] += omega * ((t1 - h1 * hr) / wsum - u[1, k, i, j])
-                    u[2, k, i, j] += omega * ((t2 - h2 * hr) / wsum - u[2, k, i, j])
+                first = (k + i + colour) % 2
+                if robust or k == 0 or k == nz - 1 or i == 0 or i == ny - 1 or nx < 3:
+                    for j in range(first, nx, 2):
+                        _update_3d(u, h, hb, phi, alpha, omega, robust, k, i, j)
+                    continue
+                # interior row, quadratic penalty: six neighbours of weight alpha, no checks
+                # but at the row's ends
+                if first == 0:
+                    _update_3d(u, h, hb, phi, alpha, omega, robust, k, i, 0)
+                    start = 2
+                else:
+                    start = 1
+                wsum = 6.0 * alpha
+                for j in range(start, nx - 1, 2):
+                    t0 = alpha * (
+                        u[0, k - 1, i, j]
+                        + u[0, k + 1, i, j]
+                        + u[0, k, i - 1, j]
+                        + u[0, k, i + 1, j]
+                        + u[0, k, i, j - 1]
+                        + u[0, k, i, j + 1]
+                    )
+                    t1 = alpha * (
+                        u[1, k - 1, i, j]
+                        + u[1, k + 1, i, j]
+                        + u[1, k, i - 1, j]
+                        + u[1, k, i + 1, j]
+                        + u[1, k, i, j - 1]
+                        + u[1, k, i, j + 1]
+                    )
+                    t2 = alpha * (
+                        u[2, k - 1, i, j]
+                        + u[2, k + 1, i, j]
+                        + u[2, k, i - 1, j]
+                        + u[2, k, i + 1, j]
+                        + u[2, k, i, j - 1]
+                        + u[2, k, i, j + 1]
+                    )
+                    _solve_3d(u, h, hb, omega, k, i, j, wsum, t0, t1, t2)
+                if (nx - 1 - first) % 2 == 0:
+                    _update_3d(u, h, hb, phi, alpha, omega, robust, k, i, nx - 1)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -128,6 +178,62 @@ def _diffusivity_3d(u, phi, scale, eps2):  # pragma: no cover - compiled
                         d = u[c, k, i, j + 1] - u[c, k, i, j]
                         s += d * d
                 phi[k, i, j] = scale / np.sqrt(s)
+
+
+@numba.njit(cache=True, nogil=True)
+def _corner(x, n):  # pragma: no cover - compiled
+    """Clamp ``x`` to ``[0, n - 1]``; return the lower neighbour and the upper one's weight."""
+    if x < 0.0:
+        x = 0.0
+    elif x > n - 1:
+        x = n - 1.0
+    i = min(int(np.floor(x)), max(n - 2, 0))
+    return i, x - i
+
+
+@numba.njit(cache=True, nogil=True)
+def _warp_2d(image, u, out):  # pragma: no cover - compiled
+    n0, n1 = image.shape
+    s1 = 1 if n1 > 1 else 0
+    for i in range(u.shape[1]):
+        for j in range(u.shape[2]):
+            a, wa = _corner(i + u[0, i, j], n0)
+            b, wb = _corner(j + u[1, i, j], n1)
+            a1 = a + 1 if n0 > 1 else a
+            lo = image[a, b] * (1.0 - wb) + image[a, b + s1] * wb
+            hi = image[a1, b] * (1.0 - wb) + image[a1, b + s1] * wb
+            out[i, j] = lo * (1.0 - wa) + hi * wa
+
+
+@numba.njit(cache=True, nogil=True)
+def _warp_3d(image, u, out):  # pragma: no cover - compiled
+    n0, n1, n2 = image.shape
+    s1 = 1 if n1 > 1 else 0
+    s2 = 1 if n2 > 1 else 0
+    for k in range(u.shape[1]):
+        for i in range(u.shape[2]):
+            for j in range(u.shape[3]):
+                a, wa = _corner(k + u[0, k, i, j], n0)
+                b, wb = _corner(i + u[1, k, i, j], n1)
+                c, wc = _corner(j + u[2, k, i, j], n2)
+                a1 = a + 1 if n0 > 1 else a
+                v00 = image[a, b, c] * (1.0 - wc) + image[a, b, c + s2] * wc
+                v01 = image[a, b + s1, c] * (1.0 - wc) + image[a, b + s1, c + s2] * wc
+                v10 = image[a1, b, c] * (1.0 - wc) + image[a1, b, c + s2] * wc
+                v11 = image[a1, b + s1, c] * (1.0 - wc) + image[a1, b + s1, c + s2] * wc
+                lo = v00 * (1.0 - wb) + v01 * wb
+                hi = v10 * (1.0 - wb) + v11 * wb
+                out[k, i, j] = lo * (1.0 - wa) + hi * wa
+
+
+def warp_region(image, flow, out) -> bool:
+    """Sample ``image`` (any shape) linearly at ``x + flow(x)`` for the voxels ``x`` of
+    ``flow``'s grid, clamped to the image's edges ("nearest"); False if not 2-D/3-D."""
+    ndim = flow.shape[0]
+    if ndim not in (2, 3):
+        return False
+    (_warp_2d if ndim == 2 else _warp_3d)(image, flow, out)
+    return True
 
 
 def diffusivity(flow, phi, scale: float, eps: float) -> bool:

@@ -24,9 +24,11 @@ from __future__ import annotations
 from itertools import product
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from ._dis_sweeps import diffusivity as compiled_diffusivity
 from ._dis_sweeps import sweep as compiled_sweep
+from ._dis_sweeps import warp_region as compiled_warp
 from ._filters import gradient_rows, row_slabs
 from ._warp import warp_into
 
@@ -52,7 +54,7 @@ def _linearise(reference, moving, flow, contrast, h, hb, slabs, scratch):
     The linearised, weighted data residual at flow ``U`` is ``h . U + b``.
     """
     ndim = reference.ndim
-    warped = warp_into(moving, flow, np.empty_like(reference), coords=scratch[0])
+    warped = _warp(moving, flow, np.empty_like(reference), scratch[0])
     gw, g0 = scratch
     for s0, s1 in slabs:
         m = s1 - s0
@@ -76,6 +78,21 @@ def _linearise(reference, moving, flow, contrast, h, hb, slabs, scratch):
         hs *= weight
         bs *= weight
         np.multiply(hs, bs, out=hb[:, s0:s1])
+
+
+def _warp(moving, flow, out, coords):
+    """``moving`` sampled linearly at ``x + flow(x)`` (edges clamped) into ``out``.
+
+    ``moving`` may be another region than the reference's (a tile's moving region, read
+    where the flow points): ``flow`` then holds displacements into its local coordinates.
+    """
+    if moving.shape == out.shape:
+        return warp_into(moving, flow, out, coords=coords)
+    if not compiled_warp(moving, flow, out):
+        grid = np.indices(out.shape, dtype=flow.dtype)
+        grid += flow
+        ndi.map_coordinates(moving, grid, output=out, order=1, mode="nearest")
+    return out
 
 
 def _diffusivity(flow, phi, slabs, scale: float) -> None:

@@ -158,7 +158,9 @@ def kernel(method) -> Callable:
     return getattr(registration, _KERNELS[method])
 
 
-def flow_depth(method: str = "ilk", *, motion: float = DEFAULT_MOTION, **params) -> int:
+def flow_depth(
+    method: str = "ilk", *, motion: float = DEFAULT_MOTION, ndim: int = 2, **params
+) -> int:
     """Halo (``depth``, pixels per side) that makes tiled flow match whole-volume flow.
 
     A flow value depends on the images around it: iLK sums over a window of half-width
@@ -171,11 +173,18 @@ def flow_depth(method: str = "ilk", *, motion: float = DEFAULT_MOTION, **params)
     * iLK: ``depth = 2 * w + 2 + motion (+ num_warp with prefilter)``;
     * TV-L1: ``depth = 2 * ceil(sqrt(num_warp * num_iter)) + 2 + motion
       (+ num_warp with prefilter)``;
-    * DIS: a pixel's flow averages the patches that cover it (``patch_size``), each of which
-      also tried its grid neighbours' (``patch_stride``), and the refinement's sweeps spread
-      information over about ``2 * sqrt(2 * variational_iterations)`` pixels:
-      ``depth = patch_size + patch_stride + 2 * ceil(sqrt(2 * variational_iterations)) + 2
-      + motion`` (30 with the 2-D presets "fast" and "medium").
+    * DIS (with the parameters of its preset for ``ndim``): a pixel's flow comes from the
+      patches that cover it, which start up to ``patch_size - 1`` pixels before it, and each
+      of which also tried its grid neighbours' displacements, a ``patch_stride`` further;
+      the patch gradients add a pixel. The refinement's red-black sweeps carry information
+      up to two pixels each, but its weight falls by about half per pixel, so that after
+      ``variational_iterations`` pixels a change at the edge is below 0.01 px (measured on
+      textured volumes, tests/volume/test_dis_tiles.py):
+      ``depth = patch_size + patch_stride + variational_iterations + 2 + motion`` (30 with
+      the 2-D presets "fast" and "medium", 23 with the 3-D ones). A tile refining a coarser
+      level runs one DIS level, so that is its whole support; a tile without a coarser
+      level runs DIS's own pyramid, whose coarser levels reach further (as iLK's and
+      TV-L1's pyramids do).
 
     With the defaults (``radius=7``; ``num_warp=5, num_iter=10``) and ``motion=4`` this gives
     20 and 22 pixels. Measured on textured images with smooth displacements of up to 2 px, the
@@ -188,6 +197,8 @@ def flow_depth(method: str = "ilk", *, motion: float = DEFAULT_MOTION, **params)
         The flow kernel.
     motion : float
         Largest displacement expected, in pixels.
+    ndim : int
+        Dimensions of the images (DIS's presets differ for 2-D and volumes).
     **params
         The kernel's parameters (defaults as in :func:`chunkreg.optical_flow_ilk` /
         :func:`chunkreg.optical_flow_tvl1`, :func:`chunkreg.optical_flow_dis`).
@@ -201,13 +212,15 @@ def flow_depth(method: str = "ilk", *, motion: float = DEFAULT_MOTION, **params)
     --------
     >>> flow_depth("ilk"), flow_depth("ilk", radius=3, motion=10), flow_depth("tvl1")
     (20, 18, 22)
-    >>> flow_depth("dis"), flow_depth("dis", preset="fine")
-    (30, 30)
+    >>> flow_depth("dis"), flow_depth("dis", preset="fine"), flow_depth("dis", ndim=3)
+    (30, 30, 23)
     """
-    return depth_rule(method, motion=motion, **params)[0]
+    return depth_rule(method, motion=motion, ndim=ndim, **params)[0]
 
 
-def depth_rule(method, *, motion: float = DEFAULT_MOTION, **params) -> tuple[int, str]:
+def depth_rule(
+    method, *, motion: float = DEFAULT_MOTION, ndim: int = 2, **params
+) -> tuple[int, str]:
     """Return :func:`flow_depth` and the formula it used, in words."""
     if callable(method):
         raise InputError(
@@ -220,10 +233,9 @@ def depth_rule(method, *, motion: float = DEFAULT_MOTION, **params) -> tuple[int
     if method == "dis":
         from ._optical_flow_dis import resolve_params
 
-        p = resolve_params(full)  # 2-D presets: patches at least as large as 3-D ones
-        sweeps = 2 * math.ceil(math.sqrt(2 * p.variational_iterations))
-        depth = p.patch_size + p.patch_stride + sweeps + 2 + math.ceil(motion)
-        rule = "patch_size+patch_stride+2*ceil(sqrt(2*variational_iterations))+2"
+        p = resolve_params(full, ndim)
+        depth = p.patch_size + p.patch_stride + p.variational_iterations + 2 + math.ceil(motion)
+        rule = "patch_size+patch_stride+variational_iterations+2"
         return int(depth), f"auto: {rule}+motion with motion {motion:g} px"
     if method == "ilk":
         if full["gaussian"]:

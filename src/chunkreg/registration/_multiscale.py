@@ -22,6 +22,7 @@ __all__ = [
     "downsample_region",
     "downsample_source",
     "initial_flow",
+    "initial_flow_points",
     "prewarp",
     "refine_region",
     "upsample_flow_region",
@@ -152,19 +153,23 @@ def upsample_flow_region(
         edges the edge value is repeated.
     """
     out = np.asarray(coarse, dtype=np.float32)
-    ndim = out.shape[0]
     for axis, (s, start, m) in enumerate(zip(fine, coarse_start, coarse_shape, strict=True)):
-        p = _positions(s, m)
-        i0 = np.floor(p).astype(np.intp)
-        t = p - i0
-        shape = (-1,) + (1,) * (ndim - 1 - axis)
-        acc = None
-        for k, w in zip((-1, 0, 1, 2), _keys(t), strict=True):
-            idx = np.clip(i0 + k, 0, m - 1) - start
-            term = np.take(out, idx, axis=axis + 1) * w.astype(np.float32).reshape(shape)
-            acc = term if acc is None else acc + term
-        out = acc
+        out = _upsample_axis(out, axis, s, start, m)
     return np.ascontiguousarray(out * np.float32(FACTOR), dtype=np.float32)
+
+
+def _upsample_axis(values: np.ndarray, axis: int, fine: slice, start: int, m: int):
+    """:func:`upsample_flow_region` along one spatial axis (values not scaled)."""
+    p = _positions(fine, m)
+    i0 = np.floor(p).astype(np.intp)
+    t = p - i0
+    shape = (-1,) + (1,) * (values.ndim - 2 - axis)
+    acc = None
+    for k, w in zip((-1, 0, 1, 2), _keys(t), strict=True):
+        idx = np.clip(i0 + k, 0, m - 1) - start
+        term = np.take(values, idx, axis=axis + 1) * w.astype(np.float32).reshape(shape)
+        acc = term if acc is None else acc + term
+    return acc
 
 
 def initial_flow(
@@ -211,6 +216,47 @@ def initial_flow(
         slice(s.start - g.start, s.stop - g.start) for s, g in zip(region, grown, strict=True)
     )
     return np.ascontiguousarray(flow[(slice(None), *crop)])
+
+
+def initial_flow_points(
+    read_coarse: Callable[[tuple[slice, ...]], np.ndarray],
+    region: Sequence[slice],
+    points: Sequence[np.ndarray],
+    fine_shape: Sequence[int],
+    coarse_shape: Sequence[int],
+) -> np.ndarray:
+    """:func:`initial_flow` at the outer product of ``points`` only.
+
+    For a kernel that needs the initial flow at a few voxels (DIS: its patch centres). The
+    upsampling and the blur are separable, so they run one axis at a time, each keeping only
+    the positions asked for before the next: a small part of the dense computation, with the
+    same values (to float rounding).
+
+    Parameters
+    ----------
+    read_coarse, region, fine_shape, coarse_shape
+        As for :func:`initial_flow`.
+    points : sequence of ndarray of int
+        Positions per axis, local to ``region``.
+
+    Returns
+    -------
+    ndarray of float32, shape (ndim, *[len(p) for p in points])
+    """
+    grown = tuple(
+        slice(max(s.start - _INITIAL_DEPTH, 0), min(s.stop + _INITIAL_DEPTH, n))
+        for s, n in zip(region, fine_shape, strict=True)
+    )
+    src = upsample_source(grown, coarse_shape)
+    values = np.asarray(read_coarse(src), dtype=np.float32)
+    for axis, (g, s, r, m) in enumerate(zip(grown, src, region, coarse_shape, strict=True)):
+        values = _upsample_axis(values, axis, g, s.start, m)
+        ndi.gaussian_filter1d(values, INITIAL_SIGMA, axis=axis + 1, output=values,
+                              mode="nearest", truncate=_TRUNCATE)  # fmt: skip
+        pick = np.asarray(points[axis], dtype=np.intp) + (r.start - g.start)
+        values = np.take(values, pick, axis=axis + 1)
+    values *= np.float32(FACTOR)
+    return np.ascontiguousarray(values)
 
 
 def prewarp(

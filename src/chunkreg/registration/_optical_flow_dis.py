@@ -16,12 +16,12 @@ import numpy as np
 
 from ..errors import InputError
 from ._coarse_to_fine import prepare_images
-from ._dis_patches import patch_flow
+from ._dis_patches import PatchGrid, patch_flow
 from ._dis_variational import variational_refine
 from ._optical_flow_ilk import _check_int
 from ._pyramid import pyramid_reduce, resample_axis
 
-__all__ = ["DIS_PRESETS", "optical_flow_dis"]
+__all__ = ["DIS_PRESETS", "optical_flow_dis", "patch_centres", "refine_flow_dis"]
 
 #: Preset name -> parameters, for 2-D images and for volumes (3-D and more). Volumes use
 #: smaller patches (6³ holds as many pixels as 15²) and fewer iterations: their deformations
@@ -168,6 +168,7 @@ def dis_pyramid(ref: np.ndarray, mov: np.ndarray, params: DISParams) -> np.ndarr
             iterations=params.gd_iterations,
             normalize=params.normalize_patches,
             floor=_DENSE_FLOOR * contrast,
+            interpolate=level == 0,  # measured: blocks of coarser levels are searched again
         )
         variational_refine(
             r,
@@ -182,6 +183,113 @@ def dis_pyramid(ref: np.ndarray, mov: np.ndarray, params: DISParams) -> np.ndarr
             refs[level] = movs[level] = None
     if flow.shape[1:] != ref.shape:
         return _resize_flow(flow, ref.shape)
+    return np.ascontiguousarray(flow)
+
+
+def patch_centres(shape, params: DISParams, grid_start=None) -> list[np.ndarray]:
+    """Positions (local, per axis) where :func:`refine_flow_dis` reads its initial flow."""
+    out = []
+    for k, n in enumerate(shape):
+        front = 0 if grid_start is None else int(grid_start[k]) % params.patch_stride
+        grid = PatchGrid((n + front,), params.patch_size, params.patch_stride, 0)
+        centres = np.arange(grid.counts[0]) * params.patch_stride + params.patch_size // 2
+        out.append(np.clip(centres - front, 0, n - 1))
+    return out
+
+
+def refine_flow_dis(
+    reference: np.ndarray,
+    moving: np.ndarray,
+    initial: np.ndarray,
+    params: DISParams,
+    *,
+    moving_offset=None,
+    grid_start=None,
+    contrast: float | None = None,
+) -> np.ndarray:
+    """One level of DIS from a given flow, on a region of the moving image of its own.
+
+    What a tile of a coarse-to-fine run computes: no image pyramid (the coarser level gave
+    ``initial``), the patch search starting from ``initial`` and the variational refinement
+    of the total flow, the moving image sampled where the flow points. No pre-warp and no
+    composition of flows: the moving image is interpolated once (linearly), as between the
+    levels of :func:`optical_flow_dis`.
+
+    Parameters
+    ----------
+    reference : ndarray, shape S
+        The reference over the region (float, validated).
+    moving : ndarray
+        A region of the moving image, same dtype, holding every sample ``x + initial(x)``
+        (plus the residual motion and a patch); its first voxel lies at ``moving_offset``
+        relative to the reference's first voxel.
+    initial : ndarray, shape (ndim, *S), or callable
+        The initial flow over the reference's region; only its values at the patch centres
+        are used, so it may be a callable ``initial(points)`` returning the flow at the
+        outer product of ``points`` (sorted local pixel positions per axis), of shape
+        ``(ndim, *[len(p) for p in points])``.
+    params : DISParams
+        Patch and refinement parameters (``num_levels`` and ``finest_level`` are not used).
+    moving_offset : sequence of int, optional
+        Position of the moving region relative to the reference region (default 0).
+    grid_start : sequence of int, optional
+        Position of the reference region in the whole image: the patch grid is then laid at
+        the image's multiples of ``patch_stride``, so that overlapping regions place the same
+        patches (default: the grid starts at the region's first voxel).
+    contrast : float, optional
+        Intensity range the residuals are measured against (default: the reference's 1st-99th
+        percentile spread).
+
+    Returns
+    -------
+    ndarray, shape (ndim, *S), the reference's dtype
+        The total flow (``initial`` plus the residual found).
+    """
+    ndim = reference.ndim
+    dtype = reference.dtype
+    offset = np.zeros(ndim) if moving_offset is None else np.asarray(moving_offset, float)
+    front = [0] * ndim if grid_start is None else [int(g) % params.patch_stride for g in grid_start]
+    if contrast is None:
+        contrast = _contrast(reference)
+    # Local coordinates of the (front-padded) reference region, displacements into the
+    # moving region's: u = initial - offset - front.
+    shift = (offset + np.asarray(front)).astype(dtype).reshape((ndim,) + (1,) * ndim)
+    if callable(initial):
+        shape = reference.shape
+
+        def flow(centres):  # centres in the padded region -> the caller's local positions
+            local = [
+                np.clip(c - f, 0, n - 1) for c, f, n in zip(centres, front, shape, strict=True)
+            ]
+            return np.subtract(initial(local), shift, dtype=dtype)
+    else:
+        flow = np.subtract(initial, shift, dtype=dtype)
+    if any(front):
+        pads = [(f, 0) for f in front]
+        reference = np.pad(reference, pads, mode="edge")
+        if not callable(flow):
+            flow = np.pad(flow, [(0, 0), *pads], mode="edge")
+    flow = patch_flow(
+        reference,
+        moving,
+        flow,
+        size=params.patch_size,
+        stride=params.patch_stride,
+        iterations=params.gd_iterations,
+        normalize=params.normalize_patches,
+        floor=_DENSE_FLOOR * contrast,
+    )
+    variational_refine(
+        reference,
+        moving,
+        flow,
+        iterations=params.variational_iterations,
+        smoothness=params.smoothness,
+        contrast=contrast,
+        robust=params.robust_smoothness,
+    )
+    flow = flow[(slice(None), *(slice(f, None) for f in front))]
+    flow += shift
     return np.ascontiguousarray(flow)
 
 
@@ -207,7 +315,9 @@ def optical_flow_dis(
     patches of ``patch_size`` pixels on a grid of step ``patch_stride``; each patch's
     displacement is found by inverse-compositional Gauss-Newton [1]_ from the coarser
     level's flow, the dense flow is the average of the patch displacements covering each
-    pixel weighted by how well each patch fits there, and a few sweeps of a variational
+    pixel weighted by how well each patch fits there (at full resolution, patches that tile
+    the image, ``patch_stride == patch_size`` as in the 3-D presets, have their displacements
+    interpolated linearly between their centres instead), and a few sweeps of a variational
     refinement (robust brightness constancy and smoothness) polish it. Levels finer than
     ``finest_level`` are not searched: the flow of that level is upsampled.
 

@@ -4,6 +4,7 @@ flow to refine). Each runs on a worker, reads its own inputs and writes outputs 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,9 +16,10 @@ from ..errors import InputError
 from ..io import ArrayRef, read_region
 from ..registration import normalized_cross_correlation
 from ..registration._methods import kernel
-from ..registration._multiscale import initial_flow, refine_region
+from ..registration._multiscale import initial_flow, initial_flow_points, refine_region
 from ..registration._samplers import sample_bounds, sample_region
 from ._intensity import IDENTITY, Intensity
+from ._levels import REFINE_MOTION
 from ._planning import QC_STEP, QC_SUBSAMPLE_FROM
 from ._stitch import Scratch, describe_tile
 
@@ -35,11 +37,26 @@ def _check_shape(flow, expected) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Residual:
-    """``solve(reference, moving) -> flow`` for the refinement of a pre-warped tile.
+class CentreFlow:
+    """An initial flow known at the outer product of ``points`` (local positions per axis)."""
 
-    The built-in kernels run one pyramid level (no image pyramid: the motion left is small);
-    a custom kernel is called as it is.
+    points: list
+    values: np.ndarray
+    patch_size: int
+
+    def __call__(self, points) -> np.ndarray:
+        if not all(np.array_equal(a, b) for a, b in zip(points, self.points, strict=True)):
+            raise ValueError("the initial flow was computed at other patch centres")
+        return self.values
+
+
+@dataclass(frozen=True)
+class Residual:
+    """How a tile refines the coarser level's flow.
+
+    Called, ``solve(reference, moving) -> flow`` for the refinement of a pre-warped tile:
+    iLK and TV-L1 run one pyramid level (no image pyramid: the motion left is small); a
+    custom kernel is called as it is. DIS refines the initial flow itself (:meth:`refine`).
     """
 
     method: Any
@@ -48,14 +65,64 @@ class Residual:
     def __call__(self, reference: np.ndarray, moving: np.ndarray) -> np.ndarray:
         if callable(self.method):
             return self.method(reference, moving, **self.params)
-        if self.method == "dis":  # its own driver: patch search and refinement, one level
-            from ..registration import optical_flow_dis
-
-            return optical_flow_dis(reference, moving, **{**self.params, "num_levels": 1})
         from ..registration import coarse_to_fine, ilk_solver, tvl1_solver
 
         solver = (ilk_solver if self.method == "ilk" else tvl1_solver)(**self.params)
         return coarse_to_fine(reference, moving, solver, num_levels=1)
+
+    def initial(self, read_coarse, read, fine_shape, coarse_shape):
+        """The initial flow over the tile's ``read`` region: dense, or for DIS at its patch
+        centres only (a :class:`CentreFlow`: DIS reads it nowhere else)."""
+        if self.method != "dis":
+            return initial_flow(read_coarse, read, fine_shape, coarse_shape)
+        from ..registration._optical_flow_dis import patch_centres, resolve_params
+
+        shape = tuple(r.stop - r.start for r in read)
+        params = resolve_params(self.params, len(shape))
+        points = patch_centres(shape, params, _starts(read))
+        values = initial_flow_points(read_coarse, read, points, fine_shape, coarse_shape)
+        return CentreFlow(points, values, params.patch_size)
+
+    def moving_bounds(self, initial, read, shape) -> tuple[slice, ...]:
+        """Region of the moving volume that refining ``initial`` over ``read`` samples."""
+        from ._warp_volume import sample_bounds  # it imports this package's flow
+
+        if not isinstance(initial, CentreFlow):  # cubic pre-warp
+            return sample_bounds(initial, read, shape, 3)
+        # where the patches start, moved by the residual; a patch's pixels lie within half a
+        # patch of its centre, and linear sampling needs the next voxel
+        grow = REFINE_MOTION + initial.patch_size // 2 + 2
+        out = []
+        for axis, (r, n) in enumerate(zip(read, shape, strict=True)):
+            view = [1] * len(read)
+            view[axis] = -1
+            pos = initial.values[axis] + (r.start + initial.points[axis]).reshape(view)
+            lo = math.floor(float(pos.min())) - grow
+            hi = math.floor(float(pos.max())) + grow + 1
+            lo = min(max(lo, 0), n - 1)
+            out.append(slice(lo, max(min(hi, n), lo + 1)))
+        return tuple(out)
+
+    def refine(self, reference, moving_region, moving_start, initial, read_start, keep):
+        """The total flow over ``keep`` from ``initial`` (see :func:`refine_region`).
+
+        DIS refines the initial flow itself, sampling the moving region where it points
+        (:func:`chunkreg.registration._optical_flow_dis.refine_flow_dis`: one interpolation,
+        the patch grid on the volume's multiples of its stride); the others solve for the
+        residual between the reference and the pre-warped moving region.
+        """
+        if self.method != "dis":
+            return refine_region(
+                reference, moving_region, moving_start, initial, read_start, self, keep
+            )
+        from ..registration._optical_flow_dis import refine_flow_dis, resolve_params
+
+        params = resolve_params(self.params, reference.ndim)
+        offset = [m - r for m, r in zip(moving_start, read_start, strict=True)]
+        flow = refine_flow_dis(reference, moving_region.astype(reference.dtype, copy=False),
+                               initial, params, moving_offset=offset,
+                               grid_start=read_start)  # fmt: skip
+        return np.asarray(flow[(slice(None), *keep)], dtype=np.float32)
 
 
 def _read(array, region, intensity: Intensity, name: str, task):
@@ -218,8 +285,9 @@ def flow_tile(task: TileTask) -> dict:
             read_bytes[0] += values.nbytes
             return values
 
-        initial = initial_flow(read_coarse, tile.read, ref_shape, coarse.shape[1:])
-        bounds = sample_bounds(initial, tile.read, mov_array.shape, 3)
+        residual = Residual(job.method, job.params)
+        initial = residual.initial(read_coarse, tile.read, ref_shape, coarse.shape[1:])
+        bounds = residual.moving_bounds(initial, tile.read, mov_array.shape)
         mov, mov_bytes = _read(mov_array, bounds, intensities[1], "moving", task)
         region = mov
         mov_start = _starts(bounds)
@@ -230,9 +298,8 @@ def flow_tile(task: TileTask) -> dict:
         if flat:  # nothing to match: zero flow, flagged, not the upsampled neighbours' motion
             values = np.zeros((ref.ndim, *blend.read_shape), dtype=np.float32)
         else:
-            values = refine_region(
-                ref, region, _starts(bounds), initial, _starts(tile.read),
-                Residual(job.method, job.params), keep,
+            values = residual.refine(
+                ref, region, _starts(bounds), initial, _starts(tile.read), keep
             )  # fmt: skip
     t2 = time.perf_counter()
     written = scratch.write(tile.index, values)

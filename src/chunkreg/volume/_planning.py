@@ -389,8 +389,8 @@ def _depths(method, params, overlap, ndim, name="depth"):
     if isinstance(overlap, str):
         if overlap != "auto":
             raise InputError(f"{name} must be 'auto' or pixels per axis, got {overlap!r}.")
-        single, single_rule = depth_rule(method, **params)
-        refine, refine_rule = depth_rule(method, motion=REFINE_MOTION, **params)
+        single, single_rule = depth_rule(method, ndim=ndim, **params)
+        refine, refine_rule = depth_rule(method, motion=REFINE_MOTION, ndim=ndim, **params)
         return ((single,) * ndim, single_rule), ((refine,) * ndim, refine_rule + " (residual)")
     depth = per_axis(overlap, ndim, name, minimum=0)
     return (depth, "given"), (depth, "given")
