@@ -12,14 +12,13 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_finite
+from ..engine._blend import QC_STEP, QC_SUBSAMPLE_FROM, Scratch, describe_tile
 from ..errors import InputError
 from ..io import ArrayRef, read_region
 from ..registration import normalized_cross_correlation
 from ._intensity import IDENTITY, Intensity
 from ._methods import kernel
 from ._multiscale import initial_flow, refine_region
-from ._planning import QC_STEP, QC_SUBSAMPLE_FROM
-from ._stitch import Scratch, describe_tile
 
 __all__ = ["LevelJob", "Residual", "TileTask", "TileTasks", "WholeTask", "flow_tile", "whole_level"]
 

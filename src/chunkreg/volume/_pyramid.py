@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 
 from .._validation import check_finite
+from ..engine._blend import group_ref
 from ..errors import InputError
 from ..execution import RunReport, run_tasks
 from ..io import ArrayRef, CompletionRecord, Space, create_array, read_region, write_space
@@ -29,7 +30,6 @@ from ..tiling import TileGrid
 from ._intensity import IDENTITY, Intensity
 from ._multiscale import block_mean, downsample_region, downsample_source
 from ._planning import pyramid_tile
-from ._stitch import group_ref
 
 __all__ = [
     "PyramidTasks",

@@ -1,43 +1,44 @@
-"""Seam-free stitching of tile results in two write-once passes.
+"""Seam-free stitching of tile results in two write-once passes (the zarr side).
 
-Neighbouring tiles' flows are blended with smooth weights across a band of ``2 * band`` voxels
-centred on every border between two cores (:func:`chunkreg.tiling.blend_weights` of the grid
-with ``depth = band``, ``band = depth // 2``), so the values blended are at least
-``depth - band`` voxels away from the edge of the region their tile read.
+The geometry lives in :class:`chunkreg.tiling.PieceLayout`: neighbouring tiles' results are
+blended with smooth weights across a band of ``2 * band`` elements centred on every border
+between two cores, and each tile's result over its blend region is cut into pieces, each one
+chunk that the tile alone writes. So
 
-A task cannot blend alone: the chunks around its core need its neighbours' results. So
-
-1. each tile task writes its result over its *blend region* (core grown by ``band``) to
-   scratch arrays, cut into pieces along the bands: per axis the band shared with the tile
-   before, the middle that no other tile reads, and the band shared with the tile after (up to
-   ``3**ndim`` pieces), each piece one uncompressed zarr chunk that the tile alone writes;
+1. each tile task writes its result over its blend region to the scratch arrays
+   (:meth:`Scratch.write`);
 2. a blend task per tile reads, from the tiles whose blend region overlaps its core, just the
-   pieces that overlap it, sums them with their weights and writes its core of the flow once.
+   pieces that overlap it, sums them with their weights and writes its core of the output once
+   (:func:`blend_region`, :func:`blend_tile`).
 
-Cutting along the bands makes each piece a single chunk read or written whole: a neighbour
-reads exactly the band it blends, with no inner chunks to decode around it. Both passes own
-their outputs whole, so each is write-once, resumable and idempotent.
+Both passes own their outputs whole, so each is write-once, resumable and idempotent. A
+task's reads (and writes) go to zarr together, in one event-loop call
+(:mod:`chunkreg.io._batch`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import functools
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import zarr
 
 from ..errors import InputError
 from ..io import ArrayRef
-from ..tiling import TileGrid, blend_profiles
-from ._planning import BLEND_KIND, QC_STEP, QC_SUBSAMPLE_FROM
-from ._qc import seam_sums
+from ..io._batch import read_many, write_many
+from ..tiling import PieceLayout, TileGrid, blend_profiles
+from ..tiling._pieces import every, overlapping
+from ..tiling._seams import seam_sums
 
 __all__ = [
+    "BLEND_KIND",
+    "QC_STEP",
+    "QC_SUBSAMPLE_FROM",
     "BlendJob",
     "BlendTask",
     "Scratch",
@@ -47,94 +48,94 @@ __all__ = [
     "group_ref",
 ]
 
-# piece classes along one axis: a band shared by two tiles, the middle of a tile, or (where
-# the bands are too wide to cut, 2 * band > tile, or absent) the tile's whole blend region
-_BAND, _MIDDLE, _WHOLE = "b", "m", "w"
+#: Shape of the blending ramps across tile borders (of the flow).
+BLEND_KIND = "cosine"
+#: The quality control of tiles whose core has this many voxels or more is measured on every
+#: ``QC_STEP``-th voxel along each axis (an eighth of the work in 3-D, still >= 32768 samples).
+QC_SUBSAMPLE_FROM = 2**18
+QC_STEP = 2
 _QC = "qc"
 
 
 @dataclass(frozen=True)
 class Scratch:
-    """Where the tile results of one level live before blending.
+    """Where the tile results of one stage live before blending.
 
-    ``group`` holds one array per combination of piece classes (``p`` + one letter per axis),
-    whose chunks are the pieces, and, with ``qc``, an array ``qc`` of each tile's NCC before
-    and after registration (measured by the tile task, reported by the blend task).
+    ``group`` holds one array per combination of piece classes (``p`` + one letter per axis,
+    see :class:`~chunkreg.tiling.PieceLayout`), whose chunks are the pieces, and, with ``qc``,
+    an array ``qc`` of each tile's NCC before and after registration (measured by the tile
+    task, reported by the blend task).
+
+    Each voxel holds ``components`` values (default one per axis: a flow) of ``dtype``;
+    ``kind`` is the shape of the blending ramps. With ``nan_is_missing`` (the default) a NaN
+    read back means a tile never wrote its piece, which is refused; without it NaN is a value
+    like any other (results of a user's function).
     """
 
     group: ArrayRef  # the scratch group: store and path
     grid: TileGrid  # the level's tiles (depth = the halo read)
     band: tuple[int, ...]
     qc: bool = False
+    components: int | None = None
+    dtype: str = "float32"
+    kind: str = BLEND_KIND
+    nan_is_missing: bool = True
+    cut: bool = True
+    #: the scratch arrays opened by :func:`create_scratch` (name -> zarr.Array), carried to
+    #: the tasks so they need not open them again; None: opened where used
+    arrays: dict | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def layout(self) -> PieceLayout:
+        """The pieces' geometry."""
+        return PieceLayout(self.grid, self.band, self.cut)
 
     @property
     def band_grid(self) -> TileGrid:
         """The tiles with ``depth = band``: their read regions are the blend regions."""
-        return dataclasses.replace(self.grid, depth=self.band, chunks=None)
+        return self.layout.band_grid
 
-    def _cut(self, axis: int) -> bool:
-        b, t = self.band[axis], self.grid.tile_shape[axis]
-        return 0 < 2 * b <= t
+    @property
+    def n_components(self) -> int:
+        """Values per voxel."""
+        return self.grid.ndim if self.components is None else int(self.components)
 
     def classes(self, axis: int) -> dict[str, tuple[int, int]]:
         """``{class: (piece edge, pieces along the axis)}`` of one axis."""
-        b, t = self.band[axis], self.grid.tile_shape[axis]
-        n, g = self.grid.shape[axis], self.grid.grid_shape[axis]
-        if not self._cut(axis):
-            return {_WHOLE: (min(t + 2 * b, n), g)}
-        out = {_BAND: (2 * b, 2 * g)}
-        if t > 2 * b:
-            out[_MIDDLE] = (t - 2 * b, g)
-        return out
+        return self.layout.classes(axis)
 
     def segments(self, axis: int, i: int) -> list[tuple[int, int, str, int]]:
-        """``(start, stop, class, slot)`` of the pieces of tile ``i``'s blend region along an
-        axis, in level coordinates; they cover the blend region without overlapping."""
-        b, t, n = self.band[axis], self.grid.tile_shape[axis], self.grid.shape[axis]
-        c0, c1 = i * t, min((i + 1) * t, n)
-        r0, r1 = max(c0 - b, 0), min(c1 + b, n)
-        if not self._cut(axis):
-            return [(r0, r1, _WHOLE, i)]
-        a = min(max(c0 + b, r0), r1)
-        z = min(max(c1 - b, a), r1)
-        parts = [(r0, a, _BAND, 2 * i), (a, z, _MIDDLE, i), (z, r1, _BAND, 2 * i + 1)]
-        return [p for p in parts if p[1] > p[0]]
+        """See :meth:`chunkreg.tiling.PieceLayout.segments`."""
+        return self.layout.segments(axis, i)
 
     @property
     def nbytes(self) -> int:
         """Bytes of all the pieces once every tile has written them (uncompressed chunks)."""
-        total = 4 * self.grid.ndim
-        for axis in range(self.grid.ndim):
-            edges = self.classes(axis)
-            total *= sum(
-                edges[c][0]
-                for i in range(self.grid.grid_shape[axis])
-                for _, _, c, _ in self.segments(axis, i)
-            )
-        return total
-
-    def _open(self, name: str, cache: dict, mode: str = "r") -> zarr.Array:
-        if name not in cache:
-            ref = self.group
-            cache[name] = zarr.open_array(ref.store, path=f"{ref.path}/{name}", mode=mode)
-        return cache[name]
+        return np.dtype(self.dtype).itemsize * self.n_components * self.layout.voxels
 
     def _pieces(self, index) -> Iterator[tuple[str, tuple[slice, ...], tuple[slice, ...]]]:
         """(array name, chunk slices, level slices) of each piece of tile ``index``."""
-        per_axis = [self.segments(axis, i) for axis, i in enumerate(index)]
-        for combo in itertools.product(*per_axis):
-            name = "p" + "".join(c for _, _, c, _ in combo)
-            edges = [self.classes(axis)[c][0] for axis, (_, _, c, _) in enumerate(combo)]
-            chunk = tuple(
-                slice(slot * e, slot * e + e)
-                for (_, _, _, slot), e in zip(combo, edges, strict=True)
-            )
-            yield name, chunk, tuple(slice(s0, s1) for s0, s1, _, _ in combo)
+        return self.layout.pieces(index)
+
+    def _open(self, name: str, cache: dict, mode: str = "r") -> zarr.Array:
+        if name not in cache:
+            if self.arrays is not None and name in self.arrays:  # opened by create_scratch
+                cache[name] = self.arrays[name]
+            else:
+                ref = self.group
+                cache[name] = zarr.open_array(ref.store, path=f"{ref.path}/{name}", mode=mode)
+        return cache[name]
 
     def write(self, index, values: np.ndarray) -> int:
-        """Write one tile's blend-region result, each piece as one whole chunk (once)."""
+        """Write one tile's blend-region result, each piece as one whole chunk (once).
+
+        ``values`` has shape ``(components, *blend region shape)``; the pieces are written
+        together (one event-loop call).
+        """
         blend = self.band_grid.tile(index)
         arrays: dict[str, zarr.Array] = {}
+        dtype = np.dtype(self.dtype)
+        writes = []
         written = 0
         for name, chunk, where in self._pieces(blend.index):
             local = tuple(
@@ -144,12 +145,13 @@ class Scratch:
             piece = values[(slice(None), *local)]
             edges = tuple(c.stop - c.start for c in chunk)
             if piece.shape[1:] == edges:
-                block = np.asarray(piece, dtype=np.float32)  # zarr copies it into the chunk
+                block = np.asarray(piece, dtype=dtype)  # zarr copies it into the chunk
             else:  # a piece cut short by the volume's edge: fill the chunk, write it whole
-                block = np.full((values.shape[0], *edges), np.nan, dtype=np.float32)
+                block = np.full((values.shape[0], *edges), np.nan, dtype=dtype)
                 block[(slice(None), *tuple(slice(0, n) for n in piece.shape[1:]))] = piece
-            self._open(name, arrays, "r+")[(slice(None), *chunk)] = block
+            writes.append((self._open(name, arrays, "r+"), (slice(None), *chunk), block))
             written += block.nbytes
+        write_many(writes)
         return written
 
     def read(
@@ -158,37 +160,53 @@ class Scratch:
         """The parts of tile ``index``'s result that overlap ``region`` (level slices).
 
         Yields ``(destination, values, local)``: slices of ``region``, the values there
-        ``(ndim, ...)``, and the same place as slices of the tile's blend region. ``arrays``
-        caches the opened scratch arrays between calls.
+        ``(components, ...)``, and the same place as slices of the tile's blend region.
+        ``arrays`` caches the opened scratch arrays between calls.
         """
-        blend = self.band_grid.tile(index)
+        yield from self.read_tiles([index], region, arrays)[0]
+
+    def read_tiles(
+        self, indices, region, arrays: dict | None = None
+    ) -> list[list[tuple[tuple[slice, ...], np.ndarray, tuple]]]:
+        """:meth:`read` of several tiles at once: every piece they need is read together (one
+        event-loop call). Returns one list of ``(destination, values, local)`` per tile."""
         arrays = {} if arrays is None else arrays
-        for name, chunk, where in self._pieces(blend.index):
-            inter = [
-                slice(max(w.start, s.start), min(w.stop, s.stop))
-                for w, s in zip(where, region, strict=True)
-            ]
-            if any(i.stop <= i.start for i in inter):
-                continue
-            src = tuple(
-                slice(c.start + i.start - w.start, c.start + i.stop - w.start)
-                for c, i, w in zip(chunk, inter, where, strict=True)
-            )
-            values = self._open(name, arrays)[(slice(None), *src)]
-            if not np.all(np.isfinite(values)):
+        wanted = []  # (tile position, blend tile, destination, local)
+        requests = []
+        for k, index in enumerate(indices):
+            blend = self.band_grid.tile(index)
+            for name, chunk, where in self._pieces(blend.index):
+                inter = [
+                    slice(max(w.start, s.start), min(w.stop, s.stop))
+                    for w, s in zip(where, region, strict=True)
+                ]
+                if any(i.stop <= i.start for i in inter):
+                    continue
+                src = tuple(
+                    slice(c.start + i.start - w.start, c.start + i.stop - w.start)
+                    for c, i, w in zip(chunk, inter, where, strict=True)
+                )
+                requests.append((self._open(name, arrays), (slice(None), *src)))
+                destination = tuple(
+                    slice(i.start - s.start, i.stop - s.start)
+                    for i, s in zip(inter, region, strict=True)
+                )
+                local = tuple(
+                    slice(i.start - r.start, i.stop - r.start)
+                    for i, r in zip(inter, blend.read, strict=True)
+                )
+                wanted.append((k, blend, destination, local))
+        out: list[list] = [[] for _ in indices]
+        for (k, blend, destination, local), values in zip(
+            wanted, read_many(requests, "scratch"), strict=True
+        ):
+            if self.nan_is_missing and not np.all(np.isfinite(values)):
                 raise InputError(
                     f"the scratch result of tile {blend.index} is missing (NaN); its tile task "
                     "did not complete. Run the same command again to finish it."
                 )
-            destination = tuple(
-                slice(i.start - s.start, i.stop - s.start)
-                for i, s in zip(inter, region, strict=True)
-            )
-            local = tuple(
-                slice(i.start - r.start, i.stop - r.start)
-                for i, r in zip(inter, blend.read, strict=True)
-            )
-            yield destination, values, local
+            out[k].append((destination, values, local))
+        return out
 
     def write_qc(
         self, number: int, ncc_before: float, ncc_after: float, textureless: bool = False
@@ -221,59 +239,63 @@ def group_ref(group: zarr.Group, path: str) -> ArrayRef:
 
 
 def create_scratch(
-    group: zarr.Group, name: str, grid: TileGrid, band, *, qc: bool = False
+    group: zarr.Group,
+    name: str,
+    grid: TileGrid,
+    band,
+    *,
+    qc: bool = False,
+    components: int | None = None,
+    dtype="float32",
+    kind: str = BLEND_KIND,
+    nan_is_missing: bool = True,
+    cut: bool = True,
 ) -> Scratch:
-    """Create (or reopen) the scratch arrays of one level in ``group[name]``."""
+    """Create (or reopen) the scratch arrays of one stage in ``group[name]``.
+
+    The arrays opened here travel with the returned :class:`Scratch` to its tasks.
+    ``components``, ``dtype``, ``kind``, ``nan_is_missing`` and ``cut``: see :class:`Scratch`
+    and :class:`~chunkreg.tiling.PieceLayout`.
+    """
     band = tuple(int(b) for b in band)
     sub = group.require_group(name)
-    scratch = Scratch(group_ref(group, name), grid, band, qc)
-    ndim = grid.ndim
-    per_axis = [scratch.classes(axis) for axis in range(ndim)]
-    for combo in itertools.product(*(c.items() for c in per_axis)):
-        array = "p" + "".join(c for c, _ in combo)
+    dtype = np.dtype(dtype)
+    geometry = Scratch(group_ref(group, name), grid, band, qc, components, dtype.name, kind,
+                       nan_is_missing, cut)  # fmt: skip
+    n = geometry.n_components
+    arrays = {}
+    for array, shape, chunks in geometry.layout.arrays():
         if array not in sub:
             sub.create_array(
                 array,
-                shape=(ndim, *tuple(e * k for _, (e, k) in combo)),
-                dtype=np.float32,
-                chunks=(ndim, *tuple(e for _, (e, _) in combo)),
+                shape=(n, *shape),
+                dtype=dtype,
+                chunks=(n, *chunks),
                 fill_value=np.nan,
                 compressors=None,  # temporary, and flows compress poorly: save the time
             )
+        arrays[array] = sub[array]
     if qc and _QC not in sub:
         sub.create_array(
             _QC, shape=(len(grid), 3), dtype=np.float64, chunks=(1, 3), fill_value=np.nan
         )
-    return scratch
+    return dataclasses.replace(geometry, arrays=arrays)
 
 
-def _overlapping(band_grid: TileGrid, region) -> list[tuple[int, ...]]:
-    """Grid indices of the tiles whose blend region intersects ``region``."""
-    ranges = []
-    for axis, s in enumerate(region):
-        t, b, n = band_grid.tile_shape[axis], band_grid.depth[axis], band_grid.shape[axis]
-        lo = max((s.start - b) // t, 0)
-        hi = min((s.stop - 1 + b) // t, band_grid.grid_shape[axis] - 1)
-        keep = [
-            i
-            for i in range(lo, hi + 1)
-            if max(i * t - b, 0) < s.stop and min((i + 1) * t + b, n) > s.start
-        ]
-        ranges.append(keep)
-    return list(itertools.product(*ranges))
-
-
-def _every(sl: slice, step: int) -> tuple[slice, slice]:
-    """The voxels of ``sl`` at multiples of ``step``: their slice in the subsampled grid, and
-    the slice that picks them from an array over ``sl``."""
-    first = -(-sl.start // step)
-    return slice(first, -(-sl.stop // step)), slice(first * step - sl.start, None, step)
+@functools.lru_cache(maxsize=4096)
+def _profiles(grid: TileGrid, index: tuple[int, ...], kind: str) -> tuple[np.ndarray, ...]:
+    """:func:`~chunkreg.tiling.blend_profiles`, remembered: a blend task needs its neighbours'
+    profiles, and its neighbours need the same ones (read-only: never modify them)."""
+    profiles = blend_profiles(grid, index, kind=kind)
+    for p in profiles:
+        p.flags.writeable = False
+    return profiles
 
 
 def blend_region(
     scratch: Scratch, region, *, spread: bool = False, spread_step: int = 1
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """The blended flow over ``region`` (slices of the level), from the scratch pieces.
+    """The blended result over ``region`` (slices of the level), from the scratch pieces.
 
     With ``spread``, also return how much the tiles that overlap there disagree: per voxel the
     norm of the per-component range (max - min) of their values, NaN where only one tile has a
@@ -283,29 +305,31 @@ def blend_region(
     has the shape of that subsampled grid.
     """
     bgrid = scratch.band_grid
-    ndim = bgrid.ndim
+    n = scratch.n_components
+    dtype = np.dtype(scratch.dtype)
     shape = tuple(s.stop - s.start for s in region)
-    out = np.zeros((ndim, *shape), dtype=np.float32)
+    out = np.zeros((n, *shape), dtype=dtype)
     if spread:
-        sub_shape = tuple(-(-n // spread_step) for n in shape)
-        lo = np.full((ndim, *sub_shape), np.inf, dtype=np.float32)
-        hi = np.full((ndim, *sub_shape), -np.inf, dtype=np.float32)
+        sub_shape = tuple(-(-k // spread_step) for k in shape)
+        lo = np.full((n, *sub_shape), np.inf, dtype=dtype)
+        hi = np.full((n, *sub_shape), -np.inf, dtype=dtype)
         count = np.zeros(sub_shape, dtype=np.int8)
-    arrays: dict[str, zarr.Array] = {}
-    for index in _overlapping(bgrid, region):
-        profiles = blend_profiles(bgrid, index, kind=BLEND_KIND)
-        for destination, values, local in scratch.read(index, region, arrays):
+    indices = overlapping(bgrid, region)
+    parts_of = scratch.read_tiles(indices, region)  # every piece read together
+    for index, tile_parts in zip(indices, parts_of, strict=True):
+        profiles = _profiles(bgrid, index, scratch.kind)
+        for destination, values, local in tile_parts:
             dst = (slice(None), *destination)
             parts = [profile[sl] for profile, sl in zip(profiles, local, strict=True)]
             if all((p == 1).all() for p in parts):  # no other tile reaches here: copy it
                 out[dst] += values
                 continue
-            weights = np.ones((), dtype=np.float32)
+            weights = np.ones((), dtype=dtype)
             for p in parts:
-                weights = np.multiply.outer(weights, p.astype(np.float32))
+                weights = np.multiply.outer(weights, p.astype(dtype))
             out[dst] += values * weights
             if spread:
-                pairs = [_every(d, spread_step) for d in destination]
+                pairs = [every(d, spread_step) for d in destination]
                 at = tuple(p[0] for p in pairs)
                 picked = values[(slice(None), *tuple(p[1] for p in pairs))]
                 np.minimum(lo[(slice(None), *at)], picked, out=lo[(slice(None), *at)])
@@ -378,7 +402,7 @@ def blend_tile(task: BlendTask) -> dict:
             core=tile.core,
             shape=grid.shape,
         )
-        band = spread[tuple(_every(c, step)[0] for c in core_local)]
+        band = spread[tuple(every(c, step)[0] for c in core_local)]
         overlapped = np.isfinite(band)
         # the median: near the volume's faces, where content left the volume, every tile's flow
         # is poor and they disagree by voxels; that must not hide how the bulk agrees
