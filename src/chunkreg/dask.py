@@ -262,7 +262,7 @@ def _same_tree(a, b) -> bool:
     return files_a == files_b and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files_a)
 
 
-def _stage(array, path) -> str:
+def _stage(array, path, scheduler=None) -> str:
     """Store a dask (or numpy) array as a zarr array at ``path``, chunked like its blocks.
 
     An existing copy with the same bytes is kept as it is (so an output reading it can be
@@ -276,12 +276,13 @@ def _stage(array, path) -> str:
     array = array if isinstance(array, da.Array) else da.asarray(array)
     chunks = tuple(int(max(c)) for c in array.chunks)
     array = array.rechunk(chunks)  # regular blocks: zarr's chunks
-    path = os.fspath(path)
+    path = os.path.abspath(os.fspath(path))  # workers may run in another folder
     fresh = f"{path}.partial"
     shutil.rmtree(fresh, ignore_errors=True)
     target = zarr.create_array(fresh, shape=array.shape, dtype=array.dtype, chunks=chunks,
                                config={"write_empty_chunks": True})  # fmt: skip
-    da.store(array, target, lock=False)
+    # as the run: in this process for "synchronous", else dask's default (a Client if active)
+    da.store(array, target, lock=False, scheduler="sync" if scheduler == "synchronous" else None)
     if os.path.isdir(path) and _same_tree(fresh, path):
         shutil.rmtree(fresh)
     else:
@@ -371,7 +372,7 @@ def map_overlap(
     for i, array in enumerate(arrays):
         if isinstance(array, (da.Array, np.ndarray)):
             os.makedirs(staging, exist_ok=True)
-            array = _stage(array, os.path.join(staging, str(i)))
+            array = _stage(array, os.path.join(staging, str(i)), scheduler)
         inputs.append(array)
     if tile is None:
         from .io import open_array
@@ -381,4 +382,4 @@ def map_overlap(
                        overwrite=overwrite, client=client, scheduler=scheduler,
                        n_workers=n_workers, progress=progress)  # fmt: skip
     report.raise_if_failed()
-    return da.from_zarr(zarr.open_array(output, path="0", mode="r"))
+    return da.from_zarr(zarr.open_array(os.path.abspath(output), path="0", mode="r"))

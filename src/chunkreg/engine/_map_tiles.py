@@ -183,6 +183,15 @@ class MapTilesPlan:
         return self.describe()
 
 
+def _absolute(array: zarr.Array, mode: str = "r") -> zarr.Array:
+    """``array`` itself, or reopened by absolute path when its local store's root is relative
+    (the arrays travel to workers, which may run in another folder)."""
+    root = getattr(array.store, "root", None)
+    if isinstance(array.store, zarr.storage.LocalStore) and not Path(root).is_absolute():
+        return zarr.open_array(os.path.abspath(root), path=array.path, mode=mode)
+    return array
+
+
 def _as_list(inputs) -> list:
     if isinstance(inputs, (list, tuple)):
         if not inputs:
@@ -221,7 +230,8 @@ def plan_map_tiles(
     if not callable(func):
         raise InputError(f"func must be callable, got {type(func).__name__}.")
     arrays = tuple(
-        open_array(source, name=f"input {i}") for i, source in enumerate(_as_list(inputs))
+        _absolute(open_array(source, name=f"input {i}"))
+        for i, source in enumerate(_as_list(inputs))
     )
     shape = arrays[0].shape
     for i, array in enumerate(arrays[1:], 1):
@@ -338,6 +348,8 @@ def run_map_tiles(
         raise InputError("give either client or scheduler, not both.")
     if n_workers is not None and (isinstance(n_workers, bool) or int(n_workers) < 1):
         raise InputError(f"n_workers must be >= 1, got {n_workers!r}.")
+    if isinstance(output, str) and "://" not in output:
+        output = os.path.abspath(output)  # the tasks get its arrays: workers may run elsewhere
     grid = plan.grid
     n = len(grid)
     with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
