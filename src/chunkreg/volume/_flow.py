@@ -353,6 +353,7 @@ def compute_flow(
     normalize: str = "auto",
     allow_sparse: bool = False,
     initial_affine=None,
+    channel: int | None = None,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -383,7 +384,8 @@ def compute_flow(
     reference, moving : zarr.Array, str or os.PathLike
         2-D or 3-D arrays of the same shape and a real numeric dtype: zarr arrays, paths/URLs of
         zarr arrays, or paths of OME-Zarr multiscale groups (whose coarser levels are used as
-        the pyramid when each halves the one before). Opened read-only.
+        the pyramid when each halves the one before). Opened read-only. Either may have a
+        channel axis in front (see ``channel``).
     output : str, os.PathLike or zarr store
         Where to write the output group (see Notes). Must be reachable from every worker.
     method : {"ilk", "tvl1"} or callable
@@ -433,6 +435,14 @@ def compute_flow(
         The flow array records the matrix (attribute ``initial_affine``) and
         :func:`chunkreg.warp_volume` applies both, affine after flow. The quality control's
         "before" is then measured after the affine.
+    channel : int, optional
+        The channel to register on, for inputs with a channel axis: the axis named ``c`` in
+        their OME-Zarr axes or zarr ``dimension_names`` (default channel 0 there), or the
+        first axis of a plain array with one axis more than the other input (or of both
+        plain inputs of the same ndim), which needs ``channel``. Tasks read only that
+        channel. An index out of range, or a ``channel`` for inputs without a channel axis,
+        is an :class:`~chunkreg.errors.InputError`. Apply the flow to every channel with
+        :func:`chunkreg.warp_volume`.
     client : distributed.Client, optional
         Run on this client (left open).
     scheduler : str, optional
@@ -516,6 +526,7 @@ def compute_flow(
         normalize=normalize,
         allow_sparse=allow_sparse,
         initial_affine=initial_affine,
+        channel=channel,
         **kernel_params,
     )
     return run_flow_plan(
