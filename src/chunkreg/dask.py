@@ -7,6 +7,10 @@ halo again, so the result has exactly the shape ``(ndim, *shape)`` and the input
 
 This builds one graph over the whole array: convenient up to a few thousand chunks. For
 terabyte volumes use :func:`chunkreg.compute_flow`, whose tasks read their own halo from zarr.
+
+:func:`map_overlap` is the other way round: a function of the user's over dask arrays, run now
+through :func:`chunkreg.map_tiles` (halo reads from zarr, crop or blend, write-once output,
+resume), returned as a dask array that reads the written result.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from .errors import InputError
 from .registration._methods import depth_rule, kernel, resolve_method
 from .volume._intensity import to_float
 
-__all__ = ["optical_flow_dis", "optical_flow_ilk", "optical_flow_tvl1"]
+__all__ = ["map_overlap", "optical_flow_dis", "optical_flow_ilk", "optical_flow_tvl1"]
 
 
 def _flow_block(reference, moving, *, method, params, out_dtype):
@@ -245,3 +249,137 @@ variational_iterations, smoothness, robust_smoothness, normalize_patches :
         "normalize_patches": normalize_patches,
     }
     return _lazy_flow(reference_image, moving_image, "dis", depth, dtype, params)
+
+
+def _same_tree(a, b) -> bool:
+    """Whether two folders hold the same files with the same bytes."""
+    import filecmp
+    from pathlib import Path
+
+    a, b = Path(a), Path(b)
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    return files_a == files_b and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files_a)
+
+
+def _stage(array, path, scheduler=None) -> str:
+    """Store a dask (or numpy) array as a zarr array at ``path``, chunked like its blocks.
+
+    An existing copy with the same bytes is kept as it is (so an output reading it can be
+    resumed); otherwise it is replaced.
+    """
+    import os
+    import shutil
+
+    import zarr
+
+    array = array if isinstance(array, da.Array) else da.asarray(array)
+    chunks = tuple(int(max(c)) for c in array.chunks)
+    array = array.rechunk(chunks)  # regular blocks: zarr's chunks
+    path = os.path.abspath(os.fspath(path))  # workers may run in another folder
+    fresh = f"{path}.partial"
+    shutil.rmtree(fresh, ignore_errors=True)
+    target = zarr.create_array(fresh, shape=array.shape, dtype=array.dtype, chunks=chunks,
+                               config={"write_empty_chunks": True})  # fmt: skip
+    # as the run: in this process for "synchronous", else dask's default (a Client if active)
+    da.store(array, target, lock=False, scheduler="sync" if scheduler == "synchronous" else None)
+    if os.path.isdir(path) and _same_tree(fresh, path):
+        shutil.rmtree(fresh)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(fresh, path)
+    return path
+
+
+def map_overlap(
+    func,
+    *arrays,
+    output,
+    tile=None,
+    depth=0,
+    blend: str | None = None,
+    dtype=None,
+    staging=None,
+    overwrite: bool = False,
+    client=None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    progress: bool = False,
+) -> da.Array:
+    """Run ``func`` over arrays with a halo, like :func:`dask.array.map_overlap`, through
+    :func:`chunkreg.map_tiles`; return the result as a dask array reading the written output.
+
+    Where :func:`dask.array.map_overlap` builds a graph that pads every block with its
+    neighbours' edges and computes lazily, this computes now: each task reads its tile plus
+    ``depth`` straight from zarr (clipped at the array edges, like ``boundary="none"``),
+    ``func`` runs on numpy arrays, and the cropped (``trim=True``) or blended result is
+    written once to ``output``, resumable. The dask array returned reads that output, so it
+    composes with further dask code without recomputing anything.
+
+    Parameters
+    ----------
+    func : callable
+        As for :func:`chunkreg.map_tiles`: ``func(*regions)`` (and ``tile=`` if it takes it),
+        returning the region, optionally with leading component axes.
+    *arrays : dask.array.Array, numpy.ndarray, zarr.Array or path
+        Inputs of the same shape. Zarr arrays and paths are read in place; dask and numpy
+        arrays are first stored to zarr under ``staging``, chunked like their (regularised)
+        blocks. A staged copy whose bytes did not change is kept, so calling again resumes.
+    output : str or os.PathLike
+        The output group (see :func:`chunkreg.map_tiles`); the result is ``output/0``.
+    tile : int or tuple of int, optional
+        Core shape per task, a multiple of the first input's chunks; default one chunk (a
+        dask block), as dask's ``map_overlap`` works block by block.
+    depth, blend, dtype, overwrite, client, scheduler, n_workers, progress
+        As for :func:`chunkreg.map_tiles`.
+    staging : str or os.PathLike, optional
+        Folder for the staged copies of dask and numpy inputs (default ``<output>.inputs``).
+
+    Returns
+    -------
+    dask.array.Array
+        The result, chunked like the output.
+
+    Raises
+    ------
+    TaskFailedError
+        If some tiles failed (after their retries); completed tiles are kept, so calling again
+        computes only the rest.
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np
+    >>> from scipy import ndimage
+    >>> image = da.random.default_rng(0).random((60, 80), chunks=20)
+    >>> smooth = map_overlap(lambda a: ndimage.uniform_filter(a, 5), image, depth=2,
+    ...                      output="smooth.zarr", scheduler="synchronous")
+    >>> smooth.chunks
+    ((20, 20, 20), (20, 20, 20, 20))
+    >>> bool(np.allclose(smooth, ndimage.uniform_filter(image.compute(), 5)))
+    True
+    """
+    import os
+
+    import zarr
+
+    from .engine import map_tiles
+
+    if not arrays:
+        raise InputError("give at least one array.")
+    output = os.fspath(output)
+    staging = os.fspath(staging) if staging is not None else f"{output}.inputs"
+    inputs = []
+    for i, array in enumerate(arrays):
+        if isinstance(array, (da.Array, np.ndarray)):
+            os.makedirs(staging, exist_ok=True)
+            array = _stage(array, os.path.join(staging, str(i)), scheduler)
+        inputs.append(array)
+    if tile is None:
+        from .io import open_array
+
+        tile = tuple(open_array(inputs[0], name="input 0").chunks)
+    report = map_tiles(func, inputs, output, tile=tile, depth=depth, blend=blend, dtype=dtype,
+                       overwrite=overwrite, client=client, scheduler=scheduler,
+                       n_workers=n_workers, progress=progress)  # fmt: skip
+    report.raise_if_failed()
+    return da.from_zarr(zarr.open_array(os.path.abspath(output), path="0", mode="r"))

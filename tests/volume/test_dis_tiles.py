@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
+from chunkreg.registration._multiscale import initial_flow, initial_flow_points
 from chunkreg.registration._optical_flow_dis import (
     _contrast,
     patch_centres,
@@ -15,7 +16,6 @@ from chunkreg.registration._optical_flow_dis import (
 from chunkreg.testing import apply_flow, smooth_displacement, textured_image
 from chunkreg.volume import compute_flow, flow_depth
 from chunkreg.volume._levels import REFINE_MOTION
-from chunkreg.registration._multiscale import initial_flow, initial_flow_points
 from chunkreg.volume._qc import seam_metric
 
 

@@ -137,8 +137,8 @@ def test_disagreement_exposes_tiles_that_found_different_motion(deformed):
 def test_blending_equal_tile_results_changes_nothing(tmp_path, shape, tile, depth, band):
     """The two-pass stitching is a partition of unity: equal values come back unchanged, and a
     tile's indicator comes back as its blend weights (also when the band is wider than a tile)."""
+    from chunkreg.engine._blend import blend_region, create_scratch
     from chunkreg.tiling import TileGrid, blend_weights
-    from chunkreg.volume._stitch import blend_region, create_scratch
 
     grid = TileGrid(shape, tile, depth, chunks=tile)
     scratch = create_scratch(zarr.open_group(str(tmp_path / "s.zarr"), mode="w"), "t", grid, band)
@@ -172,8 +172,8 @@ def test_blending_equal_tile_results_changes_nothing(tmp_path, shape, tile, dept
 def test_scratch_pieces_cut_each_blend_region_into_whole_chunks(grid, data):
     """Each tile's pieces cover its blend region exactly, each fits its chunk, and no two tiles
     (or pieces) share a chunk: every piece is written whole, once, by one tile."""
+    from chunkreg.engine import Scratch
     from chunkreg.io import ArrayRef
-    from chunkreg.volume._stitch import Scratch
 
     band = tuple(data.draw(st.integers(0, d)) for d in grid.depth)
     scratch = Scratch(ArrayRef("unused"), grid, band)

@@ -27,6 +27,7 @@ import zarr.errors
 
 from .._validation import per_axis
 from ..engine import StageRunner
+from ..engine._blend import group_ref
 from ..errors import InputError
 from ..execution import RunReport, open_client
 from ..io import (
@@ -52,7 +53,6 @@ from ._affine_tasks import coarse as coarse_task
 from ._affine_tasks import downsample as downsample_task
 from ._affine_tasks import fine as fine_task
 from ._qc import write_qc
-from ._stitch import group_ref
 
 __all__ = ["estimate_affine"]
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from .._version import __version__
 from ..engine import IndexedTasks, ResultSink, StageRunner
+from ..engine._blend import BlendJob, BlendTask, blend_tile, create_scratch, group_ref
 from ..errors import InputError
 from ..execution import RunReport, open_client
 from ..io import (
@@ -42,7 +43,6 @@ from ._memory import check_worker_memory
 from ._planning import TASK_MEMORY_BUDGET, FlowPlan, plan_flow
 from ._pyramid import create_pyramid_level, downsample_tile, pyramid_tasks
 from ._qc import combine_seam_sums, qc_regressions, write_qc
-from ._stitch import BlendJob, BlendTask, blend_tile, create_scratch, group_ref
 
 __all__ = ["FLOW_ARRAY", "compute_flow", "run_flow_plan"]
 

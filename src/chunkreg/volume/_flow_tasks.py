@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .._validation import check_finite
+from ..engine._blend import QC_STEP, QC_SUBSAMPLE_FROM, Scratch, describe_tile
 from ..errors import InputError
 from ..io import ArrayRef, read_region
 from ..registration import normalized_cross_correlation
@@ -20,8 +21,6 @@ from ..registration._multiscale import initial_flow, initial_flow_points, refine
 from ..registration._samplers import sample_bounds, sample_region
 from ._intensity import IDENTITY, Intensity
 from ._levels import REFINE_MOTION
-from ._planning import QC_STEP, QC_SUBSAMPLE_FROM
-from ._stitch import Scratch, describe_tile
 
 __all__ = ["LevelJob", "Residual", "TileTask", "WholeTask", "flow_tile", "whole_level"]
 

@@ -12,6 +12,7 @@ import numpy as np
 import zarr
 
 from .._validation import per_axis
+from ..engine._blend import BLEND_KIND
 from ..errors import InputError
 from ..io import ArrayRef, ArrayView, check_inputs_stored, open_array, select_channels
 from ..io._arrays import require_shard_aligned, resolve_shards
@@ -46,12 +47,6 @@ WORKER_BASELINE = 300 * 2**20
 _TARGET_EDGE = {2: 1024, 3: 256}
 #: Edge of the region one pyramid task computes, by number of axes.
 _PYRAMID_EDGE = {2: 1024, 3: 128}
-#: Shape of the blending ramps across tile borders.
-BLEND_KIND = "cosine"
-#: The quality control of tiles whose core has this many voxels or more is measured on every
-#: ``QC_STEP``-th voxel along each axis (an eighth of the work in 3-D, still >= 32768 samples).
-QC_SUBSAMPLE_FROM = 2**18
-QC_STEP = 2
 
 
 def _absolute_ref(array: zarr.Array) -> ArrayRef:
