@@ -396,7 +396,7 @@ def storage_options_table(config: dict) -> tuple[dict, set[str]]:
     InputError
         ``storage_options`` is not a table, or the config has no URL for it to apply to.
     """
-    from .io._arrays import url_schemes
+    from .io import url_schemes
 
     if STORAGE_OPTIONS not in config:
         return {}, set()
@@ -427,7 +427,7 @@ def script_main(run, description: str, argv=None) -> int:
         "config", help="TOML configuration file (see the example next to this script)"
     )
     args = parser.parse_args(argv)
-    from .io._arrays import storage_defaults
+    from .io import storage_defaults
 
     try:
         config = load_config(args.config)

@@ -125,7 +125,7 @@ def storage_options_applied(args: argparse.Namespace) -> Iterator[None]:
     those schemes opened here (inputs and outputs) gets them; the stores pickle with them,
     so workers open the same way.
     """
-    from ..io._arrays import storage_defaults, url_schemes
+    from ..io import storage_defaults, url_schemes
 
     pairs = getattr(args, "storage_option", None) or []
     if not pairs:

@@ -14,6 +14,8 @@ from ._arrays import (
     require_shard_aligned,
     require_url_support,
     resolve_shards,
+    storage_defaults,
+    url_schemes,
     url_store,
 )
 from ._chunks import check_inputs_stored, missing_chunks, read_region, require_chunks
@@ -80,8 +82,10 @@ __all__ = [
     "resolve_shards",
     "select_channel",
     "select_channels",
+    "storage_defaults",
     "tiff_to_zarr",
     "tiles_to_zarr",
+    "url_schemes",
     "url_store",
     "write_ome_multiscale_metadata",
     "write_space",
