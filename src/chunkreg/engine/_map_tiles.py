@@ -344,10 +344,6 @@ def run_map_tiles(
     """
     if isinstance(output, Path):
         output = os.fspath(output)
-    if client is not None and scheduler is not None:
-        raise InputError("give either client or scheduler, not both.")
-    if n_workers is not None and (isinstance(n_workers, bool) or int(n_workers) < 1):
-        raise InputError(f"n_workers must be >= 1, got {n_workers!r}.")
     if isinstance(output, str) and "://" not in output:
         output = os.path.abspath(output)  # the tasks get its arrays: workers may run elsewhere
     grid = plan.grid

@@ -11,8 +11,8 @@ from ._stages import StageRunner
 __all__ = ["StageParts"]
 
 
-class StageParts:
-    """Like :class:`StageRunner`, and keeps each stage's own report in :attr:`parts`.
+class StageParts(StageRunner):
+    """A :class:`StageRunner` that also keeps each stage's own report in :attr:`parts`.
 
     :attr:`report` folds every stage in (failures prefixed with their stage's name), as for
     the other workflows; :attr:`parts` maps a stage's name to the report of that stage alone
@@ -29,10 +29,8 @@ class StageParts:
     """
 
     def __init__(self, client, *, label: str = "tasks", progress: bool = True) -> None:
-        self.client, self.progress = client, progress
-        self.report = RunReport(label=label, n_tasks=0)
+        super().__init__(client, label=label, progress=progress)
         self.parts: dict[str, RunReport] = {}
-        self.lines: list[str] = []
 
     def run(self, name: str, func: Callable[[Any], Any], tasks: Sequence, *,
             label: str | None = None, **kw) -> bool:  # fmt: skip
@@ -51,15 +49,3 @@ class StageParts:
         self.parts[name] = part
         self.report.merge(part, count=True)  # its failures already name their stage
         self.lines += stage.lines
-
-    def stop(self, rest: Sequence[str]) -> None:
-        """Note the stages left unrun because of failures."""
-        if rest:
-            self.lines.append(f"not run because of the failures above: {', '.join(rest)}")
-
-    def finish(self, *, min_stages: int = 2) -> RunReport:
-        """The folded report, with one ``stage N`` note per stage (when at least ``min_stages``)."""
-        if len(self.lines) >= min_stages:
-            for i, line in enumerate(self.lines):
-                self.report.notes[f"stage {i + 1}"] = line
-        return self.report

@@ -138,9 +138,11 @@ def open_client(
     ------
     distributed.Client or SYNCHRONOUS
     """
+    if client is not None and scheduler is not None:
+        raise InputError("give either client or scheduler, not both.")
+    if n_workers is not None and (isinstance(n_workers, bool) or int(n_workers) < 1):
+        raise InputError(f"n_workers must be >= 1, got {n_workers!r}.")
     if client is not None:
-        if scheduler is not None:
-            raise InputError("give either client or scheduler, not both.")
         with _activate(client):
             yield client
         return

@@ -24,7 +24,6 @@ import numpy as np
 from .._version import __version__
 from ..engine import IndexedTasks, ResultSink, StageRunner
 from ..engine._blend import BlendJob, BlendTask, blend_tile, create_scratch, group_ref
-from ..errors import InputError
 from ..execution import RunReport, open_client
 from ..io import (
     FIELD_COMPRESSORS,
@@ -569,10 +568,6 @@ def run_flow_plan(
     """
     if isinstance(output, Path):
         output = os.fspath(output)
-    if client is not None and scheduler is not None:
-        raise InputError("give either client or scheduler, not both.")
-    if n_workers is not None and (isinstance(n_workers, bool) or int(n_workers) < 1):
-        raise InputError(f"n_workers must be >= 1, got {n_workers!r}.")
     # the output's lease is held until everything is written; the workers' memory is checked
     # before the output is created
     with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
