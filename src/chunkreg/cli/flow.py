@@ -30,6 +30,14 @@ def _overlap(text: str):
     return "auto" if text == "auto" else int_tuple(text)
 
 
+def _spacing(text: str):
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected S or S,S,...; got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
 def _levels(text: str):
     if text == "auto":
         return text
@@ -93,6 +101,14 @@ def add_parser(subparsers) -> None:
         metavar="auto|N[,N...]",
         help="halo read around each tile, per axis (default: derived from the kernel's "
         "parameters for 2 px of residual motion on refined levels, 4 px on a single level)",
+    )
+    parser.add_argument(
+        "--spacing",
+        type=_spacing,
+        metavar="S[,S...]",
+        help="voxel size per axis, e.g. 50,4,4 (default: the reference's OME-Zarr scale, else "
+        "1); anisotropic voxels make levels halve the fine axes first and windows and halos "
+        "per axis; 1 ignores a recorded scale",
     )
     parser.add_argument(
         "--chunks", type=int_tuple, metavar="N[,N...]", help="output chunks (default: input's)"
@@ -172,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
         coarse_memory=args.coarse_memory,
         normalize=args.normalize,
         allow_sparse=args.allow_sparse,
+        spacing=args.spacing,
         **_kernel_params(args),
     )
     print(plan.describe())

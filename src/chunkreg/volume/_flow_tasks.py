@@ -17,7 +17,7 @@ from ..io import ArrayRef, read_region
 from ..registration import normalized_cross_correlation
 from ._intensity import IDENTITY, Intensity
 from ._methods import kernel
-from ._multiscale import initial_flow, refine_region
+from ._multiscale import initial_flow, level_step, refine_region
 from ._planning import QC_STEP, QC_SUBSAMPLE_FROM
 from ._stitch import Scratch, describe_tile
 
@@ -239,7 +239,8 @@ def flow_tile(task: TileTask) -> dict:
             read_bytes[0] += values.nbytes
             return values
 
-        initial = initial_flow(read_coarse, tile.read, ref_shape, coarse.shape[1:])
+        initial = initial_flow(read_coarse, tile.read, ref_shape, coarse.shape[1:],
+                               level_step(ref_shape, coarse.shape[1:]))  # fmt: skip
         bounds = sample_bounds(initial, tile.read, mov_array.shape, 3)
         mov, mov_bytes = _read(mov_array, bounds, intensities[1], "moving", task)
         region = mov

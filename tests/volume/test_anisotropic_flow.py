@@ -1,0 +1,98 @@
+"""compute_flow on anisotropic volumes: levels halve the fine axes first, per-axis halos and
+windows from the input's voxel size; flows stay in voxels with the voxel size recorded."""
+
+import numpy as np
+import zarr
+
+import chunkreg
+from chunkreg import optical_flow_ilk
+from chunkreg.io import Space, create_array, write_space
+from chunkreg.testing import sampled_scene_pair
+from chunkreg.volume import plan_flow
+
+SYNC = {"scheduler": "synchronous", "progress": False}
+NM = {"z": "nanometer", "y": "nanometer", "x": "nanometer"}
+EM = Space(("z", "y", "x"), (50.0, 4.0, 4.0), (0.0, 0.0, 0.0), NM)
+EXTENT = (800.0, 256.0, 256.0)  # 16 sections of 64 x 64 pixels
+SCENE = {"grain": (60.0, 10.0, 10.0), "amplitude": (40.0, 10.0, 10.0), "seed": 1}
+RUN = {"tile": (16, 32, 32), "levels": 2, "radius": 3}
+
+
+def _write(path, data, chunks=(8, 32, 32)):
+    group = zarr.open_group(str(path), mode="w")
+    create_array(group, name="0", shape=data.shape, dtype=data.dtype, chunks=chunks,
+                 dimension_names=EM.axes)[...] = data  # fmt: skip
+    write_space(group, ["0"], EM)
+    return path
+
+
+def _error_nm(flow, truth):
+    nm = (np.asarray(flow, np.float64) - truth) * np.reshape(EM.scale, (3, 1, 1, 1))
+    return float(np.linalg.norm(nm, axis=0).mean())
+
+
+def test_anisotropic_volume_flow(tmp_path):
+    ref, mov, truth = sampled_scene_pair(EXTENT, EM.scale, **SCENE)
+    r, m = _write(tmp_path / "ref.zarr", ref), _write(tmp_path / "mov.zarr", mov)
+    plan = plan_flow(r, m, **RUN)  # spacing from the inputs' OME-Zarr scale
+    assert plan.spacing == EM.scale
+    assert [lp.voxel_factors for lp in plan.levels] == [(1, 1, 1), (1, 2, 2)]
+    # iLK radius 3 along y, x is 12 nm: 1 section (at least one voxel) along z
+    assert plan.grid.depth == (5, 10, 10)  # 2*radius+2 + residual motion of 2 px (1 section)
+    text = plan.describe()
+    assert "voxel 50 x 8 x 8 = 1 x 2 x 2 input voxels" in text and "halo (5, 10, 10)" in text
+    assert plan.signature()["spacing"] == [50.0, 4.0, 4.0]
+
+    out = tmp_path / "aware.zarr"
+    assert chunkreg.compute_flow(r, m, out, **RUN, **SYNC).ok
+    blind = tmp_path / "blind.zarr"
+    assert chunkreg.compute_flow(r, m, blind, spacing=1, **RUN, **SYNC).ok
+    flow = zarr.open_array(str(out), path="flow")
+    aware_err = _error_nm(flow[...], truth)
+    blind_err = _error_nm(zarr.open_array(str(blind), path="flow")[...], truth)
+    # the same scene on an isotropic 8 nm grid, in memory
+    iref, imov, itruth = sampled_scene_pair(EXTENT, (8.0,) * 3, **SCENE)
+    iso = optical_flow_ilk(iref, imov, radius=3)
+    iso_err = float(np.linalg.norm((iso - itruth) * 8.0, axis=0).mean())
+    # measured: 3.2 nm anisotropy-aware, 4.8 nm blind, 2.9 nm isotropic (of up to 40 nm)
+    assert aware_err < 4.0 and aware_err < 0.8 * blind_err and iso_err < 4.0
+    assert abs(aware_err - iso_err) < 1.5
+    # flows in voxels, the voxel size and the levels' grids recorded
+    assert flow.attrs["units"] == {"values": "voxel"}
+    assert flow.attrs["voxel_size"]["z"] == [50.0, "nanometer"]
+    coarse = zarr.open_array(str(out), path="coarse/1")
+    assert coarse.shape == (3, 16, 32, 32)
+    assert "1 x 2 x 2 input voxels" in coarse.attrs["units"]["values"]
+
+
+def test_em_levels_wait_for_the_sections(tmp_path):
+    """Planning only: a 64-section 4 x 4 x 50 nm volume halves y, x three times before z."""
+    shape = (64, 2048, 2048)
+    for name in ("ref.zarr", "mov.zarr"):
+        group = zarr.open_group(str(tmp_path / name), mode="w")
+        create_array(group, name="0", shape=shape, dtype="uint8", chunks=(32, 256, 256),
+                     dimension_names=EM.axes)  # fmt: skip
+        write_space(group, ["0"], EM)
+    plan = plan_flow(tmp_path / "ref.zarr", tmp_path / "mov.zarr", levels=5, allow_sparse=True)
+    assert [lp.shape for lp in plan.levels] == [
+        (64, 2048, 2048), (64, 1024, 1024), (64, 512, 512), (64, 256, 256), (32, 128, 128),
+    ]  # fmt: skip
+    # finer levels' voxels are nearer isotropic: the z halo grows towards the y, x one
+    assert [lp.grid.depth[0] for lp in plan.levels[:4]] == [5, 5, 7, 12]
+    assert all(lp.grid.depth[1:] == (18, 18) for lp in plan.levels[:4])
+    ignored = plan_flow(tmp_path / "ref.zarr", tmp_path / "mov.zarr", levels=3,
+                        allow_sparse=True, spacing=1)  # fmt: skip
+    assert ignored.spacing is None and ignored.levels[1].shape == (32, 1024, 1024)
+
+
+def test_cli_spacing(tmp_path, capsys):
+    from chunkreg.cli import main
+
+    data = np.zeros((16, 64, 64), np.float32)
+    r = zarr.create_array(str(tmp_path / "r.zarr"), data=data, chunks=(16, 32, 32))
+    assert main(["flow", r.store.root.as_posix(), r.store.root.as_posix(), str(tmp_path / "o"),
+                 "--spacing", "50,4,4", "--levels", "2", "--dry-run"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "voxel size (spacing): (50.0, 4.0, 4.0)" in out
+    assert "level 1 (16 x 32 x 32; voxel 50 x 8 x 8 = 1 x 2 x 2 input voxels" in out
+    assert not (tmp_path / "o").exists()
