@@ -70,7 +70,7 @@ def test_stitched_mosaic(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("axes", "expected"), [(None, ("z", "y", "x")), (("t", "y", "x"), ("t", "y", "x"))]
+    ("axes", "expected"), [(None, ("t", "y", "x")), (("z", "y", "x"), ("z", "y", "x"))]
 )
 def test_converted_tiff(tmp_path, axes, expected):
     tifffile.imwrite(tmp_path / "s.tif", np.zeros((5, 16, 16), np.uint16))

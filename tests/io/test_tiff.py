@@ -6,6 +6,7 @@ from numpy.testing import assert_array_equal
 
 from chunkreg.errors import InputError
 from chunkreg.io import natural_sort, open_array, tiff_to_zarr, tiles_to_zarr
+from chunkreg.io._tiff import _default_chunks
 
 
 def test_real_stack_to_ome_zarr(tmp_path, shared_data):
@@ -55,12 +56,36 @@ def test_tiff_errors(tmp_path):
     assert not (tmp_path / "o.zarr").exists()
 
 
-def test_unknown_tiff_axes_default_to_zyx(tmp_path):
-    data = np.zeros((3, 8, 9), np.uint8)
+def _axis_names(path):
+    return [
+        a["name"] for a in zarr.open_group(path, mode="r").attrs["ome"]["multiscales"][0]["axes"]
+    ]
+
+
+def test_plain_stack_is_a_series_chunked_one_frame_deep(tmp_path):
+    """docs/getting-started.md: a plain stack's generic leading axis is labelled t, and series
+    are chunked (1, Y, X)."""
+    data = np.arange(3 * 8 * 9, dtype=np.uint8).reshape(3, 8, 9)
     tifffile.imwrite(tmp_path / "q.tif", data, photometric="minisblack")
-    tiff_to_zarr(tmp_path / "q.tif", tmp_path / "q.zarr")
-    axes = zarr.open_group(tmp_path / "q.zarr", mode="r").attrs["ome"]["multiscales"][0]["axes"]
-    assert [a["name"] for a in axes] == ["z", "y", "x"]
+    array = tiff_to_zarr(tmp_path / "q.tif", tmp_path / "q.zarr")
+    assert _axis_names(tmp_path / "q.zarr") == ["t", "y", "x"]
+    assert array.chunks == (1, 8, 9)
+    np.testing.assert_array_equal(array[...], data)
+    # a bare array too; planes over 8 MiB are cut into squares of 2048 (uint16)
+    assert tiff_to_zarr(tmp_path / "q.tif", tmp_path / "bare.zarr", ome=False).chunks == (1, 8, 9)
+    assert _default_chunks((5, 3000, 1000), 2, axes=("t", "y", "x")) == (1, 2048, 1000)
+
+
+def test_z_stack_and_folder_default_chunks_are_cubes(tmp_path):
+    data = np.zeros((40, 64, 64), np.uint16)
+    tifffile.imwrite(tmp_path / "z.tif", data, photometric="minisblack")
+    array = tiff_to_zarr(tmp_path / "z.tif", tmp_path / "z.zarr", axes=("z", "y", "x"))
+    assert array.chunks == (40, 64, 64)  # near-cubic (161 voxels per side for 8 MiB), clipped
+    (tmp_path / "planes").mkdir()
+    for i in range(3):
+        tifffile.imwrite(tmp_path / "planes" / f"{i}.tif", data[0])
+    array = tiff_to_zarr(tmp_path / "planes", tmp_path / "f.zarr")
+    assert _axis_names(tmp_path / "f.zarr") == ["z", "y", "x"] and array.chunks == (3, 64, 64)
 
 
 def test_folder_planes_in_natural_order(tmp_path):

@@ -132,13 +132,20 @@ def _read_plane(path: str) -> np.ndarray:
 
 
 def _default_chunks(
-    shape: Sequence[int], itemsize: int, target_bytes: int = 8 * 2**20
+    shape: Sequence[int],
+    itemsize: int,
+    target_bytes: int = 8 * 2**20,
+    axes: Sequence[str] | None = None,
 ) -> tuple[int, ...]:
-    """Chunks of about ``target_bytes``: whole planes split evenly, one plane deep in 2-D series."""
+    """Chunks of about ``target_bytes`` (at most): planes of up to that size whole (larger ones
+    cut into squares), one plane deep in a series of 2-D planes (``t``/``c`` then two spatial
+    axes); near-cubic over the last three axes of a volume."""
     ndim = len(shape)
+    side = max(64, int(math.sqrt(target_bytes / itemsize)))
     if ndim <= 2:
-        side = max(64, int(math.sqrt(target_bytes / itemsize)))
         return tuple(min(n, side) for n in shape)
+    if axes is not None and sum(a not in ("t", "c") for a in axes) == 2:
+        return (1,) * (ndim - 2) + tuple(min(n, side) for n in shape[-2:])
     # 3-D and more: near-cubic spatial chunks over the last three axes, 1 along the others.
     side = max(32, round((target_bytes / itemsize) ** (1 / 3)))
     lead = (1,) * (ndim - 3)
@@ -304,10 +311,13 @@ def _image_axes(axes, tiff_axes: str, shape) -> tuple[str, ...]:
                 f"axes {axes} must name each of the {len(shape)} axes of the data {shape} once."
             )
         return axes
-    # TIFF axis codes: I (image sequence) is taken as z; Q (unknown) is not guessed.
+    # TIFF axis codes: I (image sequence) is taken as z; Q (unknown) is not guessed, but the
+    # one leading axis of a plain stack of planes (tifffile's "QYX") is taken as time.
     codes = tiff_axes.lower().replace("i", "z").replace("s", "c")
     if len(codes) == len(shape) and set(codes) <= set("tczyx"):
         return tuple(codes)
+    if codes == "qyx":
+        return ("t", "y", "x")
     try:
         return default_axes(len(shape))
     except ValueError:
@@ -340,7 +350,10 @@ def tiff_to_zarr(
         Path of the zarr output. With ``ome=True`` it is an OME-Zarr group holding the image as
         array ``"0"``; otherwise a plain array.
     chunks : sequence of int, optional
-        Chunk shape; default about 8 MiB per chunk (cubes of the last three axes in 3-D).
+        Chunk shape. Default: at most about 8 MiB per chunk; a series of planes (``t`` or
+        ``c`` before two spatial axes, as a plain stack is) one plane deep, ``(1, Y, X)`` for
+        planes up to 8 MiB (2048² ``uint16``), larger ones cut into squares of that size; a
+        volume (three spatial axes) in near-cubic chunks over its last three axes.
     shards : int or sequence of int, optional
         Shard shape, a multiple of ``chunks`` (one file per shard instead of per chunk; e.g.
         ``(100, 512, 512)`` for a series of 512² frames chunked ``(1, 512, 512)``). Default
@@ -348,9 +361,11 @@ def tiff_to_zarr(
     ome : bool
         Write an OME-Zarr (NGFF 0.5) multiscale group rather than a bare array.
     axes : sequence of str, optional
-        OME axis names (e.g. ``("t", "y", "x")`` for a time series); default from the TIFF's
-        axes when they are all known (T, C, Z, Y, X), else the last axes of t, z, y, x
-        (so a plain 3-D stack is labelled z, y, x).
+        OME axis names (e.g. ``("z", "y", "x")`` for a z-stack); default from the TIFF's axes
+        when they are all known (T, C, Z, Y, X; ImageJ's and OME-TIFF's metadata; a folder or
+        list of planes is z, y, x); a plain stack of planes without metadata (tifffile's
+        generic leading axis) is labelled t, y, x, a series; anything else the last axes of
+        t, z, y, x.
     overwrite : bool
         Replace an existing output.
     pyramid : bool or int
@@ -371,14 +386,21 @@ def tiff_to_zarr(
     src = _Source(source)
     try:
         shape, dtype = src.shape, src.dtype
-        chunks = tuple(chunks) if chunks is not None else _default_chunks(shape, dtype.itemsize)
+        if ome:
+            axes = _image_axes(axes, src.axes, shape)
+        if chunks is None:
+            try:
+                named = axes if ome else _image_axes(axes, src.axes, shape)
+            except InputError:
+                named = None  # a bare array of unnamed axes: chunked as a volume
+            chunks = _default_chunks(shape, dtype.itemsize, axes=named)
+        chunks = tuple(chunks)
         if len(chunks) != len(shape):
             raise InputError(
                 f"chunks {chunks} must have one entry per axis of the TIFF data {shape}."
             )
         shards = resolve_shards(shards, chunks=chunks, shape=shape)
         if ome:
-            axes = _image_axes(axes, src.axes, shape)
             signature = {"source": "tiff", "shape": shape, "dtype": dtype.name, "chunks": chunks,
                          **({"shards": shards} if shards else {})}  # fmt: skip
             group = open_output_group(output, signature=signature, overwrite=overwrite, kind="tiff",
