@@ -86,7 +86,7 @@ def _tables(config: dict) -> dict:
     }  # fmt: skip
     for name, kernel in KERNELS.items():  # every table is checked, used or not
         tables[name] = options(
-            config, name, kernel, skip=("reference_image", "moving_image", "dtype"),
+            config, name, kernel, skip=("reference_image", "moving_image", "dtype", "spacing"),
             reserved=SET_HERE,
         )  # fmt: skip
     tables["blockwise"] = options(
@@ -128,7 +128,7 @@ def _pipeline_tables(config: dict) -> dict:
     }  # fmt: skip
     for name, kernel in KERNELS.items():
         tables[name] = options(config, name, kernel,
-                               skip=("reference_image", "moving_image", "dtype"),
+                               skip=("reference_image", "moving_image", "dtype", "spacing"),
                                reserved=SET_HERE)  # fmt: skip
     return tables
 

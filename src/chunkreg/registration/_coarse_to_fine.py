@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -201,7 +201,7 @@ def coarse_to_fine(
     num_levels: int | None = None,
     min_size: int = 16,
     dtype=np.float32,
-    spacing=None,
+    spacing: float | Sequence[float] | None = None,
 ) -> np.ndarray:
     """Run a dense-flow ``solver`` over an image pyramid, coarsest level first.
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations_with_replacement
 
@@ -97,7 +98,7 @@ def ilk_solver(
     gaussian: bool = False,
     prefilter: bool = False,
     tol: float = DEFAULT_TOL,
-    spacing=None,
+    spacing: float | Sequence[float] | None = None,
 ) -> ILKSolver:
     """Return the iLK solver for :func:`coarse_to_fine` (parameters as :func:`optical_flow_ilk`).
 
@@ -303,7 +304,7 @@ def optical_flow_ilk(
     prefilter: bool = False,
     tol: float = DEFAULT_TOL,
     dtype=np.float32,
-    spacing=None,
+    spacing: float | Sequence[float] | None = None,
 ) -> np.ndarray:
     """Dense optical flow by iterative Lucas-Kanade, coarse to fine.
 

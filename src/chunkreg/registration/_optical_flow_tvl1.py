@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,7 +99,7 @@ def tvl1_solver(
     num_iter: int = 10,
     tol: float = 1e-4,
     prefilter: bool = False,
-    spacing=None,
+    spacing: float | Sequence[float] | None = None,
 ) -> TVL1Solver:
     """Return the TV-L1 solver for :func:`coarse_to_fine` (parameters as :func:`optical_flow_tvl1`).
 
@@ -340,7 +341,7 @@ def optical_flow_tvl1(
     tol: float = 1e-4,
     prefilter: bool = False,
     dtype=np.float32,
-    spacing=None,
+    spacing: float | Sequence[float] | None = None,
 ) -> np.ndarray:
     r"""Dense TV-L1 optical flow, coarse to fine.
 

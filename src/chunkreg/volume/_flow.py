@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -356,7 +357,7 @@ def compute_flow(
     normalize: str = "auto",
     allow_sparse: bool = False,
     initial_affine=None,
-    spacing=None,
+    spacing: float | Sequence[float] | None = None,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,

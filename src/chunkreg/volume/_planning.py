@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -422,7 +423,7 @@ def plan_flow(
     normalize: str = "auto",
     allow_sparse: bool = False,
     initial_affine=None,
-    spacing=None,
+    spacing: float | Sequence[float] | None = None,
     **kernel_params,
 ) -> FlowPlan:
     """Open the inputs read-only, validate everything and plan a flow run.
