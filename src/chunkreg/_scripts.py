@@ -7,6 +7,9 @@ is an unknown key, or a key the script sets itself (such as ``client``, which co
 ``[cluster]`` table). The accepted keys and their types come from the workflow functions'
 signatures — annotations, else the type of the default — so they follow the functions; only
 parameters without either are typed here (:data:`TILE`, :data:`OVERLAP` ...).
+
+Every script also takes a ``[storage_options]`` table (:func:`storage_options_table`): fsspec
+options for the URL inputs and outputs of the config, as ``--storage-option`` on the CLI.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import operator
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -43,6 +46,7 @@ __all__ = [
     "options",
     "script_main",
     "section",
+    "storage_options_table",
 ]
 
 #: Per-axis sizes: one integer for every axis, or one per axis.
@@ -360,18 +364,76 @@ def cluster_table(config: Mapping) -> dict | None:
     return section(config, "cluster", types=CLUSTER_TYPES)
 
 
+#: Name of the table of fsspec options every script accepts.
+STORAGE_OPTIONS = "storage_options"
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a parsed TOML value, tables and arrays searched."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def storage_options_table(config: dict) -> tuple[dict, set[str]]:
+    """Take the ``[storage_options]`` table out of ``config``; return it and the URL schemes it
+    applies to.
+
+    The table holds fsspec filesystem options (``endpoint_url``, ``anon``, ``key``, a
+    ``client_kwargs`` sub-table, ...) that every URL input and output of the config
+    (``s3://...``, ``gs://...``; any table, any key) is opened with, as
+    ``--storage-option KEY=VALUE`` does on the command line. Its keys are the filesystem's, so
+    they are not checked against a list; the table must be a table, and a config without any
+    URL is refused (the options would apply to nothing).
+
+    Raises
+    ------
+    InputError
+        ``storage_options`` is not a table, or the config has no URL for it to apply to.
+    """
+    from .io._arrays import url_schemes
+
+    if STORAGE_OPTIONS not in config:
+        return {}, set()
+    table = config.pop(STORAGE_OPTIONS)
+    if not isinstance(table, Mapping):
+        raise InputError(
+            f"config [{STORAGE_OPTIONS}] must be a table of fsspec options (e.g. endpoint_url = "
+            f'"http://127.0.0.1:9000"), got {describe_value(table)}.'
+        )
+    schemes = url_schemes(_strings(config))
+    if table and not schemes:
+        raise InputError(
+            f"config [{STORAGE_OPTIONS}] applies to URL inputs or outputs (s3://...); the "
+            "config has none."
+        )
+    return dict(table), schemes
+
+
 def script_main(run, description: str, argv=None) -> int:
     """Parse ``CONFIG`` from the command line, call ``run(config) -> exit code``.
 
-    Bad configs and inputs exit with 2 (nothing was written), failed tasks with 1.
+    A ``[storage_options]`` table is taken out of the config and applied to its URLs
+    (:func:`storage_options_table`) while ``run`` runs. Bad configs and inputs exit with 2
+    (nothing was written), failed tasks with 1.
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "config", help="TOML configuration file (see the example next to this script)"
     )
     args = parser.parse_args(argv)
+    from .io._arrays import storage_defaults
+
     try:
-        return int(run(load_config(args.config)) or 0)
+        config = load_config(args.config)
+        storage, schemes = storage_options_table(config)
+        with storage_defaults(schemes, storage):
+            return int(run(config) or 0)
     except TaskFailedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

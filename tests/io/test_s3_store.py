@@ -123,3 +123,45 @@ def test_references_name_the_bucket(s3, pair):
     ref = open_array("s3://bucket/ref.zarr", storage_options=s3)
     assert str(array_ref(ref)) == "s3://bucket/ref.zarr"
     assert_array_equal(array_ref(ref).open()[...], pair[0])
+
+
+def _script(name):
+    """A workflow script as a module (its ``run`` and docstring)."""
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "workflows" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"workflow_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_storage_options_table(s3, pair, tmp_path, capsys):
+    import fsspec.config
+
+    from chunkreg._scripts import script_main
+
+    frames = np.stack([np.roll(pair[0], -t, axis=0) for t in range(6)]).astype(np.float32)
+    zarr.create_array("s3://bucket/script-movie.zarr", data=frames[:, :48, :40],
+                      chunks=(1, 48, 40), storage_options=s3)  # fmt: skip
+    options = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in s3.items())
+    config = tmp_path / "c.toml"
+    config.write_text(f"""
+[input]
+stack = "s3://bucket/script-movie.zarr"
+[registration]
+upsample_factor = 10
+apply = false
+[output]
+path = "s3://bucket/script-drift.zarr"
+csv = false
+[cluster]
+kind = "synchronous"
+[storage_options]
+{options}
+""")
+    module = _script("correct_timeseries")
+    assert script_main(module.run, "t", argv=[str(config)]) == 0, capsys.readouterr().err
+    assert "s3" not in fsspec.config.conf  # restored after the run
+    shifts = zarr.open_array("s3://bucket/script-drift.zarr", path="shifts", storage_options=s3)
+    assert_array_equal(np.round(shifts[...][:, 0]), np.arange(6))  # frame t rolled by -t

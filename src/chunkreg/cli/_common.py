@@ -113,32 +113,19 @@ def storage_options_applied(args: argparse.Namespace) -> Iterator[None]:
     those schemes opened here (inputs and outputs) gets them; the stores pickle with them,
     so workers open the same way.
     """
+    from ..io._arrays import storage_defaults, url_schemes
+
     pairs = getattr(args, "storage_option", None) or []
     if not pairs:
         yield
         return
-    schemes = {
-        v.split("://", 1)[0].lower()
-        for v in vars(args).values()
-        if isinstance(v, str) and "://" in v and not v.startswith(("tcp://", "tls://"))
-    }
+    schemes = url_schemes(vars(args).values())
     if not schemes:
         raise InputError(
             "--storage-option applies to URL inputs or outputs (s3://...); none given."
         )
-    import fsspec.config
-
-    saved = {scheme: fsspec.config.conf.get(scheme) for scheme in schemes}
-    for scheme in schemes:
-        fsspec.config.conf[scheme] = {**(saved[scheme] or {}), **dict(pairs)}
-    try:
+    with storage_defaults(schemes, dict(pairs)):
         yield
-    finally:
-        for scheme, old in saved.items():
-            if old is None:
-                fsspec.config.conf.pop(scheme, None)
-            else:
-                fsspec.config.conf[scheme] = old
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,9 @@ than array objects. ``ArrayRef.open()`` works on any worker that can reach the s
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,43 @@ def array_ref(array: zarr.Array) -> ArrayRef:
 
 def _is_url(source: str) -> bool:
     return "://" in source
+
+
+def url_schemes(values: Iterable) -> set[str]:
+    """The fsspec URL schemes (``s3``, ``gs``, ...) among ``values``; Dask scheduler addresses
+    (``tcp://``, ``tls://``) are not stores and are left out."""
+    return {
+        v.split("://", 1)[0].lower()
+        for v in values
+        if isinstance(v, str) and _is_url(v) and not v.startswith(("tcp://", "tls://"))
+    }
+
+
+@contextlib.contextmanager
+def storage_defaults(schemes: Iterable[str], options: Mapping) -> Iterator[None]:
+    """Make ``options`` the fsspec defaults of the URL ``schemes`` while the block runs.
+
+    They go into ``fsspec.config.conf``, so every URL of those schemes opened meanwhile (inputs
+    and outputs) gets them; the stores pickle with them, so workers open the same way. Options
+    set there before are kept underneath and restored afterwards.
+    """
+    schemes, options = set(schemes), dict(options)
+    if not options or not schemes:
+        yield
+        return
+    import fsspec.config
+
+    saved = {scheme: fsspec.config.conf.get(scheme) for scheme in schemes}
+    for scheme in schemes:
+        fsspec.config.conf[scheme] = {**(saved[scheme] or {}), **options}
+    try:
+        yield
+    finally:
+        for scheme, old in saved.items():
+            if old is None:
+                fsspec.config.conf.pop(scheme, None)
+            else:
+                fsspec.config.conf[scheme] = old
 
 
 #: The package that gives fsspec each URL scheme (what to ``pip install`` when it is missing).
