@@ -96,3 +96,18 @@ def test_cli_spacing(tmp_path, capsys):
     assert "voxel size (spacing): (50.0, 4.0, 4.0)" in out
     assert "level 1 (16 x 32 x 32; voxel 50 x 8 x 8 = 1 x 2 x 2 input voxels" in out
     assert not (tmp_path / "o").exists()
+
+
+def test_recorded_scale_is_followed_only_when_comparable(tmp_path):
+    data = np.zeros((16, 64, 64), np.float32)
+    mixed = Space(("z", "y", "x"), (2.0, 500.0, 500.0), (0.0,) * 3,
+                  {"z": "micrometer", "y": "nanometer", "x": "nanometer"})  # fmt: skip
+    series = Space(("t", "y", "x"), (0.1, 0.4, 0.4), (0.0,) * 3, {"t": "second"})
+    for name, space in (("mixed", mixed), ("series", series)):
+        group = zarr.open_group(str(tmp_path / name), mode="w")
+        create_array(group, name="0", shape=data.shape, dtype=data.dtype, chunks=data.shape,
+                     dimension_names=space.axes)[...] = data  # fmt: skip
+        write_space(group, ["0"], space)
+        assert plan_flow(tmp_path / name, tmp_path / name).spacing is None
+        given = plan_flow(tmp_path / name, tmp_path / name, spacing=(2000, 500, 500))
+        assert given.spacing == (2000.0, 500.0, 500.0)

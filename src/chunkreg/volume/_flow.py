@@ -440,7 +440,7 @@ def compute_flow(
         "before" is then measured after the affine.
     spacing : float or sequence of float, optional
         Voxel size per axis (any one unit). Default: the reference's OME-Zarr scale (or the
-        converted TIFF's voxel size), else 1. When it differs between axes (EM sections of
+        converted TIFF's voxel size) when its axes are spatial and share one unit, else 1. When it differs between axes (EM sections of
         50 nm imaged at 4 nm: ``(50, 4, 4)``), the run is anisotropy-aware: each coarser level
         halves only the axes whose voxel is finer than twice the finest one, until the voxels
         are near isotropic; iLK's window and TV-L1's regularisation cover the same physical

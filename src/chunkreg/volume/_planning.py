@@ -397,12 +397,18 @@ def _count_levels(levels, shape, grid: TileGrid, method, coarse_memory: int, spa
 
 
 def _input_spacing(array, spacing, ndim: int) -> tuple[float, ...] | None:
-    """The voxel size a run follows: ``spacing`` if given, else the input's recorded scale;
+    """The voxel size a run follows: ``spacing`` if given, else the input's recorded scale
+    (unless its axes are not all spatial or their units differ: the scales do not compare);
     None when isotropic (every axis the same)."""
+    from ..io._space import NON_SPATIAL
     from ..registration._pyramid import check_spacing
 
     if spacing is None:
-        spacing = read_space(array).last(ndim).scale
+        space = read_space(array).last(ndim)
+        units = {space.units.get(a) for a in space.axes}
+        if len(units) > 1 or any(a in NON_SPATIAL for a in space.axes):
+            return None
+        spacing = space.scale
     else:
         spacing = check_spacing(spacing, ndim)
     return None if len(set(spacing)) == 1 else tuple(float(v) for v in spacing)
