@@ -66,9 +66,7 @@ def _volume_pair(folder: Path, shape=(40, 48, 44), chunks=(16, 16, 16)):
     truth = smooth_displacement(shape, amplitude=2.0, seed=4)
     moving = apply_flow(reference, -truth)
     for name, data in (("reference", reference), ("moving", moving)):
-        create_array(folder / f"{name}.zarr", shape=shape, dtype="float32", chunks=chunks)[
-            :
-        ] = data
+        create_array(folder / f"{name}.zarr", shape=shape, dtype="float32", chunks=chunks)[:] = data
     return reference, moving, truth
 
 

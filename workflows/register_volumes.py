@@ -53,6 +53,7 @@ SET_HERE = {
     "moving": "[input] moving",
     "output": "[output]",
     "level": "[input] level",
+    "channel": "[input] channel",
     "method": "[registration] method",
     "tile": "[registration] tile",
     "overlap": "[registration] overlap",
@@ -74,7 +75,8 @@ def _tables(config: dict) -> dict:
     tables = {
         "input": section(
             config, "input", required=["reference", "moving"],
-            types={"reference": str, "moving": str, "level": int},
+            types={"reference": str, "moving": str, "level": int,
+                   "channel": function_types(chunkreg.compute_flow)["channel"]},
         ),
         "registration": reg,
         "output": section(
@@ -105,7 +107,8 @@ def _pipeline_tables(config: dict) -> dict:
     check_tables(config, PIPELINE_TABLES)
     tables = {
         "input": section(config, "input", required=["reference", "moving"],
-                         types={"reference": str, "moving": str}),
+                         types={"reference": str, "moving": str,
+                                "channel": function_types(chunkreg.compute_flow)["channel"]}),
         "pipeline": section(config, "pipeline", required=["steps"],
                             types={"steps": list[Literal[STEPS]]}),
         "registration": section(config, "registration",
@@ -117,7 +120,8 @@ def _pipeline_tables(config: dict) -> dict:
                                  "order": function_types(chunkreg.warp_volume)["order"]}),
         "cluster": cluster_table(config),
         "affine": options(config, "affine", chunkreg.estimate_affine,
-                          skip=("reference", "moving", "output", "overwrite"), reserved=RUN_KEYS,
+                          skip=("reference", "moving", "output", "overwrite"),
+                          reserved={**RUN_KEYS, "channel": "[input] channel"},
                           types={"level": int | Literal["auto"], "block": TILE,
                                  "fine_block": TILE}),
         "blockwise": options(config, "blockwise", chunkreg.blockwise_shifts,
@@ -150,8 +154,8 @@ def run_pipeline(config: dict) -> int:
         result = register_volumes(
             tables["input"]["reference"], tables["input"]["moving"], outputs,
             steps=tables["pipeline"]["steps"], affine=tables["affine"], blocks=blocks, flow=flow,
-            warp={"order": out.get("order", 1)}, client=client,
-            overwrite=out.get("overwrite", False),
+            warp={"order": out.get("order", 1)}, channel=tables["input"].get("channel"),
+            client=client, overwrite=out.get("overwrite", False),
         )  # fmt: skip
     print(result.summary())
     if result.affine is not None:
@@ -168,6 +172,7 @@ def run(config: dict) -> int:
     reports = []
     if "registered" in out:  # refuse a bad warp option before the flow is computed
         check_warp_options(order=out.get("order", 1))
+    channel = {"channel": inputs["channel"]} if "channel" in inputs else {}
     with client_from_config(tables["cluster"]) as client:
         common = {"client": client, "overwrite": out.get("overwrite", False)}
         if method == "blockwise":
@@ -175,7 +180,12 @@ def run(config: dict) -> int:
             if params.get("max_deviation") is False:  # TOML has no None
                 params["max_deviation"] = None
             blocks = chunkreg.blockwise_shifts(
-                inputs["reference"], inputs["moving"], out["blocks"], **params, **common
+                inputs["reference"],
+                inputs["moving"],
+                out["blocks"],
+                **params,
+                **channel,
+                **common,
             )
             reports.append(blocks.report)
             print(f"blocks: {int(blocks.reliable.sum())} of {blocks.reliable.size} reliable")
@@ -189,6 +199,7 @@ def run(config: dict) -> int:
                     out["flow"],
                     method=method,
                     level=inputs.get("level"),
+                    **channel,
                     **tiling,
                     **tables[method],
                     **common,
@@ -202,6 +213,7 @@ def run(config: dict) -> int:
                     out["registered"],
                     order=out.get("order", 1),
                     reference=inputs["reference"],
+                    **channel,
                     **common,
                 )
             )

@@ -92,6 +92,18 @@ def add_shards_argument(
     )
 
 
+def add_channel_argument(parser, *, what: str = "register on") -> None:
+    """``--channel C``: the registration channel of multi-channel inputs."""
+    parser.add_argument(
+        "--channel",
+        type=int,
+        metavar="C",
+        help=f"channel to {what}, for multi-channel inputs (channel axis named c in the "
+        "OME-Zarr axes or zarr dimension_names, default 0; a plain array's extra first axis "
+        "needs it); the result applies to every channel",
+    )
+
+
 def storage_option(text: str) -> tuple[str, object]:
     """Parse ``--storage-option KEY=VALUE``; VALUE as JSON when it parses (true, 3), else text."""
     import json

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ._common import (
+    add_channel_argument,
     add_cluster_arguments,
     add_input_check_arguments,
     add_shards_argument,
@@ -79,6 +80,7 @@ def add_parser(subparsers) -> None:
     )
     add_shards_argument(parser, inherited=None, what="--flow field's")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
+    add_channel_argument(parser)
     add_input_check_arguments(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
@@ -97,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         "normalization": normalization,
     }
     params["allow_sparse"] = args.allow_sparse
+    params["channel"] = args.channel
     if args.dry_run:
         print(plan_blockwise_shifts(args.reference, args.moving, **params))
         return 0

@@ -7,6 +7,7 @@ import sys
 
 from ._common import (
     EXIT_QC_WARNING,
+    add_channel_argument,
     add_cluster_arguments,
     add_input_check_arguments,
     add_pyramid_argument,
@@ -114,6 +115,7 @@ def add_parser(subparsers) -> None:
     )
     add_shards_argument(out, inherited="the stack's (when time is its first axis)")
     out.add_argument("--plot", metavar="PNG", help="also save a drift plot (needs matplotlib)")
+    add_channel_argument(parser, what="measure the drift on")
     add_input_check_arguments(parser)
     add_pyramid_argument(parser)
     add_cluster_arguments(parser)
@@ -156,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         normalization=None if args.normalization == "none" else "phase",
         piecewise=piecewise,
         time_axis=args.time_axis,
+        channel=args.channel,
         n_reference_frames=args.mean_frames,
         strides=strides,
         apply=args.apply,

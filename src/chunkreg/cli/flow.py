@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ._common import (
+    add_channel_argument,
     add_cluster_arguments,
     add_input_check_arguments,
     add_shards_argument,
@@ -71,6 +72,7 @@ def add_parser(subparsers) -> None:
         "--method", choices=("ilk", "tvl1", "dis"), default="ilk", help="flow kernel"
     )
     parser.add_argument("--level", type=int, help="multiscale level of OME-Zarr inputs (0)")
+    add_channel_argument(parser)
     parser.add_argument(
         "--levels",
         type=_levels,
@@ -189,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         normalize=args.normalize,
         allow_sparse=args.allow_sparse,
         spacing=args.spacing,
+        channel=args.channel,
         **_kernel_params(args),
     )
     print(plan.describe())

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from ._common import add_cluster_arguments, cluster_options, int_tuple
+from ._common import add_channel_argument, add_cluster_arguments, cluster_options, int_tuple
 
 
 def add_parser(subparsers) -> None:
@@ -40,7 +40,10 @@ def add_parser(subparsers) -> None:
         "--level", default="auto", metavar="L", help="pyramid level of the coarse affine estimate"
     )
     parser.add_argument(
-        "--method", choices=["ilk", "tvl1", "dis"], default="ilk", help="dense flow kernel (default ilk)"
+        "--method",
+        choices=["ilk", "tvl1", "dis"],
+        default="ilk",
+        help="dense flow kernel (default ilk)",
     )
     parser.add_argument(
         "--tile", type=int_tuple, metavar="N[,N..]", help="flow tile shape (default: automatic)"
@@ -51,6 +54,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--order", type=int, default=1, metavar="N", help="spline order of the warp (default 1)"
     )
+    add_channel_argument(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -74,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
             args.reference, args.moving, outputs,
             steps=[s.strip() for s in args.steps.split(",") if s.strip()],
             affine={"model": args.model, "level": level}, blocks=blocks, flow=flow,
-            warp={"order": args.order}, client=client, overwrite=opts["overwrite"],
-            progress=opts["progress"],
+            warp={"order": args.order}, channel=args.channel, client=client,
+            overwrite=opts["overwrite"], progress=opts["progress"],
         )  # fmt: skip
     print(result.summary())
     if result.affine is not None:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ._common import (
+    add_channel_argument,
     add_cluster_arguments,
     add_input_check_arguments,
     add_pyramid_argument,
@@ -133,6 +134,7 @@ def add_parser(subparsers) -> None:
         help="output chunk shape (default 1024 in 2-D, 128 in 3-D)",
     )
     add_shards_argument(p, inherited=None)
+    add_channel_argument(p, what="register the tiles on")
     add_input_check_arguments(p)
     add_pyramid_argument(p)
     add_cluster_arguments(p)
@@ -165,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         chunks=args.chunks,
         shards=args.shards,
         allow_sparse=args.allow_sparse,
+        channel=args.channel,
         pyramid=args.pyramid,
         **cluster_options(args),
     )

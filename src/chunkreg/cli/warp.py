@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ._common import (
+    add_channel_argument,
     add_cluster_arguments,
     add_input_check_arguments,
     add_pyramid_argument,
@@ -58,6 +59,7 @@ def add_parser(subparsers) -> None:
         "flow; a flow computed after an affine already records it",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
+    add_channel_argument(parser, what="compare with --reference (QC)")
     add_input_check_arguments(parser)
     add_pyramid_argument(parser)
     add_cluster_arguments(parser)
@@ -76,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         "affine": args.affine,
         "allow_sparse": args.allow_sparse,
         "shards": args.shards,
+        "channel": args.channel,
     }
     flow = None if args.flow.lower() == "none" else args.flow
     if args.dry_run:

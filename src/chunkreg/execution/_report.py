@@ -108,8 +108,7 @@ class RunReport:
         self.n_failed += part.n_failed
         lead = f"{prefix}: " if prefix else ""
         self.failures += [
-            TaskFailure(f.index, lead + f.description, f.error, f.traceback)
-            for f in part.failures
+            TaskFailure(f.index, lead + f.description, f.error, f.traceback) for f in part.failures
         ]
         self.wall_time += part.wall_time
         self.bytes_read += part.bytes_read

@@ -29,22 +29,35 @@ from ._output import (
     record_side_files,
     require_shared_store,
 )
-from ._space import Space, output_space, read_space, write_space
+from ._space import Space, output_space, read_space, recorded_space, write_space
 from ._tiff import natural_sort, tiff_to_zarr, tiles_to_zarr
+from ._views import (
+    ArrayView,
+    base_array,
+    channel_axis,
+    leading_axes,
+    recorded_axes,
+    select_channel,
+    select_channels,
+)
 
 __all__ = [
     "CHECKSUM",
     "FIELD_COMPRESSORS",
     "ArrayRef",
+    "ArrayView",
     "CompletionRecord",
     "Space",
     "array_ref",
+    "base_array",
+    "channel_axis",
     "check_inputs_stored",
     "check_no_overlap",
     "check_side_files",
     "create_array",
     "default_axes",
     "fingerprint",
+    "leading_axes",
     "missing_chunks",
     "multiscale_dataset_paths",
     "natural_sort",
@@ -58,11 +71,15 @@ __all__ = [
     "read_region",
     "read_space",
     "record_side_files",
+    "recorded_axes",
+    "recorded_space",
     "require_chunks",
     "require_shard_aligned",
     "require_shared_store",
     "require_url_support",
     "resolve_shards",
+    "select_channel",
+    "select_channels",
     "tiff_to_zarr",
     "tiles_to_zarr",
     "url_store",

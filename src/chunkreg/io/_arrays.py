@@ -68,14 +68,23 @@ class ArrayRef:
         A filesystem path or URL understood by :func:`zarr.open_array`, or a store object.
     path : str
         Path of the array inside the store ("" for the root).
+    index : tuple of (int, int)
+        ``(axis, index)`` pairs of axes held at one index (one channel of a multi-channel
+        array): :meth:`open` then returns an :class:`~chunkreg.io.ArrayView`.
     """
 
     store: Any
     path: str = ""
+    index: tuple[tuple[int, int], ...] = ()
 
-    def open(self, mode: str = "r") -> zarr.Array:
-        """Open the array; read-only unless ``mode`` says otherwise."""
-        return zarr.open_array(self.store, path=self.path, mode=mode)
+    def open(self, mode: str = "r"):
+        """Open the array (a view of it with ``index``); read-only unless ``mode`` says otherwise."""
+        array = zarr.open_array(self.store, path=self.path, mode=mode)
+        if not self.index:
+            return array
+        from ._views import ArrayView
+
+        return ArrayView(array, self.index)
 
     def __str__(self) -> str:
         if isinstance(self.store, str):
@@ -86,7 +95,10 @@ class ArrayRef:
             root = f"{scheme}://{self.store.path.lstrip('/')}"
         else:
             root = type(self.store).__name__
-        return f"{root}/{self.path}".rstrip("/")
+        where = f"{root}/{self.path}".rstrip("/")
+        if self.index:  # e.g. "a.zarr/0[axis 0 = 1]": the signature tells channels apart
+            where += "[" + ", ".join(f"axis {a} = {i}" for a, i in self.index) + "]"
+        return where
 
 
 def _store_root(store: Any) -> Any:
@@ -108,8 +120,9 @@ def array_ref(array: zarr.Array) -> ArrayRef:
     Returns
     -------
     ArrayRef
+        With the fixed ``index`` of an :class:`~chunkreg.io.ArrayView`.
     """
-    return ArrayRef(_store_root(array.store), array.path)
+    return ArrayRef(_store_root(array.store), array.path, tuple(getattr(array, "fixed", ())))
 
 
 def _is_url(source: str) -> bool:
@@ -277,7 +290,9 @@ def open_array(
         If the path does not exist, is not a zarr array or multiscale group, the level is
         out of range, or the URL's scheme needs a package that is not installed.
     """
-    if isinstance(source, zarr.Array):
+    from ._views import ArrayView
+
+    if isinstance(source, (zarr.Array, ArrayView)):
         if level is not None:
             raise InputError(f"{name}: level={level} applies to multiscale groups, not arrays.")
         return source

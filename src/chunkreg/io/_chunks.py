@@ -131,6 +131,9 @@ def require_chunks(array: zarr.Array, name: str) -> None:
     name : str
         What the caller calls it ("reference", "moving", ...).
     """
+    from ._views import base_array
+
+    array = base_array(array)  # one channel: its array's files (all channels) are checked
     if math.prod(array.shape) == 0:
         return
     missing = _missing_indices(array)
@@ -202,6 +205,12 @@ def read_region(array: zarr.Array, region, name: str) -> np.ndarray:
     except InputError:
         raise
     except Exception:  # a codec's error type depends on the codec
+        from ._views import ArrayView
+
+        if isinstance(array, ArrayView):  # look for the chunk in the whole array
+            base = array.selection(region)
+            array = array.base
+            region = tuple(slice(k, k + 1) if isinstance(k, int) else k for k in base)
         for key, slices in _chunk_regions(array, region):
             try:
                 array[slices]

@@ -137,12 +137,14 @@ def fingerprint(obj: Any) -> dict | None:
         not stored (nothing to compare).
     """
     from ._arrays import ArrayRef
+    from ._views import base_array
 
+    obj = base_array(obj)
     where: Location | None = locate(obj)
     if where is None:
         return None
     if isinstance(obj, ArrayRef) and where.local_path is None:
-        obj = obj.open()
+        obj = base_array(obj.open())
     if where.local_path is not None:
         result = _local_fingerprint(where.local_path)
     elif isinstance(obj, (zarr.Array, zarr.Group)):

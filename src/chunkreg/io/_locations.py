@@ -114,7 +114,10 @@ def locate(obj: Any, *, store_root: bool = False) -> Location | None:
     Location or None
     """
     from ._arrays import ArrayRef
+    from ._views import ArrayView
 
+    if isinstance(obj, ArrayView):  # one channel lives where its array does
+        obj = obj.base
     if isinstance(obj, (zarr.Array, zarr.Group)):
         return _store_location(obj.store, "" if store_root else obj.path)
     if isinstance(obj, ArrayRef):

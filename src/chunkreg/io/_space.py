@@ -15,7 +15,7 @@ import zarr
 
 from ._ome import _multiscales, default_axes, write_ome_multiscale_metadata
 
-__all__ = ["Space", "output_space", "read_space", "write_space"]
+__all__ = ["Space", "output_space", "read_space", "recorded_space", "write_space"]
 
 NON_SPATIAL = ("t", "c", "component")
 
@@ -174,40 +174,25 @@ def _compose(transforms, ndim: int) -> tuple[np.ndarray, np.ndarray]:
     return scale, translation
 
 
-def read_space(array: zarr.Array) -> Space:
-    """The physical space of an input array: from the OME-Zarr group holding it, if any.
-
-    Parameters
-    ----------
-    array : zarr.Array
-        An input, e.g. from :func:`chunkreg.io.open_array`. When it is a level of an OME-Zarr
-        multiscale group (NGFF 0.4 or 0.5), that level's own scale and translation (composed with
-        the image-wide ones) and the axes' names and units are returned.
-
-    Returns
-    -------
-    Space
-        Unit voxels at the origin, with the array's dimension names (or t, z, y, x), for arrays
-        outside an OME-Zarr group.
-    """
-    fallback = Space.voxels(_axis_names(array))
+def _ome_space(array: zarr.Array) -> Space | None:
+    """The space the OME-Zarr group holding ``array`` records for it, or None."""
     path = array.path.strip("/")
     if not path:
-        return fallback
+        return None
     parent, _, key = path.rpartition("/")
     try:
         group = zarr.open_group(store=array.store, path=parent, mode="r")
         multiscales = _multiscales(group.attrs.asdict())
     except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError,
             zarr.errors.NodeTypeValidationError):  # fmt: skip
-        return fallback  # no parent group (an array stored on its own): no OME metadata
+        return None  # no parent group (an array stored on its own): no OME metadata
     for ms in multiscales:
         for dataset in ms.get("datasets", []):
             if str(dataset.get("path")).strip("/") != key:
                 continue
             axes_meta = ms.get("axes") or []
             if len(axes_meta) != array.ndim:
-                return fallback
+                return None
             names = tuple(a["name"] if isinstance(a, dict) else str(a) for a in axes_meta)
             units = {}
             for a in axes_meta:
@@ -218,7 +203,58 @@ def read_space(array: zarr.Array) -> Space:
             outer_s, outer_t = _compose(ms.get("coordinateTransformations"), array.ndim)
             return Space(names, tuple((scale * outer_s).tolist()),
                          tuple((translation * outer_s + outer_t).tolist()), units)  # fmt: skip
-    return fallback
+    return None
+
+
+def _drop_axes(space: Space, keep: Sequence[int]) -> Space:
+    axes = tuple(space.axes[i] for i in keep)
+    return Space(axes, tuple(space.scale[i] for i in keep),
+                 tuple(space.translation[i] for i in keep),
+                 {a: u for a, u in space.units.items() if a in axes})  # fmt: skip
+
+
+def recorded_space(array) -> Space | None:
+    """The space an array records: OME-Zarr metadata of its group, else its complete zarr
+    ``dimension_names`` (unit voxels); None for a plain array (axis names only guessed).
+
+    A :class:`~chunkreg.io.ArrayView` (one channel) records its base's space without the fixed
+    axes.
+    """
+    from ._views import ArrayView
+
+    if isinstance(array, ArrayView):
+        found = recorded_space(array.base)
+        return None if found is None else _drop_axes(found, array._free)
+    found = _ome_space(array)
+    if found is not None:
+        return found
+    names = getattr(array.metadata, "dimension_names", None)
+    if names is not None and len(names) == array.ndim and all(names):
+        return Space.voxels(names)
+    return None
+
+
+def read_space(array: zarr.Array) -> Space:
+    """The physical space of an input array: from the OME-Zarr group holding it, if any.
+
+    Parameters
+    ----------
+    array : zarr.Array or ArrayView
+        An input, e.g. from :func:`chunkreg.io.open_array`. When it is a level of an OME-Zarr
+        multiscale group (NGFF 0.4 or 0.5), that level's own scale and translation (composed with
+        the image-wide ones) and the axes' names and units are returned. A view of one channel
+        has its base's space without the channel axis.
+
+    Returns
+    -------
+    Space
+        Unit voxels at the origin, with the array's dimension names (or t, z, y, x), for arrays
+        outside an OME-Zarr group.
+    """
+    from ._views import ArrayView
+
+    found = recorded_space(array) if isinstance(array, ArrayView) else _ome_space(array)
+    return Space.voxels(_axis_names(array)) if found is None else found
 
 
 def write_space(

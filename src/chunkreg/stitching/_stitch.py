@@ -15,6 +15,7 @@ from .._validation import per_axis
 from ..errors import InputError
 from ..execution import open_client, run_tasks
 from ..io import (
+    ArrayRef,
     CompletionRecord,
     Space,
     array_ref,
@@ -67,6 +68,7 @@ def stitch(
     blend_width=None,
     order: int = 3,
     allow_sparse: bool = False,
+    channel: int | None = None,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -124,6 +126,12 @@ def stitch(
     allow_sparse : bool
         Accept tiles whose stores lack some chunk files (zarr reads those as the fill value);
         by default a missing chunk that stored data runs on into is refused before anything runs, naming the tile and chunk.
+    channel : int, optional
+        For multi-channel tiles (one axis more than the layout's positions: the axis named
+        ``c`` in their OME-Zarr axes or zarr ``dimension_names``, else the first): the channel
+        the pairs are registered on (default 0; the pairwise tasks read only that channel).
+        Every channel is fused at the same positions into a mosaic ``(c, *space)``, chunked
+        one channel per chunk. Refused for single-channel tiles, or out of range.
     client : distributed.Client, optional
         Run on this client (left open).
     scheduler : str, optional
@@ -196,7 +204,8 @@ def stitch(
 
     layout = _as_layout(layout, tiles)
     refuse_coincident_tiles(layout)
-    refs, shapes, dtype = resolve_tiles(tiles, layout)
+    refs, shapes, dtype, channels = resolve_tiles(tiles, layout)
+    reg_refs = _registration_channel(refs, channels, channel)
     if not isinstance(allow_sparse, bool):
         raise InputError(f"allow_sparse must be True or False, got {allow_sparse!r}.")
     if not allow_sparse:
@@ -224,7 +233,7 @@ def stitch(
     with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
         if register:
             offsets, quality, reports["pairs"] = _register_pairs(
-                c, refs, shapes, nominal, pairs, error, upsample_factor, downsample, progress
+                c, reg_refs, shapes, nominal, pairs, error, upsample_factor, downsample, progress
             )
             solution = solve_positions(
                 pairs,
@@ -254,6 +263,7 @@ def stitch(
                 c, refs, shapes, dtype, layout.names, positions, output, out_chunks,
                 shards=shards, blend=blend, subpixel=subpixel, blend_width=blend_width,
                 order=order, overwrite=overwrite, progress=progress, pyramid=pyramid,
+                channels=channels,
             )  # fmt: skip
             if levels is not None:
                 reports["pyramid"] = levels
@@ -271,6 +281,32 @@ def stitch(
         output=None if output is None else os.fspath(output),
         reports=reports,
     )
+
+
+def _registration_channel(refs, channels, channel) -> list:
+    """The tiles as registered: at channel ``channel`` (default 0) of multi-channel tiles."""
+    if channels is None:
+        if channel is not None:
+            raise InputError(
+                f"channel={channel} given, but the tiles have no channel axis (they have as many "
+                "axes as the layout's positions)."
+            )
+        return list(refs)
+    axis, count = channels
+    channel = 0 if channel is None else channel
+    if isinstance(channel, bool) or not isinstance(channel, numbers.Integral) or channel < 0:
+        raise InputError(f"channel must be an integer >= 0, got {channel!r}.")
+    if channel >= count:
+        raise InputError(
+            f"channel {channel} is out of range: the tiles have {count} channel(s) along axis "
+            f"{axis}; give 0..{count - 1}."
+        )
+    return [_at(ref, axis, int(channel)) for ref in refs]
+
+
+def _at(ref, axis: int, index: int):
+    """``ref`` read at one index of one axis (one channel)."""
+    return ArrayRef(ref.store, ref.path, ((axis, index),))
 
 
 def _as_layout(layout, tiles) -> Layout:
@@ -355,7 +391,8 @@ def _register_pairs(
 
 
 def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blend, subpixel,
-          blend_width, order, overwrite, progress, pyramid=True, shards=None):  # fmt: skip
+          blend_width, order, overwrite, progress, pyramid=True, shards=None,
+          channels=None):  # fmt: skip
     ndim = positions.shape[1]
     placed = positions if subpixel else np.round(positions)
     if subpixel:
@@ -388,17 +425,24 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
         "order": int(order) if subpixel else None,
         "tiles_and_positions_sha256": digest.hexdigest(),
     }
+    lead = () if channels is None else (channels[1],)  # a leading channel axis, one per chunk
+    if channels is not None:
+        signature["channels"] = {"axis": channels[0], "count": channels[1]}
     group = open_output_group(output, signature=signature, overwrite=overwrite, kind="stitch",
                               inputs={"tiles": list(refs)})  # fmt: skip
     require_shared_store(group, client)
     axes = _AXES[ndim]
+    ones = (1,) * len(lead)
     if "0" not in group:
-        create_array(group, name="0", shape=shape, dtype=dtype, chunks=chunks, shards=shards,
-                     dimension_names=axes)  # fmt: skip
+        create_array(group, name="0", shape=(*lead, *shape), dtype=dtype,
+                     chunks=(*ones, *chunks), shards=shards and (*ones, *shards),
+                     dimension_names=("c",) * len(lead) + axes)  # fmt: skip
     # (re)written on every run: a run killed before this point left none
     # the tiles' voxel size and units; the origin (in voxels of the layout) in physical units
     space = read_space(refs[0].open()).last(ndim).renamed(axes)
     space = Space(axes, space.scale, (0.0,) * ndim, space.units).shifted(origin.tolist())
+    if lead:
+        space = space.with_leading(("c",))
     write_space(group, ["0"], space, name="mosaic")
     group.attrs["stitch"] = {
         "tiles": list(names),
@@ -407,7 +451,16 @@ def _fuse(client, refs, shapes, dtype, names, positions, output, chunks, *, blen
     }
     out_ref = array_ref(group["0"])
     # tasks are whole shards, so that each shard has one writer
-    tasks = _fuse_tasks(out_ref, shape, shards or chunks, local, shapes, refs, blend, width, order)
+    if channels is None:
+        tasks = _fuse_tasks(out_ref, shape, shards or chunks, local, shapes, refs, blend, width,
+                            order)  # fmt: skip
+    else:  # every channel at the same positions, each task one block of one channel
+        tasks = [
+            task
+            for k in range(channels[1])
+            for task in _fuse_tasks(_at(out_ref, 0, k), shape, shards or chunks, local, shapes,
+                                    [_at(r, channels[0], k) for r in refs], blend, width, order)
+        ]  # fmt: skip
     record = CompletionRecord(group, "fusion", len(tasks))
     report = run_tasks(
         fuse_task, tasks, client=client, label="chunks", record=record, progress=progress,

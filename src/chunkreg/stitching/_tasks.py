@@ -118,7 +118,7 @@ def fuse_task(task: FuseTask) -> dict:
 
 
 def _open(cache: dict, ref: ArrayRef):
-    key = (ref.store if isinstance(ref.store, str) else id(ref.store), ref.path)
+    key = (ref.store if isinstance(ref.store, str) else id(ref.store), ref.path, ref.index)
     if key not in cache:
         cache[key] = ref.open()
     return cache[key]

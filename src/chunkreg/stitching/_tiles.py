@@ -9,13 +9,13 @@ import numpy as np
 import zarr
 
 from ..errors import InputError
-from ..io import ArrayRef, array_ref, open_array
+from ..io import array_ref, open_array
 from ._layout import Layout
 
 __all__ = ["resolve_tiles"]
 
 
-def resolve_tiles(tiles, layout: Layout) -> tuple[list[ArrayRef], np.ndarray, np.dtype]:
+def resolve_tiles(tiles, layout: Layout):
     """Open every tile of ``layout`` read-only and check they can form one mosaic.
 
     Parameters
@@ -32,13 +32,19 @@ def resolve_tiles(tiles, layout: Layout) -> tuple[list[ArrayRef], np.ndarray, np
     refs : list of ArrayRef
         Picklable handles, in layout order.
     shapes : ndarray of int, shape (n_tiles, ndim)
+        The tiles' spatial shapes.
     dtype : numpy.dtype
         The tiles' common dtype.
+    channels : tuple of int or None
+        ``(axis, count)`` for multi-channel tiles: one axis more than the layout's, named
+        ``c`` in their OME-Zarr axes or zarr ``dimension_names`` (or the first axis of plain
+        arrays); None for single-channel tiles.
 
     Raises
     ------
     InputError
-        A tile is missing, or the tiles differ in ndim or dtype from each other or the layout.
+        A tile is missing, or the tiles differ in ndim, dtype or channels from each other or
+        the layout.
     """
     n = len(layout)
     arrays: list = [None] * n
@@ -128,14 +134,34 @@ def _open_group(tiles) -> zarr.Group:
     return node
 
 
+def _channels(arrays: list, layout: Layout):
+    """``(axis, count)`` of multi-channel tiles (one axis more than the layout), or None."""
+    from ..io import channel_axis
+
+    if {a.ndim for a in arrays} != {layout.ndim + 1}:
+        return None
+    axes = {channel_axis(a, spatial_ndim=layout.ndim) for a in arrays}
+    counts = {a.shape[next(iter(axes))] for a in arrays} if len(axes) == 1 else set()
+    if None in axes or len(axes) != 1 or len(counts) != 1:
+        found = sorted({(str(ax), tuple(a.shape)) for ax, a in zip(
+            (channel_axis(a, spatial_ndim=layout.ndim) for a in arrays), arrays, strict=True)})[:5]  # fmt: skip
+        raise InputError(
+            f"the tiles have one axis more than the layout's {layout.ndim}, but not one channel "
+            f"axis ('c', or the first of plain arrays) of one length in all of them: (channel "
+            f"axis, shape) {found}."
+        )
+    return next(iter(axes)), int(next(iter(counts)))
+
+
 def _check(arrays: list, layout: Layout):
+    channels = _channels(arrays, layout)
     ndims = {a.ndim for a in arrays}
-    if ndims != {layout.ndim}:
+    if channels is None and ndims != {layout.ndim}:
         odd = [layout.names[k] for k, a in enumerate(arrays) if a.ndim != layout.ndim][:5]
         raise InputError(
             f"every tile must have {layout.ndim} dimensions like the layout positions; tiles "
-            f"{odd} have {sorted(ndims - {layout.ndim})}. Channels or time points must be "
-            "stitched one at a time."
+            f"{odd} have {sorted(ndims - {layout.ndim})}. Tiles may have one channel axis more "
+            "(named 'c', or first); time points must be stitched one at a time."
         )
     dtypes = [np.dtype(a.dtype) for a in arrays]
     if len(set(dtypes)) != 1:
@@ -148,6 +174,8 @@ def _check(arrays: list, layout: Layout):
     if dtype.kind not in "iuf":
         raise InputError(f"tiles must be integer or real floating point, got dtype {dtype}.")
     shapes = np.array([a.shape for a in arrays], dtype=np.int64)
+    if channels is not None:
+        shapes = np.delete(shapes, channels[0], axis=1)
     if (shapes < 1).any():
         raise InputError("tiles must not be empty.")
-    return [array_ref(a) for a in arrays], shapes, dtype
+    return [array_ref(a) for a in arrays], shapes, dtype, channels

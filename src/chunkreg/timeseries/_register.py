@@ -92,13 +92,15 @@ def _parse_mask(mask, frame_shape):
     return mask
 
 
-def _output_chunks(chunks, n_time, frame_shape) -> tuple[int, ...]:
-    full = (n_time, *frame_shape)
-    if chunks is None:
-        return (1, *frame_shape)
+def _output_chunks(chunks, n_time, frame_shape, n_channels: int = 0) -> tuple[int, ...]:
+    lead = (n_channels,) if n_channels else ()
+    full = (n_time, *lead, *frame_shape)
+    if chunks is None:  # a frame per chunk (a frame of one channel)
+        return (1, *((1,) if n_channels else ()), *frame_shape)
     if len(chunks) != len(full):
         raise InputError(
-            f"chunks needs {len(full)} values for the (time, *frame) output, got {chunks!r}."
+            f"chunks needs {len(full)} values for the (time, {'channel, ' if lead else ''}"
+            f"*frame) output, got {chunks!r}."
         )
     out = tuple(
         n if c in (None, -1) else _check_int(c, "chunks", 1)
@@ -142,6 +144,45 @@ def _resolve_bidiphase(bidiphase, array, time_axis: int, n_frames: int) -> float
     return float(bidiphase)
 
 
+def _pick_channel(array, channel, time_axis):
+    """The registration channel of a multi-channel stack: (view, channel axis, channel), or
+    ``(array, None, None)`` for a single-channel stack.
+
+    The channel axis is the one named ``c`` (OME-Zarr axes, zarr ``dimension_names``); a
+    plain stack has one only when ``channel`` is given: its first axis after time.
+    """
+    from ..io import ArrayView, recorded_axes
+
+    names = recorded_axes(array)
+    if names is not None:
+        axis = names.index("c") if "c" in names else None
+    elif channel is not None:
+        axis = 1 if time_axis == 0 else 0
+    else:
+        axis = None
+    if axis is None:
+        if channel is not None:
+            raise InputError(
+                f"channel={channel} given, but the stack (shape {array.shape}, axes "
+                f"{names or 'not named'}) has no channel axis: name it 'c' in its OME-Zarr axes "
+                "or zarr dimension_names, or leave channel out."
+            )
+        return array, None, None
+    if axis == time_axis:
+        raise InputError(f"time_axis {time_axis} is the stack's channel axis 'c'.")
+    if channel is None:
+        channel = 0
+    if isinstance(channel, bool) or not isinstance(channel, numbers.Integral) or channel < 0:
+        raise InputError(f"channel must be an integer >= 0, got {channel!r}.")
+    n = int(array.shape[axis])
+    if channel >= n:
+        raise InputError(
+            f"channel {channel} is out of range: the stack has {n} channel(s) along axis "
+            f"{axis} (shape {array.shape}); give 0..{n - 1}."
+        )
+    return ArrayView(array, ((axis, int(channel)),)), axis, int(channel)
+
+
 def register_timeseries(
     stack,
     output,
@@ -151,6 +192,7 @@ def register_timeseries(
     normalization: str | None = None,
     piecewise=None,
     time_axis: int = 0,
+    channel: int | None = None,
     n_reference_frames: int = 20,
     strides=None,
     mask=None,
@@ -211,6 +253,14 @@ def register_timeseries(
         fixed reference.
     time_axis : int
         Axis of ``stack`` that is time.
+    channel : int, optional
+        The registration channel of a multi-channel stack, e.g. ``(t, c, y, x)`` or
+        ``(t, c, z, y, x)``: the drift is measured on that channel alone and its shifts (and
+        patch shifts) correct every channel; ``corrected`` is then ``(t, c, *frame)``. The
+        channel axis is the one named ``c`` in the OME-Zarr axes or zarr
+        ``dimension_names`` (default: channel 0); a plain stack has one only when
+        ``channel`` is given (the first axis after time). An index out of range is an
+        :class:`~chunkreg.errors.InputError`.
     n_reference_frames : int
         Frames averaged for ``reference="mean"``.
     strides : sequence of int, optional
@@ -304,19 +354,24 @@ def register_timeseries(
     [0.0, -1.0, -2.0, -3.0]
     """
     # --- validate everything before anything is written ---------------------------------
-    array = open_array(stack, name="stack")
-    if array.ndim not in (3, 4):
-        raise InputError(
-            f"stack must be a series of 2-D or 3-D frames (3 or 4 dimensions), got shape "
-            f"{array.shape}; a single image is not a series."
-        )
+    whole = open_array(stack, name="stack")
     if isinstance(time_axis, bool) or not isinstance(time_axis, numbers.Integral):
         raise InputError(f"time_axis must be an integer, got {time_axis!r}.")
-    if not -array.ndim <= time_axis < array.ndim:
+    if not -whole.ndim <= time_axis < whole.ndim:
         raise InputError(
-            f"time_axis {time_axis} is out of range for a stack of {array.ndim} dimensions."
+            f"time_axis {time_axis} is out of range for a stack of {whole.ndim} dimensions."
         )
-    time_axis = int(time_axis) % array.ndim
+    full_time_axis = int(time_axis) % whole.ndim
+    # a multi-channel stack is registered on one channel: the estimate reads only that one
+    array, channel_axis, channel = _pick_channel(whole, channel, full_time_axis)
+    n_channels = 0 if channel_axis is None else int(whole.shape[channel_axis])
+    if array.ndim not in (3, 4):
+        raise InputError(
+            "stack must be a series of 2-D or 3-D frames (3 or 4 dimensions"
+            + (", besides the channel axis" if n_channels else "")
+            + f"), got shape {whole.shape}; a single image is not a series."
+        )
+    time_axis = full_time_axis - (1 if n_channels and channel_axis < full_time_axis else 0)
     n_time = int(array.shape[time_axis])
     frame_shape = tuple(int(n) for i, n in enumerate(array.shape) if i != time_axis)
     if n_time < 1 or min(frame_shape) < 8:
@@ -347,14 +402,16 @@ def register_timeseries(
         raise InputError(f"interpolation must be 'fft' or 'linear', got {interpolation!r}.")
     if min_quality != "auto" and min_quality is not None:
         _resolve_min_quality(min_quality, np.zeros(0))
-    out_chunks = _output_chunks(chunks, n_time, frame_shape)
+    out_chunks = _output_chunks(chunks, n_time, frame_shape, n_channels)
+    out_frame = ((n_channels,) if n_channels else ()) + frame_shape
+    time_first = full_time_axis == 0 and (not n_channels or channel_axis == 1)
     out_shards = resolve_shards(
         shards,
         chunks=out_chunks,
-        shape=(n_time, *frame_shape),
-        like=array if time_axis == 0 else None,
+        shape=(n_time, *out_frame),
+        like=whole if time_first else None,
     )
-    batch = _batch_size(batch_size, (out_shards or out_chunks)[0], frame_shape, n_time)
+    batch = _batch_size(batch_size, (out_shards or out_chunks)[0], out_frame, n_time)
     check_inputs_stored({"stack": array}, allow_sparse)  # the store listing: after the cheap checks
     offset = _resolve_bidiphase(bidiphase, array, time_axis, min(n_time, n_reference_frames))
     signature = {
@@ -376,6 +433,9 @@ def register_timeseries(
         **({"shards": out_shards} if out_shards else {}),
         "batch_size": batch,
     }
+    if n_channels:  # recorded only for multi-channel stacks: older outputs still resume
+        signature["channels"] = {"shape": whole.shape, "axis": channel_axis,
+                                 "time_axis": full_time_axis, "channel": channel}  # fmt: skip
     # the lease is held until everything is written; the output is created once the cluster
     # is reachable, so a bad scheduler address leaves nothing behind
     with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as cl:
@@ -401,13 +461,19 @@ def register_timeseries(
             fill_value=float(fill_value),
             apply=bool(apply),
             bidiphase=offset,
-        )
+            **(
+                {"channels": array_ref(whole), "full_time_axis": full_time_axis,
+                 "channel_axis": channel_axis, "channel": channel, "n_channels": n_channels}
+                if n_channels
+                else {}
+            ),
+        )  # fmt: skip
         batches = [
             Batch(job, i, start, min(start + batch, n_time))
             for i, start in enumerate(range(0, n_time, batch))
         ]
-        _create_arrays(group, job, array.dtype, out_chunks, batch, mask, read_space(array),
-                       out_shards)  # fmt: skip
+        _create_arrays(group, job, array.dtype, out_chunks, batch, mask,
+                       _time_first_space(whole, full_time_axis, channel_axis), out_shards)  # fmt: skip
         require_shared_store(group, cl)
         if not previous:
             _write_reference(group, job, spec, array)
@@ -521,11 +587,11 @@ def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask, space,
     if job.apply and "corrected" not in group:
         # zstd level 1: writes a 512² uint16 frame in 2.4 ms instead of 3.8 ms (zarr's default
         # level) at the same size on this data; the corrected stack is the largest output.
-        axes = ("t", *("z", "y", "x")[3 - ndim :])
+        axes = ("t", *(("c",) if job.n_channels else ()), *("z", "y", "x")[3 - ndim :])
         create_array(
             group,
             name="corrected",
-            shape=(t, *job.frame_shape),
+            shape=(t, *job.out_frame),
             dtype=dtype,
             chunks=out_chunks,
             shards=shards,
@@ -535,6 +601,18 @@ def _create_arrays(group, job: Job, dtype, out_chunks, batch: int, mask, space,
         )
         space = space.last(len(axes)) if space.ndim > len(axes) else space
         write_space(group, ["corrected"], space.renamed(axes), name="corrected")
+
+
+def _time_first_space(array, time_axis: int, channel_axis: int | None):
+    """The stack's space with its axes in the corrected stack's order: time, channel, frame."""
+    from ..io import Space
+
+    space = read_space(array)
+    first = [time_axis] + ([] if channel_axis is None else [channel_axis])
+    order = first + [a for a in range(space.ndim) if a not in first]
+    axes = tuple(space.axes[i] for i in order)
+    return Space(axes, tuple(space.scale[i] for i in order),
+                 tuple(space.translation[i] for i in order), dict(space.units))  # fmt: skip
 
 
 def _write_reference(group, job: Job, spec: ReferenceSpec, array) -> None:

@@ -77,6 +77,18 @@ class Job:
     fill_value: float
     apply: bool
     bidiphase: float = 0.0  # scan-phase offset of the odd lines, corrected as frames are read
+    #: Multi-channel input: ArrayRef of the whole stack (``stack`` is its registration
+    #: channel); every channel is corrected by the registration channel's shifts.
+    channels: Any = None
+    full_time_axis: int = 0  # axis of time in the whole stack
+    channel_axis: int = 1  # axis of the channels in the whole stack
+    channel: int = 0  # the registration channel
+    n_channels: int = 0  # 0: a single-channel input
+
+    @property
+    def out_frame(self) -> tuple[int, ...]:
+        """Shape of one time point of the corrected stack: (channels,) then the frame."""
+        return ((self.n_channels,) if self.n_channels else ()) + tuple(self.frame_shape)
 
     @property
     def roi_slices(self) -> tuple[slice, ...]:
@@ -121,6 +133,30 @@ def read_frames(
     return correct_bidiphase(block, bidiphase)
 
 
+def read_channel_frames(job: Job, start: int, stop: int) -> np.ndarray:
+    """Frames ``start:stop`` of every channel as float32, ``(time, channel, *frame)``, scan
+    phase corrected (channel ``job.channel`` equals :func:`read_frames` of ``job.stack``)."""
+    stack = job.channels.open()
+    index = tuple(
+        slice(start, stop) if axis == job.full_time_axis else slice(0, n)
+        for axis, n in enumerate(stack.shape)
+    )
+    block = np.asarray(read_region(stack, index, "stack"))
+    block = np.moveaxis(block, (job.full_time_axis, job.channel_axis), (0, 1))
+    block = block.astype(np.float32)
+    check_frames_finite(block, start)
+    return correct_bidiphase(block, job.bidiphase)
+
+
+def _read(job: Job, stack, start: int, stop: int):
+    """(registration-channel frames, all channels or None): all channels read once when the
+    corrected stack has several."""
+    if job.n_channels and job.apply:
+        everything = read_channel_frames(job, start, stop)
+        return everything[:, job.channel], everything
+    return read_frames(stack, job.time_axis, start, stop, job.bidiphase), None
+
+
 def registrar(job: Job, reference: np.ndarray, mask=None, *, upsample_factor=None, refine=True):
     """A :class:`FrameRegistrar` with the job's settings."""
     return FrameRegistrar(
@@ -163,14 +199,9 @@ class _Corrector:
         A corrected ROI pixel is valid when it was moved there from inside the ROI (and the
         mask) of the raw frame, so the quality compares only what the estimate looked at.
         """
-        field = None
-        if patch_shifts is not None:
-            field = dense_shift_field(self.grid, patch_shifts, smooth=self.job.piecewise.smooth)
-            moved = warp_frame(frame, field, fill_value=np.nan)
-        else:
-            moved = shift_frame(frame, shift, self.job, np.nan)
-            if self.mask is None:  # the valid pixels form a box
-                return moved, self._box(shift)
+        moved, field = self._move(frame, shift, patch_shifts)
+        if field is None and self.mask is None:  # the valid pixels form a box
+            return moved, self._box(shift)
         valid = np.isfinite(moved[self.roi])
         if self.roi != tuple(slice(0, n) for n in self.job.frame_shape):
             valid &= self._from_roi(shift, field)
@@ -181,6 +212,26 @@ class _Corrector:
                 moved_mask = linear_shift_frame(self.weights, shift) > 0.5
             valid &= moved_mask[self.roi]
         return moved, valid
+
+    def _move(self, frame, shift, patch_shifts=None):
+        """The frame moved by a rigid shift or the patch shifts' field (NaN where no data)."""
+        if patch_shifts is not None:
+            field = dense_shift_field(self.grid, patch_shifts, smooth=self.job.piecewise.smooth)
+            return warp_frame(frame, field, fill_value=np.nan), field
+        return shift_frame(frame, shift, self.job, np.nan), None
+
+    def output_all(self, moved, channels, shift, dtype, patch_shifts=None):
+        """The corrected time point in the output dtype: ``moved`` (the registration frame
+        corrected), or with ``channels`` (every channel's frame) each channel corrected by
+        the same shift (patch shifts)."""
+        if channels is None:
+            return self.output(moved, dtype)
+        out = np.empty(channels.shape, dtype)
+        for c, frame in enumerate(channels):
+            same = c == self.job.channel
+            out[c] = self.output(moved if same else self._move(frame, shift, patch_shifts)[0],
+                                 dtype)  # fmt: skip
+        return out
 
     def _box(self, shift) -> tuple[slice, ...]:
         """ROI-relative box of a rigidly shifted frame's pixels that came from the ROI."""
@@ -235,7 +286,12 @@ class _Corrector:
 
 
 def _nbytes(job: Job, n_frames: int, stack) -> int:
-    return n_frames * int(np.prod(job.frame_shape)) * stack.dtype.itemsize
+    per = (
+        int(np.prod(job.out_frame))
+        if job.n_channels and job.apply
+        else int(np.prod(job.frame_shape))
+    )
+    return n_frames * per * stack.dtype.itemsize
 
 
 def register_batch(batch: Batch) -> dict:
@@ -247,7 +303,7 @@ def register_batch(batch: Batch) -> dict:
     fix = _Corrector(job, group)
     reference, roi = fix.reference, fix.roi
     correlator = registrar(job, np.ascontiguousarray(reference[roi]), fix.mask_e)
-    frames = read_frames(stack, job.time_axis, batch.start, batch.stop, job.bidiphase)
+    frames, channels = _read(job, stack, batch.start, batch.stop)
     n, ndim = len(frames), len(job.frame_shape)
     shifts = np.zeros((n, ndim))
     error, phasediff, before, after = (np.zeros(n) for _ in range(4))
@@ -262,7 +318,7 @@ def register_batch(batch: Batch) -> dict:
         grid_shifts = np.zeros((n, *fix.grid.counts, ndim), np.float32)
         outliers = np.zeros((n, *fix.grid.counts), bool)
     out = group["corrected"] if job.apply else None
-    corrected = np.empty((n, *job.frame_shape), out.dtype) if job.apply else None
+    corrected = np.empty((n, *job.out_frame), out.dtype) if job.apply else None
     for i, frame in enumerate(frames):
         shifts[i], error[i], phasediff[i] = correlator.register(np.ascontiguousarray(frame[roi]))
         patches = None
@@ -279,7 +335,8 @@ def register_batch(batch: Batch) -> dict:
         moved, valid = fix.correct(frame, shifts[i], patches)
         before[i], after[i] = fix.score(frame, moved, valid)
         if corrected is not None:
-            corrected[i] = fix.output(moved, out.dtype)
+            every = None if channels is None else channels[i]
+            corrected[i] = fix.output_all(moved, every, shifts[i], out.dtype, patches)
     rows = slice(batch.start, batch.stop)
     written = 0
     if corrected is not None:
@@ -332,9 +389,9 @@ def fixup_batch(batch: Batch) -> dict:
     n_read = 0
     for c in np.unique(flagged // chunk):
         lo, hi = int(c) * chunk, min((int(c) + 1) * chunk, job.n_time)
-        frames = read_frames(stack, job.time_axis, lo, hi, job.bidiphase)
+        frames, channels = _read(job, stack, lo, hi)
         n_read += hi - lo
-        corrected = np.empty((hi - lo, *job.frame_shape), out.dtype) if out is not None else None
+        corrected = np.empty((hi - lo, *job.out_frame), out.dtype) if out is not None else None
         for t in range(lo, hi):
             j = t - batch.start
             if out is None and not low[j]:
@@ -344,7 +401,8 @@ def fixup_batch(batch: Batch) -> dict:
             if low[j]:
                 before[j], after[j] = fix.score(frames[t - lo], moved, valid)
             if corrected is not None:
-                corrected[t - lo] = fix.output(moved, out.dtype)
+                every = None if channels is None else channels[t - lo]
+                corrected[t - lo] = fix.output_all(moved, every, shifts[j], out.dtype, patches)
         if corrected is not None:
             out[lo:hi] = corrected
     group["quality_after"][rows] = after
@@ -427,12 +485,12 @@ def apply_batch(batch: Batch) -> dict:
     stack = job.stack.open()
     fix = _Corrector(job, group)
     lo = max(batch.start - 1, 0)
-    frames = read_frames(stack, job.time_axis, lo, batch.stop, job.bidiphase)
+    frames, channels = _read(job, stack, lo, batch.stop)
     shifts = np.asarray(group["shifts"][lo : batch.stop])
     n = batch.stop - batch.start
     before, after = np.full(n, np.nan), np.full(n, np.nan)
     out = group["corrected"] if job.apply else None
-    corrected = np.empty((n, *job.frame_shape), out.dtype) if job.apply else None
+    corrected = np.empty((n, *job.out_frame), out.dtype) if job.apply else None
     previous = None
     for i, frame in enumerate(frames):
         moved, valid = fix.correct(frame, shifts[i])
@@ -442,7 +500,8 @@ def apply_batch(batch: Batch) -> dict:
             if previous is not None:
                 before[j], after[j] = fix.score(frame, moved, valid, previous)
             if corrected is not None:
-                corrected[j] = fix.output(moved, out.dtype)
+                every = None if channels is None else channels[i]
+                corrected[j] = fix.output_all(moved, every, shifts[i], out.dtype)
         previous = (frame, moved, valid)
     rows = slice(batch.start, batch.stop)
     written = 0

@@ -33,7 +33,6 @@ from ..io import (
     ArrayRef,
     CompletionRecord,
     array_ref,
-    open_array,
     open_output_group,
     require_shared_store,
 )
@@ -199,6 +198,7 @@ def estimate_affine(
     min_std: float = 0.0,
     min_quality: float = 0.2,
     seed: int = 0,
+    channel: int | None = None,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -253,6 +253,9 @@ def estimate_affine(
         Blocks whose NCC after the shift is at most this are left out (no match).
     seed : int
         RANSAC seed: the same inputs give the same matrix.
+    channel : int, optional
+        The channel to register on, for multi-channel inputs (as for
+        :func:`chunkreg.compute_flow`); the pyramid is then built from that channel.
     client, scheduler, n_workers, overwrite, progress
         As for :func:`chunkreg.compute_flow`.
 
@@ -292,8 +295,9 @@ def estimate_affine(
     >>> bool(np.abs(result.matrix - truth).max() < 0.05)
     True
     """
-    ref = open_array(reference, name="reference")
-    mov = open_array(moving, name="moving")
+    from ._planning import open_inputs
+
+    ref, mov, _ = open_inputs(reference, moving, channel=channel)
     for name, arr in (("reference", ref), ("moving", mov)):
         if arr.dtype.kind not in "biuf":
             raise InputError(f"{name} must have a real numeric dtype, got {arr.dtype}.")

@@ -53,6 +53,7 @@ def register_volumes(
     blocks: dict | None = None,
     flow: dict | None = None,
     warp: dict | None = None,
+    channel: int | None = None,
     client=None,
     overwrite: bool = False,
     progress: bool = True,
@@ -72,6 +73,10 @@ def register_volumes(
     affine, blocks, flow, warp : dict, optional
         Keyword arguments of :func:`estimate_affine`, :func:`blockwise_shifts` (``block`` is
         required), :func:`compute_flow` and :func:`warp_volume`.
+    channel : int, optional
+        The registration channel of multi-channel inputs: every estimate reads only that
+        channel (see :func:`compute_flow`); the warp applies the result to every channel of
+        ``moving``, and its QC compares that channel with the reference.
     client, overwrite, progress
         As for the workflows.
 
@@ -106,10 +111,12 @@ def register_volumes(
     if "blocks" in steps and "flow" not in outputs:
         raise InputError("step 'blocks' needs an output path 'flow' for its interpolated flow.")
     common = {"client": client, "overwrite": overwrite, "progress": progress}
+    chan = {} if channel is None else {"channel": channel}
     result = PipelineResult()
     matrix = outputs.get("affine") if "affine" in steps else None
     if "affine" in steps:
-        est = estimate_affine(reference, moving, outputs["affine"], **(affine or {}), **common)
+        est = estimate_affine(reference, moving, outputs["affine"], **chan, **(affine or {}),
+                              **common)  # fmt: skip
         result.affine = est
         result.reports["affine"] = est.report
         result.qc["affine"] = _qc_line(est.report, ("inliers", "NCC per block"))
@@ -120,7 +127,7 @@ def register_volumes(
         if "block" not in params:
             raise InputError("step 'blocks' needs a block shape ([blocks] block = ...).")
         shifts = blockwise_shifts(reference, moving, outputs["blocks"], initial_affine=matrix,
-                                  **params, **common)  # fmt: skip
+                                  **chan, **params, **common)  # fmt: skip
         result.reports["blocks"] = shifts.report
         result.qc["blocks"] = _qc_line(shifts.report, ("reliable blocks",))
         result.reports["blocks to flow"] = shifts_to_flow(outputs["blocks"], outputs["flow"],
@@ -128,7 +135,7 @@ def register_volumes(
         local = outputs["flow"]
     if "flow" in steps and result.ok:
         report = compute_flow(reference, moving, outputs["flow"], initial_affine=matrix,
-                              **(flow or {}), **common)  # fmt: skip
+                              **chan, **(flow or {}), **common)  # fmt: skip
         result.reports["flow"] = report
         result.qc["flow"] = _qc_line(report, ("NCC per tile", "seam metric"))
         local = outputs["flow"]
@@ -137,7 +144,7 @@ def register_volumes(
             raise InputError(
                 "step 'warp' needs an affine or a local step (blocks or flow) to apply."
             )
-        params = {"reference": reference, **(warp or {})}
+        params = {"reference": reference, **chan, **(warp or {})}
         # a flow computed after the affine records it and warp applies both
         report = warp_volume(moving, local, outputs["registered"],
                              affine=matrix if local is None else None, **params, **common)  # fmt: skip

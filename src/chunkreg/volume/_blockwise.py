@@ -19,13 +19,13 @@ import numpy as np
 import zarr
 
 from .._validation import per_axis
+from ..engine import ResultSink
 from ..errors import IncompatibleOutputError, InputError
 from ..execution import RunReport, open_client, run_tasks
 from ..io import (
     ArrayRef,
     array_ref,
     check_inputs_stored,
-    open_array,
     open_output_group,
     output_scope,
     read_region,
@@ -43,7 +43,6 @@ from ._block_kernels import (
     shifted_ncc,
 )
 from ._qc import qc_regressions, write_qc
-from ..engine import ResultSink
 
 __all__ = ["BlockShifts", "blockwise_shifts", "load_block_shifts", "plan_blockwise_shifts"]
 
@@ -282,12 +281,14 @@ def plan_blockwise_shifts(
     batch_size: int | None = None,
     allow_sparse: bool = False,
     initial_affine=None,
+    channel: int | None = None,
 ) -> BlocksPlan:
     """Validate the inputs of :func:`blockwise_shifts` and plan the run, writing nothing.
 
     Parameters
     ----------
     reference, moving, block, overlap, upsample_factor, normalization, batch_size, allow_sparse
+    initial_affine, channel
         As for :func:`blockwise_shifts`.
 
     Returns
@@ -302,9 +303,9 @@ def plan_blockwise_shifts(
         ``upsample_factor``/``normalization``/``batch_size`` is invalid.
     """
     from ._affine_result import resolve_affine
+    from ._planning import open_inputs
 
-    ref = open_array(reference, name="reference")
-    mov = open_array(moving, name="moving")
+    ref, mov, _ = open_inputs(reference, moving, channel=channel)
     matrix = resolve_affine(initial_affine, ref.ndim) if ref.ndim == mov.ndim else None
     if ref.ndim != mov.ndim or (matrix is None and ref.shape != mov.shape):
         raise InputError(
@@ -460,6 +461,7 @@ def blockwise_shifts(
     batch_size: int | None = None,
     allow_sparse: bool = False,
     initial_affine=None,
+    channel: int | None = None,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -525,6 +527,9 @@ def blockwise_shifts(
         volume may have another shape). The output records it (attribute
         ``initial_affine``), :func:`shifts_to_flow` copies it to the flow, and
         :func:`warp_volume` applies both.
+    channel : int, optional
+        The channel to register on, for multi-channel inputs (channel axis ``c``, or first):
+        as for :func:`compute_flow`. Tasks read only that channel.
     client, scheduler, n_workers :
         Where to run, see :func:`chunkreg.execution.open_client`.
     overwrite : bool
@@ -574,6 +579,7 @@ def blockwise_shifts(
         batch_size=batch_size,
         allow_sparse=allow_sparse,
         initial_affine=initial_affine,
+        channel=channel,
     )
     if not -1.0 <= float(min_quality) <= 1.0:
         raise InputError(f"min_quality must be within [-1, 1], got {min_quality}.")

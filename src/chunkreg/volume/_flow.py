@@ -358,6 +358,7 @@ def compute_flow(
     allow_sparse: bool = False,
     initial_affine=None,
     spacing: float | Sequence[float] | None = None,
+    channel: int | None = None,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -388,7 +389,8 @@ def compute_flow(
     reference, moving : zarr.Array, str or os.PathLike
         2-D or 3-D arrays of the same shape and a real numeric dtype: zarr arrays, paths/URLs of
         zarr arrays, or paths of OME-Zarr multiscale groups (whose coarser levels are used as
-        the pyramid when each halves the one before). Opened read-only.
+        the pyramid when each halves the one before). Opened read-only. Either may have a
+        channel axis in front (see ``channel``).
     output : str, os.PathLike or zarr store
         Where to write the output group (see Notes). Must be reachable from every worker.
     method : {"ilk", "tvl1"} or callable
@@ -448,6 +450,14 @@ def compute_flow(
         voxels of the finest axis). The flow stays in voxels of each axis; its attributes
         record the voxel size and unit (``voxel_size``). Give ``spacing=1`` to ignore a
         recorded anisotropic scale.
+    channel : int, optional
+        The channel to register on, for inputs with a channel axis: the axis named ``c`` in
+        their OME-Zarr axes or zarr ``dimension_names`` (default channel 0 there), or the
+        first axis of a plain array with one axis more than the other input (or of both
+        plain inputs of the same ndim), which needs ``channel``. Tasks read only that
+        channel. An index out of range, or a ``channel`` for inputs without a channel axis,
+        is an :class:`~chunkreg.errors.InputError`. Apply the flow to every channel with
+        :func:`chunkreg.warp_volume`.
     client : distributed.Client, optional
         Run on this client (left open).
     scheduler : str, optional
@@ -532,6 +542,7 @@ def compute_flow(
         allow_sparse=allow_sparse,
         initial_affine=initial_affine,
         spacing=spacing,
+        channel=channel,
         **kernel_params,
     )
     return run_flow_plan(

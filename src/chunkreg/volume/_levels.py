@@ -177,10 +177,10 @@ def level_steps(spacing, ndim: int, count: int) -> list[tuple[int, ...]]:
 
 
 def _array_ref(array: zarr.Array) -> ArrayRef:
-    store = array.store
+    store, index = array.store, tuple(getattr(array, "fixed", ()))
     if isinstance(store, zarr.storage.LocalStore):
-        return ArrayRef(os.path.abspath(store.root), array.path)
-    return ArrayRef(store, array.path)
+        return ArrayRef(os.path.abspath(store.root), array.path, index)
+    return ArrayRef(store, array.path, index)
 
 
 def input_levels(source, level: int, steps=None) -> list[ArrayRef]:

@@ -14,7 +14,14 @@ import zarr
 
 from .._validation import per_axis
 from ..errors import InputError
-from ..io import ArrayRef, check_inputs_stored, open_array, read_space
+from ..io import (
+    ArrayRef,
+    ArrayView,
+    check_inputs_stored,
+    open_array,
+    read_space,
+    select_channels,
+)
 from ..io._arrays import require_shard_aligned, resolve_shards
 from ..tiling import TileGrid
 from ._intensity import IDENTITY, Intensity, plan_intensity
@@ -58,11 +65,12 @@ QC_STEP = 2
 
 
 def _absolute_ref(array: zarr.Array) -> ArrayRef:
-    """A reference to ``array`` usable from workers in other directories."""
-    store = array.store
+    """A reference to ``array`` (one channel of it, for a view) usable from workers in other
+    directories."""
+    store, index = array.store, tuple(getattr(array, "fixed", ()))
     if isinstance(store, zarr.storage.LocalStore):
-        return ArrayRef(os.path.abspath(store.root), array.path)
-    return ArrayRef(store, array.path)
+        return ArrayRef(os.path.abspath(store.root), array.path, index)
+    return ArrayRef(store, array.path, index)
 
 
 def default_tile(
@@ -181,6 +189,8 @@ class FlowPlan:
     #: Reference to moving voxels, applied before the flow (None: none); rows as tuples.
     initial_affine: tuple | None = None
     spacing: tuple[float, ...] | None = None
+    #: The channel registered on, for multi-channel inputs (None: single-channel inputs).
+    channel: int | None = None
 
     @property
     def ndim(self) -> int:
@@ -285,6 +295,14 @@ class FlowPlan:
                 if self.moving_chunks != self.input_chunks
                 else ""
             ),
+            *(
+                [
+                    f"channel: {self.channel} (the registration channel of the multi-channel "
+                    "input(s); warp_volume applies the flow to every channel)"
+                ]
+                if self.channel is not None
+                else []
+            ),
             f"intensities: {self.intensity_note}",
             *(
                 [
@@ -334,8 +352,7 @@ def _size(nbytes: int) -> str:
     return f"{nbytes / 2**10:.1f} KiB"
 
 
-def _open_input(source, level, name) -> zarr.Array:
-    array = open_array(source, level=level, name=name)
+def _check_input(array, name) -> zarr.Array:
     if array.dtype.kind not in "biuf":
         raise InputError(
             f"{name} must have a real numeric dtype, got {array.dtype}; convert it first."
@@ -343,9 +360,33 @@ def _open_input(source, level, name) -> zarr.Array:
     if array.ndim not in (2, 3):
         raise InputError(
             f"{name} must be 2-D or 3-D, got {array.ndim}-D with shape {array.shape}; "
-            "register one channel or time point at a time."
+            "register one time point at a time, and give channel= (--channel) for a "
+            "multi-channel image (its channel axis named 'c', or first)."
         )
     return array
+
+
+def open_inputs(reference, moving, *, level=None, channel=None) -> tuple:
+    """Open a registration's two inputs read-only, seen at one channel for multi-channel ones.
+
+    ``channel`` selects the registration channel of inputs with a channel axis (see
+    :func:`chunkreg.io.select_channels`); the others are used as they are.
+
+    Returns
+    -------
+    reference, moving : zarr.Array or ArrayView
+    channel : int or None
+        The channel read (None when neither input has channels).
+    """
+    arrays = {
+        "reference": open_array(reference, level=level, name="reference"),
+        "moving": open_array(moving, level=level, name="moving"),
+    }
+    picked = select_channels(arrays, channel)
+    ref, mov = picked["reference"], picked["moving"]
+    views = [a for a in (ref, mov) if isinstance(a, ArrayView)]
+    used = views[0].fixed[0][1] if views else None
+    return ref, mov, used
 
 
 def _bytes(value, name: str) -> int:
@@ -430,6 +471,7 @@ def plan_flow(
     allow_sparse: bool = False,
     initial_affine=None,
     spacing: float | Sequence[float] | None = None,
+    channel: int | None = None,
     **kernel_params,
 ) -> FlowPlan:
     """Open the inputs read-only, validate everything and plan a flow run.
@@ -451,8 +493,8 @@ def plan_flow(
     from ._affine_result import resolve_affine
     from ._affine_view import through_affine
 
-    ref = _open_input(reference, level, "reference")
-    mov = _open_input(moving, level, "moving")
+    ref, mov, channel = open_inputs(reference, moving, level=level, channel=channel)
+    ref, mov = _check_input(ref, "reference"), _check_input(mov, "moving")
     matrix = resolve_affine(initial_affine, ref.ndim)
     if matrix is None and ref.shape != mov.shape:
         raise InputError(
@@ -493,6 +535,11 @@ def plan_flow(
     ref_levels = input_levels(reference, level or 0, steps) if count > 1 else []
     # through an initial affine, the pyramid is built from the resampled moving volume
     mov_levels = input_levels(moving, level or 0, steps) if count > 1 and matrix is None else []
+    # one channel of an input: the pyramid is built from that channel (its levels hold all)
+    ref_levels = input_levels(reference, level or 0) if count > 1 and channel is None else []
+    # through an initial affine, the pyramid is built from the resampled moving volume
+    own = count > 1 and matrix is None and channel is None
+    mov_levels = input_levels(moving, level or 0) if own else []
     mov_ref = through_affine(_absolute_ref(mov), matrix, shape, ref.chunks)
     shapes, sources = [shape], [(_absolute_ref(ref), mov_ref)]
     factors = [(1,) * ndim]
@@ -559,4 +606,5 @@ def plan_flow(
         shards=None if out_shards is None else (ndim, *out_shards),
         initial_affine=None if matrix is None else tuple(map(tuple, matrix.tolist())),
         spacing=spacing,
+        channel=channel,
     )

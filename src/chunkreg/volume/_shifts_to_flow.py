@@ -18,6 +18,7 @@ import zarr
 from scipy import ndimage
 
 from .._validation import per_axis
+from ..engine import ResultSink
 from ..errors import InputError
 from ..execution import RunReport, open_client, run_tasks
 from ..io import (
@@ -37,7 +38,6 @@ from ..tiling import TileGrid
 from ._blockwise import BlockShifts, _centres, load_block_shifts
 from ._flow import FLOW_ARRAY
 from ._qc import combine_seam_sums, seam_sums, write_qc
-from ..engine import ResultSink
 
 __all__ = ["default_tile", "interpolate_shifts", "shifts_to_flow"]
 

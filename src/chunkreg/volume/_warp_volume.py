@@ -19,21 +19,29 @@ import zarr
 from scipy import ndimage
 
 from .._validation import per_axis
+from ..engine import ResultSink
 from ..errors import InputError
 from ..execution import RunReport, open_client, run_tasks
 from ..io import (
     ArrayRef,
+    ArrayView,
+    Space,
     array_ref,
     check_inputs_stored,
     create_array,
+    default_axes,
+    leading_axes,
     open_array,
     open_output_group,
     output_scope,
     output_space,
     read_region,
+    read_space,
+    recorded_axes,
     require_shard_aligned,
     require_shared_store,
     resolve_shards,
+    select_channel,
     write_space,
 )
 from ..registration import normalized_cross_correlation
@@ -43,7 +51,6 @@ from ._flow import FLOW_ARRAY
 from ._pyramid import build_output_pyramid
 from ._qc import qc_regressions, write_qc
 from ._shifts_to_flow import default_tile
-from ..engine import ResultSink
 
 __all__ = [
     "WarpPlan",
@@ -164,6 +171,39 @@ class _WarpTile:
     mode: str
     cval: float
     affine: tuple | None = None  # reference -> moving voxels, applied after the flow
+    n_leading: int = 0  # channel (time) axes in front of the spatial ones, warped alike
+    qc_channel: tuple[int, ...] = ()  # the leading index compared with the reference
+
+
+def _warp_channels(task: _WarpTile, moving, flow, core) -> tuple[np.ndarray, int]:
+    """The tile warped, every leading index (channel) by the same transform; bytes read."""
+    lead = tuple(moving.shape[: task.n_leading])
+    spatial = tuple(moving.shape[task.n_leading :])
+    warped = np.empty((*lead, *(s.stop - s.start for s in core)), dtype=moving.dtype)
+    nbytes = 0
+    if task.affine is not None:  # affine first, then the residual flow (if any)
+        for index in np.ndindex(lead):
+            view = ArrayView(moving, tuple(enumerate(index))) if index else moving
+            values, n = sample_through_affine(
+                view, flow, core, task.affine, order=task.order, mode=task.mode, cval=task.cval,
+            )  # fmt: skip
+            warped[index] = _cast(values, moving.dtype)
+            nbytes += n
+        return warped, nbytes
+    bounds = sample_bounds(flow, core, spatial, task.order)
+    region = read_region(moving, (slice(None),) * len(lead) + bounds, "moving")  # read once
+    for index in np.ndindex(lead):  # then warp each channel
+        values = sample_region(
+            region[index],
+            [b.start for b in bounds],
+            flow,
+            [c.start for c in core],
+            order=task.order,
+            mode=task.mode,
+            cval=task.cval,
+        )
+        warped[index] = _cast(values, moving.dtype)
+    return warped, region.nbytes
 
 
 def _warp_tile(task: _WarpTile) -> dict:
@@ -176,35 +216,19 @@ def _warp_tile(task: _WarpTile) -> dict:
             f"flow has NaN or infinite values in tile {tile.core}; is the flow output complete? "
             "(unwritten parts of a chunkreg flow are NaN: run its command again to finish it)"
         )
-    if task.affine is not None:  # affine first, then the residual flow (if any)
-        warped, nbytes = sample_through_affine(
-            moving, flow, tile.core, task.affine, order=task.order, mode=task.mode,
-            cval=task.cval,
-        )  # fmt: skip
-    else:
-        bounds = sample_bounds(flow, tile.core, moving.shape, task.order)
-        region = read_region(moving, bounds, "moving")
-        nbytes = region.nbytes
-        warped = sample_region(
-            region,
-            [b.start for b in bounds],
-            flow,
-            [c.start for c in tile.core],
-            order=task.order,
-            mode=task.mode,
-            cval=task.cval,
-        )
-    values = _cast(warped, moving.dtype)
-    out[tile.core] = values
+    warped, nbytes = _warp_channels(task, moving, flow, tile.core)
+    everything = (slice(None),) * task.n_leading
+    out[everything + tile.core] = warped
     result = {
         "bytes_read": (0 if flow is None else flow.nbytes) + nbytes,
-        "bytes_written": values.nbytes,
+        "bytes_written": warped.nbytes,
     }
     if task.reference is not None:
+        values = warped[task.qc_channel]
         ref = read_region(task.reference.open(), tile.core, "reference")
         result["bytes_read"] += ref.nbytes
         if moving.shape == out.shape:
-            before = read_region(moving, tile.core, "moving")
+            before = read_region(moving, task.qc_channel + tile.core, "moving")
             result["bytes_read"] += before.nbytes
             result["ncc_before"] = normalized_cross_correlation(ref, before)
         result["ncc_after"] = normalized_cross_correlation(ref, values)
@@ -225,10 +249,23 @@ class WarpPlan:
     cval: float
     shards: tuple[int, ...] | None = None
     affine: np.ndarray | None = None
+    #: Names of the moving volume's axes in front of the spatial ones (``c``, ``t``), each
+    #: index of which is warped by the same transform.
+    leading: tuple[str, ...] = ()
+    #: The leading index (channel) compared with the reference for the QC.
+    qc_channel: tuple[int, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the output: the leading axes, then the spatial ones."""
+        return (*self.moving.shape[: len(self.leading)], *self.tiles.shape)
 
     def signature(self) -> dict:
         """What determines the output (stored in it for resume)."""
         extra = {} if self.affine is None else {"affine": self.affine.tolist()}
+        if self.leading:
+            extra["leading"] = {"axes": list(self.leading), "shape": list(self.shape[:len(self.leading)]),
+                                "qc_channel": list(self.qc_channel)}  # fmt: skip
         return {
             **extra,
             "moving": str(array_ref(self.moving)),
@@ -249,7 +286,16 @@ class WarpPlan:
         return "\n".join(
             [
                 f"moving {self.moving.shape} ({self.moving.dtype}), chunks {self.moving.chunks}"
-                + (f"; output {t.shape}" if t.shape != self.moving.shape else ""),
+                + (f"; output {self.shape}" if self.shape != self.moving.shape else ""),
+                *(
+                    [
+                        f"channels: every index of the leading axes {self.leading} is warped by "
+                        "the same transform (tiles are spatial; a task reads and warps all of "
+                        "them)"
+                    ]
+                    if self.leading
+                    else []
+                ),
                 describe_transform(self.affine, self.flow is not None),
                 f"tiles: {len(t)} in a grid of {t.grid_shape}, tile {t.tile_shape}",
                 "read per tile: its flow tile, then the moving region its samples fall in "
@@ -293,12 +339,13 @@ def plan_warp_volume(
     allow_sparse: bool = False,
     shards="auto",
     affine=None,
+    channel: int | None = None,
 ) -> WarpPlan:
     """Validate the inputs of :func:`warp_volume` and plan the run, writing nothing.
 
     Parameters
     ----------
-    moving, flow, order, tile, mode, cval, reference, allow_sparse, shards
+    moving, flow, order, tile, mode, cval, reference, allow_sparse, shards, affine, channel
         As for :func:`warp_volume`.
 
     Returns
@@ -317,11 +364,37 @@ def plan_warp_volume(
     if mov.dtype.kind not in "biuf":
         raise InputError(f"moving must be numeric, got dtype {mov.dtype}.")
     ref = None if reference is None else open_array(reference, name="reference")
-    matrix, shape = warp_transform(mov, fl, ref, affine)
-    if fl is not None and fl.shape != (mov.ndim, *shape):
+    if fl is not None and (fl.ndim < 2 or fl.shape[0] != fl.ndim - 1):
         raise InputError(
-            f"flow must have shape (ndim, *moving.shape) = {(mov.ndim, *shape)}, got "
-            f"{fl.shape}; give the flow computed for this volume."
+            f"flow must have shape (ndim, *moving.shape), one component per spatial axis; got "
+            f"{fl.shape} for moving {mov.shape}: give the flow computed for this volume."
+        )
+    spatial = _spatial_ndim(mov, fl, ref)
+    lead = leading_axes(mov, spatial)
+    n = len(lead)
+    qc_channel = ()
+    if ref is not None:
+        ref = select_channel(ref, channel, spatial_ndim=spatial, name="reference")
+    if n:  # one spatial image of the moving volume for the checks: its first channel
+        if channel is not None and "c" in lead:
+            axis = lead.index("c")
+            if not 0 <= channel < mov.shape[axis] or isinstance(channel, bool):
+                raise InputError(
+                    f"channel {channel!r} is out of range: moving has {mov.shape[axis]} "
+                    f"channel(s) along axis {axis}; give 0..{mov.shape[axis] - 1}."
+                )
+            qc_channel = tuple(int(channel) if a == "c" else 0 for a in lead)
+        else:
+            qc_channel = (0,) * n
+        spatial_mov = ArrayView(mov, tuple((a, 0) for a in range(n)))
+    else:
+        spatial_mov = mov
+    matrix, shape = warp_transform(spatial_mov, fl, ref, affine)
+    if fl is not None and fl.shape != (spatial, *shape):
+        raise InputError(
+            f"flow must have shape (ndim, *moving.shape) = {(spatial, *shape)}, got "
+            f"{fl.shape}; give the flow computed for this volume"
+            + (f" (moving has the leading axes {lead} in front)." if n else ".")
         )
     if fl is not None and fl.dtype.kind != "f":
         raise InputError(f"flow must be floating point, got dtype {fl.dtype}.")
@@ -330,18 +403,58 @@ def plan_warp_volume(
             f"reference and moving must have the same shape, got {ref.shape} and {shape}."
         )
     check_warp_options(order=order, mode=mode, cval=cval)
+    full = (*mov.shape[:n], *shape)
     if isinstance(shards, str) and shards == "auto":
         shards = mov.shards
     else:
-        shards = resolve_shards(shards, chunks=mov.chunks, shape=shape, name="shards")
-    align = shards or mov.chunks
+        shards = resolve_shards(shards, chunks=mov.chunks, shape=full, name="shards")
+    align = (shards or mov.chunks)[n:]  # tiles are spatial: all channels of a region
     tile = default_tile(shape, align, target=2**21) if tile is None else tile
-    require_shard_aligned(per_axis(tile, mov.ndim, "tile", minimum=1), shape, shards)
-    tiles = TileGrid(shape, per_axis(tile, mov.ndim, "tile", minimum=1), (0,) * mov.ndim, align)
+    tile = per_axis(tile, spatial, "tile", minimum=1)
+    require_shard_aligned(tile, shape, None if shards is None else shards[n:])
+    tiles = TileGrid(shape, tile, (0,) * spatial, align)
     inputs = {"moving": mov, **({} if fl is None else {"flow": fl}),
               **({} if ref is None else {"reference": ref})}  # fmt: skip
     check_inputs_stored(inputs, allow_sparse)
-    return WarpPlan(mov, fl, ref, tiles, int(order), mode, float(cval), shards, matrix)
+    return WarpPlan(mov, fl, ref, tiles, int(order), mode, float(cval), shards, matrix, lead,
+                    qc_channel)  # fmt: skip
+
+
+def _spatial_ndim(moving, flow, reference) -> int:
+    """Spatial axes of the warp: the flow's components, else the reference's (channel axis
+    aside), else the moving volume's recorded spatial axes, else all of its axes."""
+    if flow is not None:
+        return int(flow.shape[0])
+    for array in (reference, moving):
+        names = None if array is None else recorded_axes(array)
+        if names is not None:
+            return sum(a not in ("t", "c", "component") for a in names)
+    return reference.ndim if reference is not None else moving.ndim
+
+
+def _output_space(plan: WarpPlan):
+    """The warped image's space (None: not recorded) and axis names.
+
+    It lies on the reference's grid: the reference's space, else the flow's (compute_flow
+    records the reference's there), else the moving image's; leading channel (time) axes
+    keep the moving image's.
+    """
+    mov, n = plan.moving, len(plan.leading)
+    if not n:
+        if mov.ndim > 4 and recorded_axes(mov) is None:  # no names to record: no OME metadata
+            return None, getattr(mov.metadata, "dimension_names", None)
+        space = output_space(mov, plan.reference, plan.flow, mov)
+        return space, space.axes
+    spatial_mov = ArrayView(mov, tuple((a, 0) for a in range(n)))
+    space = output_space(spatial_mov, plan.reference, plan.flow, spatial_mov)
+    names = (recorded_axes(mov) or (None,) * mov.ndim)[n:]
+    axes = (*plan.leading, *(names if all(names) else default_axes(plan.tiles.ndim)))
+    own = read_space(mov)
+    space = Space(axes, own.scale[:n] + space.scale, own.translation[:n] + space.translation,
+                  {**{a: u for a, u in own.units.items() if a in plan.leading},
+                   **{a: space.units[b] for a, b in zip(axes[n:], space.axes, strict=True)
+                      if b in space.units}})  # fmt: skip
+    return space, axes
 
 
 def warp_volume(
@@ -357,6 +470,7 @@ def warp_volume(
     allow_sparse: bool = False,
     shards="auto",
     affine=None,
+    channel: int | None = None,
     client=None,
     scheduler: str | None = None,
     n_workers: int | None = None,
@@ -376,7 +490,14 @@ def warp_volume(
     Parameters
     ----------
     moving : zarr.Array, ArrayRef, str or os.PathLike
-        Volume to warp (OME-Zarr multiscale groups open at level 0).
+        Volume to warp (OME-Zarr multiscale groups open at level 0). It may have up to two
+        leading non-spatial axes in front of the flow's spatial ones, e.g. ``(c, z, y, x)`` or
+        ``(t, c, z, y, x)``: named ``c``/``t`` in its OME-Zarr axes or zarr
+        ``dimension_names``, else (a plain array) the axes beyond the flow's number of
+        components, taken as ``c`` (one) or ``t, c`` (two). Every channel (and time point)
+        is warped by the same transform; the output has the same leading axes (OME axes
+        types ``channel``/``time``, their scale kept). Tiles stay spatial: a task reads its
+        region of every channel once and warps each.
     flow : zarr.Array, ArrayRef, str or os.PathLike
         Field of shape ``(ndim, *moving.shape)``, or an output group holding one as ``flow``
         (what :func:`shifts_to_flow` writes).
@@ -399,10 +520,15 @@ def warp_volume(
         If given, the output's ``qc`` group records per tile the NCC between reference and
         moving before and after warping. The output lies in its physical space (scale,
         translation, units), else in the flow's (which :func:`compute_flow` takes from its
-        reference), else in the moving volume's.
+        reference), else in the moving volume's. With a multi-channel moving volume, the
+        QC compares the reference with the output's channel ``channel`` (a multi-channel
+        reference is read at that channel too).
     allow_sparse : bool
         Accept inputs whose stores lack some chunk files (zarr reads those as the fill value);
         by default a missing chunk that stored data runs on into is refused before anything runs, naming it.
+    channel : int, optional
+        For a multi-channel moving volume: the channel the QC compares with ``reference``
+        (default 0); the warp itself applies to every channel.
     client, scheduler, n_workers, overwrite, progress :
         As for :func:`blockwise_shifts`.
     pyramid : bool or int
@@ -442,6 +568,7 @@ def warp_volume(
         allow_sparse=allow_sparse,
         shards=shards,
         affine=affine,
+        channel=channel,
     )  # fmt: skip
     mov, tiles = plan.moving, plan.tiles
     # the output's lease is held until everything is written
@@ -453,21 +580,19 @@ def warp_volume(
         require_shared_store(group, c)
         # the warped image lies on the reference's grid: its space, else the flow's
         # (compute_flow records the reference's there), else the moving image's
-        space = output_space(mov, plan.reference, plan.flow, mov)
+        space, axes = _output_space(plan)
         if "0" not in group:
-            names = getattr(mov.metadata, "dimension_names", None)
-            axes = space.axes if mov.ndim <= 4 else names
             create_array(
                 group,
                 name="0",
-                shape=tiles.shape,
+                shape=plan.shape,
                 dtype=mov.dtype,
                 chunks=mov.chunks,
                 shards=plan.shards,
                 fill_value=mov.fill_value,
                 dimension_names=axes,
             )
-            if mov.ndim <= 4:
+            if space is not None:
                 write_space(group, ["0"], space, name="warped")
         sink = ResultSink(
             group,
@@ -492,6 +617,8 @@ def warp_volume(
                 mode=plan.mode,
                 cval=plan.cval,
                 affine=None if plan.affine is None else tuple(map(tuple, plan.affine.tolist())),
+                n_leading=len(plan.leading),
+                qc_channel=plan.qc_channel,
             )
             for i in todo
         ]
@@ -508,7 +635,7 @@ def warp_volume(
             )
         finally:
             sink.flush()
-        if report.ok and pyramid and mov.ndim <= 4:  # display levels, once the image is done
+        if report.ok and pyramid and space is not None:  # display levels, once it is done
             levels = build_output_pyramid(group, "0", space, client=c, levels=pyramid,
                                           name="warped", progress=progress)  # fmt: skip
             levels.raise_if_failed()
