@@ -220,6 +220,8 @@ class _Run:
         lp = plan.levels[level]
         if self.blend_record(level).complete:  # nothing left to do at this level
             self.report.n_skipped += 2 * len(lp.grid)
+            if f"{_SCRATCH}/{level}" in group:  # a run killed before it deleted them
+                del group[f"{_SCRATCH}/{level}"]
             return True
         scratch_group = group.require_group(f"{_SCRATCH}/{level}")
         # "pieces": an unfinished output of a version with another scratch layout has its
