@@ -60,6 +60,23 @@ def test_read_space_of_an_ome_level_uses_that_level(tmp_path):
     assert read_space(chunkreg.io.open_array(tmp_path / "img.zarr")) == space
 
 
+def test_a_level_named_by_its_path_keeps_its_space(tmp_path, em_pair):
+    """``image.ome.zarr/1`` is the same input as ``level=1``: its scale and units are kept."""
+    group = zarr.open_group(str(tmp_path / "img.zarr"), mode="w")
+    for p, n in (("0", 16), ("1", 8)):
+        create_array(group, name=p, shape=(n, n), dtype="uint8", chunks=(n, n),
+                     dimension_names=("y", "x"))  # fmt: skip
+    space = Space(("y", "x"), (4.0, 2.0), (10.0, 20.0), {"y": "micrometer", "x": "micrometer"})
+    write_space(group, ["0", "1"], space, factors=[(1, 1), (2, 2)])
+    by_path = read_space(chunkreg.io.open_array(str(tmp_path / "img.zarr" / "1")))
+    assert by_path == Space(("y", "x"), (8.0, 4.0), (12.0, 21.0), space.units)
+    # a workflow given levels by path writes outputs in the input's physical space
+    ref, mov = em_pair
+    chunkreg.compute_flow(f"{ref}/0", f"{mov}/0", tmp_path / "flow.zarr", **SYNC)
+    chunkreg.warp_volume(f"{mov}/0", tmp_path / "flow.zarr", tmp_path / "w.zarr", **SYNC)
+    assert image_space(tmp_path / "w.zarr") == EM
+
+
 def test_plain_array_is_unit_voxels(tmp_path):
     array = zarr.create_array(str(tmp_path / "a.zarr"), shape=(4, 5, 6), dtype="uint8")
     assert read_space(array) == Space(("z", "y", "x"), (1.0,) * 3, (0.0,) * 3, {})
