@@ -43,6 +43,19 @@ def test_register_command_runs_affine_flow_warp_and_resumes(tmp_path, capsys):
     assert "earlier run" in again and "0 done" in again
 
 
+def test_register_command_shards_and_no_pyramid(tmp_path, capsys):
+    """``--shards`` reaches the flow and the registered volume; ``--no-pyramid`` the warp."""
+    _pair(tmp_path)
+    out = tmp_path / "out"
+    assert main(["register", str(tmp_path / "ref.zarr"), str(tmp_path / "mov.zarr"), str(out),
+                 "--steps", "flow,warp", "--shards", "128", "--tile", "128", "--no-pyramid",
+                 "--scheduler", "synchronous", "--no-progress"]) == 0  # fmt: skip
+    assert zarr.open_array(str(out / "flow.zarr"), path="flow").shards == (2, 128, 128)
+    registered = zarr.open_group(str(out / "registered.zarr"), mode="r")
+    assert registered["0"].shards == (128, 128)
+    assert sorted(registered.array_keys()) == ["0"]  # level 0 only: no pyramid levels
+
+
 def test_workflow_script_pipeline_with_blocks(tmp_path):
     _, _, ref, mov = _pair(tmp_path)
     config = tmp_path / "c.toml"

@@ -6,7 +6,14 @@ import argparse
 import os
 import sys
 
-from ._common import add_channel_argument, add_cluster_arguments, cluster_options, int_tuple
+from ._common import (
+    add_channel_argument,
+    add_cluster_arguments,
+    add_pyramid_argument,
+    add_shards_argument,
+    cluster_options,
+    int_tuple,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -54,6 +61,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--order", type=int, default=1, metavar="N", help="spline order of the warp (default 1)"
     )
+    add_shards_argument(parser, inherited="the inputs'", what="flow and registered output")
+    add_pyramid_argument(parser)
     add_channel_argument(parser)
     add_cluster_arguments(parser)
     parser.set_defaults(func=run)
@@ -70,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
         name: os.path.join(args.outdir, f"{name}.zarr")
         for name in ("affine", "blocks", "flow", "registered")
     }
-    flow = {"method": args.method, **({"tile": args.tile} if args.tile else {})}
+    flow = {
+        "method": args.method,
+        "shards": args.shards,
+        **({"tile": args.tile} if args.tile else {}),
+    }
     blocks = {"block": args.block} if args.block else {}
     os.makedirs(args.outdir, exist_ok=True)
     with open_client(None, scheduler=opts["scheduler"], n_workers=opts["n_workers"]) as client:
@@ -78,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             args.reference, args.moving, outputs,
             steps=[s.strip() for s in args.steps.split(",") if s.strip()],
             affine={"model": args.model, "level": level}, blocks=blocks, flow=flow,
-            warp={"order": args.order}, channel=args.channel, client=client,
+            warp={"order": args.order, "shards": args.shards, "pyramid": args.pyramid}, channel=args.channel, client=client,
             overwrite=opts["overwrite"], progress=opts["progress"],
         )  # fmt: skip
     print(result.summary())

@@ -72,7 +72,8 @@ def register_volumes(
         after the affine when ``affine`` runs; ``warp`` applies the affine and the local flow.
     affine, blocks, flow, warp : dict, optional
         Keyword arguments of :func:`estimate_affine`, :func:`blockwise_shifts` (``block`` is
-        required), :func:`compute_flow` and :func:`warp_volume`.
+        required), :func:`compute_flow` and :func:`warp_volume`. ``flow``'s ``shards`` also
+        shards the flow that the blocks step interpolates (:func:`shifts_to_flow`).
     channel : int, optional
         The registration channel of multi-channel inputs: every estimate reads only that
         channel (see :func:`compute_flow`); the warp applies the result to every channel of
@@ -130,8 +131,11 @@ def register_volumes(
                                   **chan, **params, **common)  # fmt: skip
         result.reports["blocks"] = shifts.report
         result.qc["blocks"] = _qc_line(shifts.report, ("reliable blocks",))
+        # the interpolated flow is sharded as the flow step's would be ("auto": unsharded,
+        # there being no input to inherit shards from)
+        to_flow = {"shards": (flow or {})["shards"]} if "shards" in (flow or {}) else {}
         result.reports["blocks to flow"] = shifts_to_flow(outputs["blocks"], outputs["flow"],
-                                                          **common)  # fmt: skip
+                                                          **to_flow, **common)  # fmt: skip
         local = outputs["flow"]
     if "flow" in steps and result.ok:
         report = compute_flow(reference, moving, outputs["flow"], initial_affine=matrix,
