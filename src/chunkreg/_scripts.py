@@ -416,7 +416,7 @@ def storage_options_table(config: dict) -> tuple[dict, set[str]]:
 
 
 def script_main(run, description: str, argv=None) -> int:
-    """Parse ``CONFIG`` from the command line, call ``run(config) -> exit code``.
+    """Parse ``CONFIG`` (and ``-v/-q/--log-level``) from the command line, call ``run(config)``.
 
     A ``[storage_options]`` table is taken out of the config and applied to its URLs
     (:func:`storage_options_table`) while ``run`` runs. Bad configs and inputs exit with 2
@@ -426,13 +426,20 @@ def script_main(run, description: str, argv=None) -> int:
     parser.add_argument(
         "config", help="TOML configuration file (see the example next to this script)"
     )
+    from ._logging import configure_logging, verbosity_level
+    from .cli._common import add_logging_arguments
+
+    add_logging_arguments(parser, top_level=True)
     args = parser.parse_args(argv)
+    # as on the command line: -v what runs where, -q errors and the summary only
+    configure_logging(verbosity_level(args.verbose, args.quiet, args.log_level))
+    from .execution._progress import silenced
     from .io import storage_defaults
 
     try:
         config = load_config(args.config)
         storage, schemes = storage_options_table(config)
-        with storage_defaults(schemes, storage):
+        with storage_defaults(schemes, storage), silenced(args.quiet):
             return int(run(config) or 0)
     except TaskFailedError as exc:
         print(f"error: {exc}", file=sys.stderr)

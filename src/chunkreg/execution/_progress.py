@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -19,6 +20,25 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{seconds}s"
 
 
+#: True inside :func:`silenced`: progress lines are not drawn.
+_silenced = False
+
+
+@contextlib.contextmanager
+def silenced(active: bool = True):
+    """Draw no progress lines inside the block (``-q`` of the workflow scripts).
+
+    The scripts call the workflows with their default ``progress=True``; this turns the lines
+    off for the duration of a quiet run and restores the previous state after it.
+    """
+    global _silenced
+    before, _silenced = _silenced, bool(active) or _silenced
+    try:
+        yield
+    finally:
+        _silenced = before
+
+
 class Progress:
     """Counts finished tasks and redraws one status line.
 
@@ -26,7 +46,7 @@ class Progress:
     file (not a TTY) a line is written every ``log_interval`` seconds and at the end. Between
     completions a heartbeat redraws it at least every ``heartbeat`` seconds, with the elapsed
     time and, given ``running``, the number of tasks in flight, so a long task never looks
-    like a hang.
+    like a hang. Nothing is drawn inside :func:`silenced` (a script's ``-q``).
     """
 
     def __init__(
@@ -43,7 +63,7 @@ class Progress:
     ) -> None:
         self.total = total
         self.label = label
-        self.enabled = enabled and total > 0
+        self.enabled = enabled and total > 0 and not _silenced
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval = interval if self.tty else log_interval
