@@ -437,6 +437,8 @@ def _blend_stages(runner: StageRunner, group: zarr.Group, job: MapJob, plan: Map
     if not runner.run("tiles", map_tile, IndexedTasks(n, partial(MapTask, job)), record=record):
         runner.stop(["blend"])
         return
+    # every piece is written now: the blend tasks may keep those they read (by this run's token)
+    job = dataclasses.replace(job, scratch=dataclasses.replace(scratch, token=job.token))
     runner.run("blend", blend_map_tile, IndexedTasks(n, partial(BlendMapTask, job)),
                record=blended)  # fmt: skip
     if blended.complete:  # the pieces are no longer needed
