@@ -115,7 +115,7 @@ class Scratch:
     @property
     def nbytes(self) -> int:
         """Bytes of all the pieces once every tile has written them (uncompressed chunks)."""
-        return np.dtype(self.dtype).itemsize * self.n_components * self.layout.voxels
+        return self.layout.nbytes(self.n_components, np.dtype(self.dtype).itemsize)
 
     def _pieces(self, index) -> Iterator[tuple[str, tuple[slice, ...], tuple[slice, ...]]]:
         """(array name, chunk slices, level slices) of each piece of tile ``index``."""
