@@ -26,7 +26,7 @@ def _run(config):
         (["-v"], True, True, True),
         (["-q"], False, False, False),
         (["--log-level", "info"], True, True, True),
-    ],  # fmt: skip
+    ],
 )
 def test_script_messages_follow_the_options(tmp_path, capsys, flags, info, warning, progress):
     config = tmp_path / "c.toml"
