@@ -323,7 +323,7 @@ def open_array(
             raise InputError(
                 f"{name}: level={level} given but {source!r} is an array, not a multiscale group."
             )
-        return _as_level(node, source, storage_options) or node
+        return node
     paths = multiscale_dataset_paths(node.attrs.asdict())
     if not paths:
         raise InputError(
@@ -337,27 +337,6 @@ def open_array(
             f"{name}: level {level} out of range; {source!r} has levels 0..{len(paths) - 1}."
         )
     return node[paths[level]]
-
-
-def _as_level(array: zarr.Array, source: str, storage_options) -> zarr.Array | None:
-    """``array`` opened through its OME-Zarr group when ``source`` names one of its levels.
-
-    ``image.ome.zarr/1`` opened on its own has no parent, so the level's scale, translation and
-    units (which the group records) would be lost; opened as a member of the group they are
-    found as with ``level=1``. None when the parent is not a multiscale group listing it.
-    """
-    parent, _, key = source.rstrip("/").rpartition("/")
-    if not parent or not key or parent.endswith(":/") or parent.endswith(":"):
-        return None
-    try:
-        group = zarr.open_group(parent, mode="r", storage_options=storage_options or None)
-        if key not in multiscale_dataset_paths(group.attrs.asdict()):
-            return None
-        member = group[key]
-    except (zarr.errors.NodeTypeValidationError, zarr.errors.GroupNotFoundError,
-            FileNotFoundError, KeyError, ValueError, TypeError):  # fmt: skip
-        return None
-    return member if isinstance(member, zarr.Array) else None
 
 
 def create_array(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import zarr
+import zarr.storage
 
 from ._ome import _multiscales, default_axes, write_ome_multiscale_metadata
 
@@ -174,14 +176,30 @@ def _compose(transforms, ndim: int) -> tuple[np.ndarray, np.ndarray]:
     return scale, translation
 
 
+def _parent_store(store):
+    """The store one folder above ``store``'s root and the root's name there, or (None, "")."""
+    if isinstance(store, zarr.storage.LocalStore):
+        root = Path(store.root)
+        return zarr.storage.LocalStore(root.parent, read_only=True), root.name
+    if isinstance(store, zarr.storage.FsspecStore):
+        parent, _, name = store.path.rstrip("/").rpartition("/")
+        if parent and name:
+            return zarr.storage.FsspecStore(store.fs, path=parent, read_only=True), name
+    return None, ""
+
+
 def _ome_space(array: zarr.Array) -> Space | None:
     """The space the OME-Zarr group holding ``array`` records for it, or None."""
     path = array.path.strip("/")
+    store = array.store
     if not path:
-        return None
+        # opened on its own (``image.ome.zarr/1``): look for the group in the folder above
+        store, path = _parent_store(store)
+        if store is None:
+            return None
     parent, _, key = path.rpartition("/")
     try:
-        group = zarr.open_group(store=array.store, path=parent, mode="r")
+        group = zarr.open_group(store=store, path=parent, mode="r")
         multiscales = _multiscales(group.attrs.asdict())
     except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError,
             zarr.errors.NodeTypeValidationError):  # fmt: skip
