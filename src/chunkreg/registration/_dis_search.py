@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["densify", "search"]
+__all__ = ["densify", "interpolate_3d", "search"]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -194,6 +194,16 @@ def _inverse(a, inv):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
+def _project(grads, err, out):
+    """``out[k] = sum_x grads[k, x] * err[x]``: the Gauss-Newton right-hand side."""
+    for k in range(grads.shape[0]):
+        s = 0.0
+        for x in range(err.shape[0]):
+            s += grads[k, x] * err[x]
+        out[k] = s
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def search(
     ref,
     mov,
@@ -210,6 +220,8 @@ def search(
     upper,
     damping,
     out,
+    scores,
+    reuse,
 ):
     """Per patch: the best of ``init`` and ``candidates``, then Gauss-Newton; into ``out``.
 
@@ -217,16 +229,21 @@ def search(
     moving image (which may have another shape). ``origins`` (P, ndim) are the padded
     positions of the patches' first pixels (in both images), ``init``
     and ``candidates`` (P, C, ndim) displacements; ``out`` (P, ndim) receives, per patch,
-    the displacement of lowest SSD visited.
+    the displacement of lowest SSD visited. ``scores`` (P, 1 + ndim) receives that
+    displacement's SSD and Gauss-Newton right-hand side ``grads . residual``; with
+    ``reuse``, it holds them for ``init`` on entry (from an earlier pass at the same
+    displacements), which spares evaluating ``init`` again.
     """
     count, ndim = origins.shape
     npix = offs.shape[0]
     template, err, work, ctx = _setup(mov, mov_strides, mov_offs, corners, upper, normalize)
+    best_err = np.empty(npix)
     grads = np.empty((ndim, npix))
     hessian = np.empty((ndim, ndim))
     hinv = np.empty((ndim, ndim))
     u = np.empty(ndim)
     best = np.empty(ndim)
+    best_b = np.empty(ndim)
     trial = np.empty(ndim)
     origin = np.empty(ndim)
     for p in range(count):
@@ -235,24 +252,39 @@ def search(
         for k in range(ndim):
             best[k] = init[p, k]
         _clip(best, origin, upper)
-        best_ssd = _residual(ctx, origin, best, template, err, work)
+        if reuse:
+            best_ssd = scores[p, 0]
+            for k in range(ndim):
+                best_b[k] = scores[p, k + 1]
+            known = True  # best_b is the right-hand side at best (best_err is not filled)
+        else:
+            best_ssd = _residual(ctx, origin, best, template, err, work)
+            best_err[:] = err
+            known = False
         for c in range(candidates.shape[1]):
+            same = True
             for k in range(ndim):
                 trial[k] = candidates[p, c, k]
             _clip(trial, origin, upper)
+            for k in range(ndim):
+                same = same and trial[k] == best[k]
+            if same:  # e.g. a neighbour beyond the grid's edge, which is the patch itself
+                continue
             ssd = _residual(ctx, origin, trial, template, err, work)
             if ssd < best_ssd:
                 best_ssd = ssd
                 best[:] = trial
+                best_err[:] = err
+                known = False
         u[:] = best
-        if iterations:  # err must hold the residual at u
-            _residual(ctx, origin, u, template, err, work)
-        for _ in range(iterations):
-            for k in range(ndim):
-                s = 0.0
-                for x in range(npix):
-                    s += grads[k, x] * err[x]
-                trial[k] = s
+        for it in range(iterations):
+            if it == 0:  # the right-hand side at u = best
+                if not known:
+                    _project(grads, best_err, best_b)
+                    known = True
+                trial[:] = best_b
+            else:
+                _project(grads, err, trial)
             for k in range(ndim):
                 step = 0.0
                 for j in range(ndim):
@@ -263,8 +295,15 @@ def search(
             if ssd < best_ssd:
                 best_ssd = ssd
                 best[:] = u
+                best_err[:] = err
+                known = False
         for k in range(ndim):
             out[p, k] = best[k]
+        scores[p, 0] = best_ssd
+        if not known:
+            _project(grads, best_err, best_b)
+        for k in range(ndim):
+            scores[p, k + 1] = best_b[k]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -314,3 +353,25 @@ def densify(
             den[idx] += w
             for k in range(ndim):
                 num[k, idx] += w * u[k]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def interpolate_3d(disp, lo0, hi0, w0, lo1, hi1, w1, lo2, hi2, w2, out):
+    """``out[c, k, i, j]``: ``disp[c]`` (a coarse grid) interpolated linearly at the
+    fractional grid positions given per output axis by ``lo``, ``hi`` (corner indices) and
+    ``w`` (the upper corner's weight), one axis after the other, as
+    :func:`._dis_patches._interpolate_patches` does with numpy."""
+    row = np.empty(disp.shape[3], dtype=out.dtype)
+    for c in range(out.shape[0]):
+        d = disp[c]
+        for k in range(out.shape[1]):
+            a0, b0, f0 = lo0[k], hi0[k], w0[k]
+            for i in range(out.shape[2]):
+                a1, b1, f1 = lo1[i], hi1[i], w1[i]
+                for q in range(row.shape[0]):
+                    p0 = d[a0, a1, q] + f0 * (d[b0, a1, q] - d[a0, a1, q])
+                    p1 = d[a0, b1, q] + f0 * (d[b0, b1, q] - d[a0, b1, q])
+                    row[q] = p0 + f1 * (p1 - p0)
+                for j in range(out.shape[3]):
+                    a = row[lo2[j]]
+                    out[c, k, i, j] = a + w2[j] * (row[hi2[j]] - a)

@@ -36,7 +36,7 @@ DIS_PRESETS: dict[str, dict[int, dict[str, object]]] = {
     "medium": {
         2: {"patch_size": 8, "patch_stride": 8, "finest_level": 0, "gd_iterations": 6,
             "variational_iterations": 8},
-        3: {"patch_size": 6, "patch_stride": 6, "finest_level": 0, "gd_iterations": 4,
+        3: {"patch_size": 6, "patch_stride": 6, "finest_level": 0, "gd_iterations": 2,
             "variational_iterations": 5},
     },
     "fine": {
