@@ -187,7 +187,7 @@ def test_registry_entry():
     # preset's parameters for the images' dimensions
     assert flow_depth("dis") == 8 + 8 + 8 + 2 + 4
     assert flow_depth("dis", preset="fine", motion=0) == 8 + 6 + 10 + 2
-    assert flow_depth("dis", ndim=3) == 6 + 6 + 5 + 2 + 4
+    assert flow_depth("dis", ndim=3) == 6 + 6 + 4 + 2 + 4
     assert flow_depth("dis", ndim=3, preset="fine", motion=2) == 6 + 5 + 8 + 2 + 2
     assert (
         flow_depth("dis", ndim=3, patch_size=8, variational_iterations=3, motion=0) == 8 + 6 + 3 + 2

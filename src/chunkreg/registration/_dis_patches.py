@@ -326,28 +326,11 @@ def _compiled_patch_flow(
     ref_flat, mov_flat = ref_pad.reshape(-1), mov_pad.reshape(-1)
     state = np.ascontiguousarray(init.reshape(ndim, -1).T, dtype=np.float64)
     first = iterations // 2
-    passes = [(first, None), (iterations - first, True)]
-    # per patch, the SSD and Gauss-Newton right-hand side at its displacement in ``state``:
-    # the second pass starts where the first ended and need not evaluate it again
-    scores = np.empty((state.shape[0], 1 + ndim))
-    for its, propagate in passes:
-        if propagate:
-            grid_state = state.T.reshape(ndim, *counts)
-            cand = np.stack(
-                [
-                    _neighbours(grid_state, 0, counts[0], axis, step).T
-                    for axis in range(ndim)
-                    for step in (-1, 1)
-                ],
-                axis=1,
-            )
-        else:
-            cand = np.empty((state.shape[0], 0, ndim))
-        out = np.empty_like(state)
-        search(ref_flat, mov_flat, strides, offs, mov_strides, mov_offs, corners, origins, state,
-               np.ascontiguousarray(cand), its, normalize, upper, _DAMPING, out, scores,
-               bool(propagate))  # fmt: skip
-        state = out
+    out = np.empty_like(state)
+    search(ref_flat, mov_flat, strides, offs, mov_strides, mov_offs, corners, origins,
+           np.array(counts, np.int64), state, first, iterations - first, normalize, upper,
+           _DAMPING, out)  # fmt: skip
+    state = out
     if grid.stride == size and interpolate:
         return _interpolate_patches(state.T.astype(ref_pad.dtype).reshape(ndim, *counts), grid)
     canvas = grid.canvas

@@ -116,30 +116,42 @@ def _sweep_3d(u, h, hb, phi, alpha, omega, robust, wsum, inv):  # pragma: no cov
                 else:
                     start = 1
                 for j in range(start, nx - 1, 2):
-                    t0 = alpha * (
-                        u[0, k - 1, i, j]
-                        + u[0, k + 1, i, j]
-                        + u[0, k, i - 1, j]
-                        + u[0, k, i + 1, j]
-                        + u[0, k, i, j - 1]
-                        + u[0, k, i, j + 1]
-                    ) - hb[0, k, i, j]
-                    t1 = alpha * (
-                        u[1, k - 1, i, j]
-                        + u[1, k + 1, i, j]
-                        + u[1, k, i - 1, j]
-                        + u[1, k, i + 1, j]
-                        + u[1, k, i, j - 1]
-                        + u[1, k, i, j + 1]
-                    ) - hb[1, k, i, j]
-                    t2 = alpha * (
-                        u[2, k - 1, i, j]
-                        + u[2, k + 1, i, j]
-                        + u[2, k, i - 1, j]
-                        + u[2, k, i + 1, j]
-                        + u[2, k, i, j - 1]
-                        + u[2, k, i, j + 1]
-                    ) - hb[2, k, i, j]
+                    t0 = (
+                        alpha
+                        * (
+                            u[0, k - 1, i, j]
+                            + u[0, k + 1, i, j]
+                            + u[0, k, i - 1, j]
+                            + u[0, k, i + 1, j]
+                            + u[0, k, i, j - 1]
+                            + u[0, k, i, j + 1]
+                        )
+                        - hb[0, k, i, j]
+                    )
+                    t1 = (
+                        alpha
+                        * (
+                            u[1, k - 1, i, j]
+                            + u[1, k + 1, i, j]
+                            + u[1, k, i - 1, j]
+                            + u[1, k, i + 1, j]
+                            + u[1, k, i, j - 1]
+                            + u[1, k, i, j + 1]
+                        )
+                        - hb[1, k, i, j]
+                    )
+                    t2 = (
+                        alpha
+                        * (
+                            u[2, k - 1, i, j]
+                            + u[2, k + 1, i, j]
+                            + u[2, k, i - 1, j]
+                            + u[2, k, i + 1, j]
+                            + u[2, k, i, j - 1]
+                            + u[2, k, i, j + 1]
+                        )
+                        - hb[2, k, i, j]
+                    )
                     h0 = h[0, k, i, j]
                     h1 = h[1, k, i, j]
                     h2 = h[2, k, i, j]

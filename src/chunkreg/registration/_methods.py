@@ -181,7 +181,7 @@ def flow_depth(
       ``variational_iterations`` pixels a change at the edge is below 0.01 px (measured on
       textured volumes, tests/volume/test_dis_tiles.py):
       ``depth = patch_size + patch_stride + variational_iterations + 2 + motion`` (30 with
-      the 2-D presets "fast" and "medium", 23 with the 3-D ones). A tile refining a coarser
+      the 2-D presets "fast" and "medium", 22 with the 3-D ones). A tile refining a coarser
       level runs one DIS level, so that is its whole support; a tile without a coarser
       level runs DIS's own pyramid, whose coarser levels reach further (as iLK's and
       TV-L1's pyramids do).
