@@ -1,5 +1,6 @@
 """Every script in workflows/ runs on its example config against generated small data."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,26 @@ def run_script(name: str, cwd: Path, config: Path | None = None) -> subprocess.C
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return result
+
+
+def synchronous_config(name: str, folder: Path, *replacements: tuple[str, str]) -> Path:
+    """The example config of ``name`` run in-process (``[cluster] kind = "synchronous"``).
+
+    ``register_volumes`` runs its example config unchanged first, on the embedded LocalCluster
+    the examples ask for (the ``[cluster]`` table is the same code in every script); the
+    other runs use this variant, so the suite does not start a cluster for each. The time
+    series and the mosaic run on a LocalCluster in tests/timeseries and tests/stitching.
+    """
+    text = (WORKFLOWS / f"{name}.example.toml").read_text()
+    for old, new in replacements:
+        assert old in text, old
+        text = text.replace(old, new)
+    text, n = re.subn(r'^kind = "local"(.*)\nworkers = \d+\n', r'kind = "synchronous"\1\n', text,
+                      flags=re.M)  # fmt: skip
+    assert n == 1, f"{name}: no local [cluster] table to replace"
+    config = folder / f"{name}.sync.toml"
+    config.write_text(text)
+    return config
 
 
 def test_every_script_has_an_example_config():
@@ -58,7 +79,7 @@ def test_convert_tiff_tiles(tmp_path):
     assert_array_equal(group["t2"][:], tiles[2])
 
 
-def _volume_pair(folder: Path, shape=(40, 48, 44)):
+def _volume_pair(folder: Path, shape=(40, 48, 44), chunks=(16, 16, 16)):
     from chunkreg.io import create_array
     from chunkreg.testing import apply_flow, smooth_displacement, textured_image
 
@@ -66,15 +87,14 @@ def _volume_pair(folder: Path, shape=(40, 48, 44)):
     truth = smooth_displacement(shape, amplitude=2.0, seed=4)
     moving = apply_flow(reference, -truth)
     for name, data in (("reference", reference), ("moving", moving)):
-        create_array(folder / f"{name}.zarr", shape=shape, dtype="float32", chunks=(16, 16, 16))[
-            :
-        ] = data
+        create_array(folder / f"{name}.zarr", shape=shape, dtype="float32", chunks=chunks)[:] = data
     return reference, moving, truth
 
 
 def test_register_volumes_flow_then_warp(tmp_path):
     (tmp_path / "data").mkdir()
-    reference, moving, truth = _volume_pair(tmp_path / "data")
+    # chunks no hard-coded tile of the example config would fit: its default tile must
+    reference, moving, truth = _volume_pair(tmp_path / "data", chunks=(20, 24, 22))
     result = run_script("register_volumes", tmp_path)
     assert "failed" not in result.stderr
     flow = zarr.open_group(tmp_path / "flow.zarr", mode="r")["flow"][:]
@@ -84,28 +104,27 @@ def test_register_volumes_flow_then_warp(tmp_path):
     registered = zarr.open_group(tmp_path / "registered.zarr", mode="r")["0"][:]
     assert np.abs(registered - reference).mean() < 0.5 * np.abs(moving - reference).mean()
     # a second run resumes: nothing left to compute
-    again = run_script("register_volumes", tmp_path)
+    again = run_script(
+        "register_volumes", tmp_path, synchronous_config("register_volumes", tmp_path)
+    )
     assert "0 done" in again.stdout
 
 
 def test_register_volumes_blockwise(tmp_path):
     (tmp_path / "data").mkdir()
     reference, moving, _ = _volume_pair(tmp_path / "data")
-    config = (
-        (WORKFLOWS / "register_volumes.example.toml")
-        .read_text()
-        .replace('method = "ilk"', 'method = "blockwise"')
+    config = synchronous_config(
+        "register_volumes", tmp_path, ('method = "ilk"', 'method = "blockwise"')
     )
-    (tmp_path / "c.toml").write_text(config)
-    result = run_script("register_volumes", tmp_path, tmp_path / "c.toml")
+    result = run_script("register_volumes", tmp_path, config)
     assert "reliable" in result.stdout
     registered = zarr.open_group(tmp_path / "registered.zarr", mode="r")["0"][:]
     assert np.abs(registered - reference).mean() < np.abs(moving - reference).mean()
     blocks = zarr.open_group(tmp_path / "blocks.zarr", mode="r")
     assert blocks.attrs["blocks"]["max_deviation"] == 5.0
     # TOML has no None: false switches the outlier rejection off
-    (tmp_path / "c.toml").write_text(config.replace("max_deviation = 5.0", "max_deviation = false"))
-    run_script("register_volumes", tmp_path, tmp_path / "c.toml")
+    config.write_text(config.read_text().replace("max_deviation = 5.0", "max_deviation = false"))
+    run_script("register_volumes", tmp_path, config)
     blocks = zarr.open_group(tmp_path / "blocks.zarr", mode="r")
     assert blocks.attrs["blocks"]["max_deviation"] is None
 
@@ -117,7 +136,9 @@ def test_correct_timeseries(tmp_path):
     _frames, true_shifts = make_drifting_series(
         tmp_path / "data", n_frames=12, shape=(96, 96), max_drift=6.0
     )
-    result = run_script("correct_timeseries", tmp_path)
+    result = run_script(
+        "correct_timeseries", tmp_path, synchronous_config("correct_timeseries", tmp_path)
+    )
     assert "drift plot" in result.stdout
     shifts = zarr.open_group(tmp_path / "series-corrected.zarr", mode="r")["shifts"][:]
     np.testing.assert_allclose(shifts, true_shifts, atol=0.1)
@@ -141,7 +162,7 @@ def test_stitch_mosaic(tmp_path):
         create_array(group, name=f"t{n}", shape=(96, 96), dtype="uint16", chunks=(96, 96))[:] = (
             source[y : y + 96, x : x + 96]
         )
-    result = run_script("stitch_mosaic", tmp_path)
+    result = run_script("stitch_mosaic", tmp_path, synchronous_config("stitch_mosaic", tmp_path))
     assert "positions:" in result.stdout
     import json
 

@@ -46,6 +46,10 @@ TABLES = ("input", "registration", "output", "cluster", "affine", *METHODS)
 #: The steps of a ``[pipeline]`` and the tables it reads.
 STEPS = ("affine", "blocks", "flow", "warp")
 PIPELINE_TABLES = ("pipeline", *TABLES)
+#: [registration] keys passed on to compute_flow.
+FLOW_KEYS = ("tile", "overlap", "spacing")
+#: A voxel size: one for every axis, or one per axis.
+SPACING = float | list[float]
 
 #: Keys the script passes to the workflow functions itself, and where they come from.
 SET_HERE = {
@@ -57,6 +61,7 @@ SET_HERE = {
     "method": "[registration] method",
     "tile": "[registration] tile",
     "overlap": "[registration] overlap",
+    "spacing": "[registration] spacing",
     "overwrite": "[output] overwrite",
     "initial_affine": "[pipeline] (the affine step's output)",
     **RUN_KEYS,
@@ -68,7 +73,7 @@ def _tables(config: dict) -> dict:
     check_tables(config, TABLES)
     reg = section(
         config, "registration", required=["method"],
-        types={"method": Literal[METHODS], "tile": TILE, "overlap": OVERLAP},
+        types={"method": Literal[METHODS], "tile": TILE, "overlap": OVERLAP, "spacing": SPACING},
     )  # fmt: skip
     method = reg["method"]
     blockwise = method == "blockwise"
@@ -88,7 +93,7 @@ def _tables(config: dict) -> dict:
     }  # fmt: skip
     for name, kernel in KERNELS.items():  # every table is checked, used or not
         tables[name] = options(
-            config, name, kernel, skip=("reference_image", "moving_image", "dtype"),
+            config, name, kernel, skip=("reference_image", "moving_image", "dtype", "spacing"),
             reserved=SET_HERE,
         )  # fmt: skip
     tables["blockwise"] = options(
@@ -97,6 +102,11 @@ def _tables(config: dict) -> dict:
         reserved={k: v for k, v in SET_HERE.items() if k not in ("overlap", "tile")},
         types={"block": TILE, "overlap": TILE, "max_deviation": float | Literal[False]},
     )  # fmt: skip
+    if blockwise and "spacing" in reg:
+        raise InputError(
+            "config [registration] spacing applies to the flow methods (ilk, tvl1, dis), not to "
+            "method = 'blockwise'; remove it."
+        )
     if blockwise and "blocks" not in tables["output"]:
         raise InputError("config [output] blocks = 'PATH.zarr' is needed for method = 'blockwise'.")
     return tables
@@ -113,7 +123,7 @@ def _pipeline_tables(config: dict) -> dict:
                             types={"steps": list[Literal[STEPS]]}),
         "registration": section(config, "registration",
                                 types={"method": Literal[("ilk", "tvl1", "dis")], "tile": TILE,
-                                       "overlap": OVERLAP}),
+                                       "overlap": OVERLAP, "spacing": SPACING}),
         "output": section(config, "output",
                           types={"affine": str, "blocks": str, "flow": str, "registered": str,
                                  "overwrite": bool,
@@ -132,7 +142,7 @@ def _pipeline_tables(config: dict) -> dict:
     }  # fmt: skip
     for name, kernel in KERNELS.items():
         tables[name] = options(config, name, kernel,
-                               skip=("reference_image", "moving_image", "dtype"),
+                               skip=("reference_image", "moving_image", "dtype", "spacing"),
                                reserved=SET_HERE)  # fmt: skip
     return tables
 
@@ -144,7 +154,7 @@ def run_pipeline(config: dict) -> int:
     tables = _pipeline_tables(config)
     out, reg = tables["output"], tables["registration"]
     method = reg.get("method", "ilk")
-    flow = {"method": method, **{k: reg[k] for k in ("tile", "overlap") if k in reg},
+    flow = {"method": method, **{k: reg[k] for k in FLOW_KEYS if k in reg},
             **tables[method]}  # fmt: skip
     blocks = dict(tables["blockwise"])
     if blocks.get("max_deviation") is False:  # TOML has no None
@@ -191,7 +201,7 @@ def run(config: dict) -> int:
             print(f"blocks: {int(blocks.reliable.sum())} of {blocks.reliable.size} reliable")
             reports.append(chunkreg.shifts_to_flow(out["blocks"], out["flow"], **common))
         else:
-            tiling = {k: reg[k] for k in ("tile", "overlap") if k in reg}
+            tiling = {k: reg[k] for k in FLOW_KEYS if k in reg}
             reports.append(
                 chunkreg.compute_flow(
                     inputs["reference"],

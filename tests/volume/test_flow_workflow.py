@@ -171,6 +171,32 @@ def test_lost_records_and_damaged_chunks_are_recomputed(tmp_path, pair2d):
     assert snapshot(out) == before
 
 
+def test_scratch_left_by_a_run_killed_after_its_blends_is_removed(tmp_path, pair2d, monkeypatch):
+    """A run killed after a level's blend record completed, before it deleted that level's
+    scratch blocks: the next run skips everything, removes the scratch, and the output is
+    byte-identical to an uninterrupted run's."""
+    kwargs = {"method": box_flow, "tile": (80, 96), "overlap": 4, **SYNC}
+    clean = tmp_path / "clean.zarr"
+    compute_flow(pair2d.reference, pair2d.moving, clean, **kwargs)
+    out = tmp_path / "out.zarr"
+    delete = zarr.Group.__delitem__
+
+    def killed_before_deleting_scratch(group, key):
+        if not str(key).startswith("_scratch/"):
+            delete(group, key)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(zarr.Group, "__delitem__", killed_before_deleting_scratch)
+        compute_flow(pair2d.reference, pair2d.moving, out, **kwargs)
+    left = zarr.open_group(str(out), mode="r")
+    levels = list(left["_scratch"].group_keys())
+    assert "0" in levels and CompletionRecord(zarr.open_group(str(out)), "tiles", 6).complete
+    report = compute_flow(pair2d.reference, pair2d.moving, out, **kwargs)
+    assert report.ok and report.n_done == 0 and report.n_skipped == report.n_tasks
+    assert list(zarr.open_group(str(out), mode="r")["_scratch"].group_keys()) == []
+    assert snapshot(out) == snapshot(clean)
+
+
 def test_unfinished_output_with_an_older_scratch_layout_is_recomputed(tmp_path, pair2d):
     """An output left unblended by a version that kept its tile results in one scratch array
     (named ``tiles``, with its own completion record) is finished correctly: the tiles are

@@ -31,6 +31,14 @@ def _depth(text: str):
     return "auto" if text == "auto" else int_tuple(text)
 
 
+def _spacing(text: str):
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected S or S,S,...; got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
 def _levels(text: str):
     if text == "auto":
         return text
@@ -102,6 +110,14 @@ def add_parser(subparsers) -> None:
         default=None,
         metavar="auto|N[,N...]",
         help="former name of --depth, still accepted",
+    )
+    parser.add_argument(
+        "--spacing",
+        type=_spacing,
+        metavar="S[,S...]",
+        help="voxel size per axis, e.g. 50,4,4 (default: the reference's OME-Zarr scale, else "
+        "1); anisotropic voxels make levels halve the fine axes first and windows and halos "
+        "per axis; 1 ignores a recorded scale",
     )
     parser.add_argument(
         "--chunks", type=int_tuple, metavar="N[,N...]", help="output chunks (default: input's)"
@@ -182,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         coarse_memory=args.coarse_memory,
         normalize=args.normalize,
         allow_sparse=args.allow_sparse,
+        spacing=args.spacing,
         channel=args.channel,
         **_kernel_params(args),
     )

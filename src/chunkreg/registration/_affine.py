@@ -115,8 +115,9 @@ def invert_affine(matrix) -> np.ndarray:
     return out
 
 
-def level_matrix(matrix, factor: float) -> np.ndarray:
-    """The same transform in the voxels of a grid ``factor`` times coarser.
+def level_matrix(matrix, factor) -> np.ndarray:
+    """The same transform in the voxels of a grid ``factor`` times coarser (one per axis or
+    one for all).
 
     Voxel ``i`` of the coarse grid covers input voxels ``factor * i ... factor * (i + 1) - 1``
     (block means, chunkreg's pyramid convention), so its centre is at
@@ -127,13 +128,14 @@ def level_matrix(matrix, factor: float) -> np.ndarray:
     m = np.asarray(matrix, dtype=np.float64)
     n = m.shape[0] - 1
     to_fine = np.eye(n + 1)
-    if factor >= 1:
-        to_fine[:n, :n] *= factor
-        to_fine[:n, n] = (factor - 1) / 2
-    else:  # the inverse of the coarse-to-fine map of 1 / factor
-        f = 1 / factor
-        to_fine[:n, :n] /= f
-        to_fine[:n, n] = -(f - 1) / 2 / f
+    for axis, a in enumerate(np.broadcast_to(np.asarray(factor, dtype=np.float64), (n,))):
+        if a >= 1:
+            to_fine[axis, axis] = a
+            to_fine[axis, n] = (a - 1) / 2
+        else:  # the inverse of the coarse-to-fine map of 1 / factor
+            f = 1 / a
+            to_fine[axis, axis] = 1 / f
+            to_fine[axis, n] = -(f - 1) / 2 / f
     return invert_affine(to_fine) @ m @ to_fine
 
 

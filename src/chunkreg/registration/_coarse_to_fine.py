@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
 
 from .._validation import check_finite, check_same_shape
 from ..errors import InputError
-from ._pyramid import pyramid_reduce
+from ._pyramid import check_spacing, pyramid_reduce, reduced_axes
 
 __all__ = ["DEFAULT_NUM_LEVELS", "coarse_to_fine", "prepare_images", "run_pyramid"]
 
@@ -59,7 +59,7 @@ def prepare_images(
     moving_image,
     dtype,
     *,
-    min_length: int = 2,
+    min_length: int | tuple[int, ...] = 2,
     window: str = "",
     check_channels: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -94,12 +94,13 @@ def prepare_images(
             "channel at a time. If that axis really is spatial, move it first "
             "(np.moveaxis(image, -1, 0)) and move the flow components back afterwards."
         )
-    short = [(axis, n) for axis, n in enumerate(ref.shape) if n < min_length]
+    lengths = (min_length,) * ref.ndim if isinstance(min_length, int) else min_length
+    short = [(axis, n) for axis, n in enumerate(ref.shape) if n < lengths[axis]]
     if short:
         axis, n = short[0]
         raise InputError(
             f"images of shape {ref.shape} are too small: axis {axis} has {n} pixels, at least "
-            f"{min_length} are needed{window}. Squeeze singleton axes (np.squeeze) or pass "
+            f"{lengths[axis]} are needed{window}. Squeeze singleton axes (np.squeeze) or pass "
             "larger images."
         )
     ref = _to_float(ref, dt)
@@ -109,20 +110,39 @@ def prepare_images(
     return ref, mov
 
 
-def _pyramid_shapes(
-    shape: tuple[int, ...], downscale: float, num_levels: int, min_size: int
-) -> list[tuple[int, ...]]:
-    """Level shapes, finest first: reduce while the smallest axis exceeds downscale*min_size."""
-    shapes = [shape]
-    while len(shapes) < num_levels and min(shapes[-1]) > downscale * min_size:
-        shapes.append(tuple(math.ceil(n / downscale) for n in shapes[-1]))
-    return shapes
+def _pyramid_steps(
+    shape: tuple[int, ...],
+    downscale: float,
+    num_levels: int,
+    min_size: int,
+    spacing: tuple[float, ...] | None = None,
+) -> list[tuple[float, ...]]:
+    """Per-axis downscale of each pyramid step, finest first (one entry fewer than levels).
+
+    Without ``spacing`` every axis is reduced while the smallest axis exceeds
+    ``downscale * min_size`` (scikit-image's rule). With it, a step reduces only the axes
+    :func:`reduced_axes` picks at the level's voxel size, while the smallest of them exceeds
+    ``downscale * min_size``.
+    """
+    ndim = len(shape)
+    steps: list[tuple[float, ...]] = []
+    shape = tuple(shape)
+    scale = (1.0,) * ndim if spacing is None else tuple(spacing)
+    while len(steps) + 1 < num_levels:
+        fine = reduced_axes(scale)
+        if min(n for n, f in zip(shape, fine, strict=True) if f) <= downscale * min_size:
+            break
+        step = tuple(downscale if f else 1.0 for f in fine)
+        steps.append(step)
+        shape = tuple(math.ceil(n / f) for n, f in zip(shape, step, strict=True))
+        scale = tuple(s * f for s, f in zip(scale, step, strict=True))
+    return steps
 
 
-def _pyramid(image: np.ndarray, downscale: float, count: int) -> list[np.ndarray]:
+def _pyramid(image: np.ndarray, steps) -> list[np.ndarray]:
     levels = [image]
-    for _ in range(count - 1):
-        levels.append(pyramid_reduce(levels[-1], downscale))
+    for step in steps:
+        levels.append(pyramid_reduce(levels[-1], step))
     return levels
 
 
@@ -159,13 +179,13 @@ def _rescale_flow(flow: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def _reduce_flow(flow: np.ndarray, downscale: float, count: int) -> np.ndarray:
-    """Carry a full-resolution flow down ``count - 1`` pyramid steps (values rescaled)."""
-    for _ in range(count - 1):
-        shape = tuple(math.ceil(n / downscale) for n in flow.shape[1:])
+def _reduce_flow(flow: np.ndarray, steps) -> np.ndarray:
+    """Carry a full-resolution flow down the pyramid ``steps`` (values rescaled)."""
+    for step in steps:
+        shape = tuple(math.ceil(n / f) for n, f in zip(flow.shape[1:], step, strict=True))
         reduced = np.empty((flow.shape[0], *shape), dtype=flow.dtype)
         for axis, component in enumerate(flow):
-            reduced[axis] = pyramid_reduce(component, downscale)
+            reduced[axis] = pyramid_reduce(component, step)
             reduced[axis] *= shape[axis] / flow.shape[axis + 1]
         flow = reduced
     return flow
@@ -181,6 +201,7 @@ def coarse_to_fine(
     num_levels: int | None = None,
     min_size: int = 16,
     dtype=np.float32,
+    spacing: float | Sequence[float] | None = None,
 ) -> np.ndarray:
     """Run a dense-flow ``solver`` over an image pyramid, coarsest level first.
 
@@ -219,12 +240,21 @@ def coarse_to_fine(
         ``downscale * min_size`` pixels.
     dtype : {numpy.float32, numpy.float64}, optional
         Working and output precision.
+    spacing : float or sequence of float, optional
+        Voxel size per axis (any one unit), for anisotropic data (e.g. ``(50, 4, 4)`` for EM
+        sections of 50 nm imaged at 4 nm). Each pyramid step then reduces only the axes whose
+        voxel is finer than twice the finest voxel of that level, so a coarse axis waits until
+        the others have caught up; the stopping rule (``min_size``) applies to the axes being
+        reduced. A solver with an ``at_spacing(spacing)`` method (those of
+        :func:`ilk_solver` and :func:`tvl1_solver`) is given each level's voxel size, so its
+        windows cover the same physical extent along every axis. None (default): every axis
+        reduced at every step, as scikit-image; an isotropic ``spacing`` gives the same result.
 
     Returns
     -------
     flow : ndarray, shape (reference_image.ndim, M, N[, P[, ...]])
-        ``dtype`` displacement such that ``warp(moving_image, flow)`` approximates
-        ``reference_image``.
+        ``dtype`` displacement, in voxels of each axis whatever ``spacing``, such that
+        ``warp(moving_image, flow)`` approximates ``reference_image``.
 
     Raises
     ------
@@ -273,6 +303,7 @@ def coarse_to_fine(
     if isinstance(min_size, bool) or not isinstance(min_size, numbers.Integral) or min_size < 1:
         raise InputError(f"min_size must be an integer >= 1, got {min_size!r}.")
     ref, mov = prepare_images(reference_image, moving_image, dtype)
+    spacing = check_spacing(spacing, ref.ndim)
     if initial_flow is not None:
         initial_flow = np.asarray(initial_flow)
         expected = (ref.ndim, *ref.shape)
@@ -292,6 +323,7 @@ def coarse_to_fine(
         downscale=float(downscale),
         num_levels=int(num_levels),
         min_size=int(min_size),
+        spacing=spacing,
     )
 
 
@@ -304,22 +336,30 @@ def run_pyramid(
     downscale: float = 2.0,
     num_levels: int = DEFAULT_NUM_LEVELS,
     min_size: int = 16,
+    spacing: tuple[float, ...] | None = None,
 ) -> np.ndarray:
-    """:func:`coarse_to_fine` on already validated images (same dtype, same shape)."""
+    """:func:`coarse_to_fine` on already validated images (same dtype, same shape) and a
+    validated ``spacing`` (None or one float per axis)."""
     dt = ref.dtype
-    shapes = _pyramid_shapes(ref.shape, downscale, num_levels, min_size)
-    count = len(shapes)
+    steps = _pyramid_steps(ref.shape, downscale, num_levels, min_size, spacing)
+    count = len(steps) + 1
+    ref_levels = _pyramid(ref, steps)
+    mov_levels = _pyramid(mov, steps)
     if initial_flow is not None:
-        flow = _reduce_flow(initial_flow.astype(dt, copy=True), downscale, count)
+        flow = _reduce_flow(initial_flow.astype(dt, copy=True), steps)
     else:
-        flow = np.zeros((ref.ndim, *shapes[-1]), dtype=dt)
-
-    ref_levels = _pyramid(ref, downscale, count)
-    mov_levels = _pyramid(mov, downscale, count)
+        flow = np.zeros((ref.ndim, *ref_levels[-1].shape), dtype=dt)
+    at_spacing = getattr(solver, "at_spacing", None) if spacing is not None else None
     for level in range(count - 1, -1, -1):
         level_ref, level_mov = ref_levels[level], mov_levels[level]
         if flow.shape[1:] != level_ref.shape:
             flow = _rescale_flow(flow, level_ref.shape)
-        flow = solver(level_ref, level_mov, flow)
+        level_solver = solver
+        if at_spacing is not None:  # the level's voxel size
+            level_spacing = (
+                np.multiply(spacing, np.prod(steps[:level], axis=0)) if level else spacing
+            )
+            level_solver = at_spacing(tuple(float(v) for v in level_spacing))
+        flow = level_solver(level_ref, level_mov, flow)
         ref_levels[level] = mov_levels[level] = None  # free each level once solved
     return np.asarray(flow, dtype=dt)

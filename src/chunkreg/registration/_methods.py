@@ -158,9 +158,25 @@ def kernel(method) -> Callable:
     return getattr(registration, _KERNELS[method])
 
 
+#: Methods whose kernels take ``spacing`` (per-axis windows and an anisotropy-aware pyramid).
+SPACING_METHODS = ("ilk", "tvl1")
+
+
+def level_params(method, params: Mapping[str, Any], spacing) -> dict[str, Any]:
+    """The kernel's keyword arguments at a level of voxel size ``spacing`` (None: isotropic)."""
+    if spacing is None or callable(method) or method not in SPACING_METHODS:
+        return dict(params)
+    return {**params, "spacing": tuple(spacing)}
+
+
 def flow_depth(
-    method: str = "ilk", *, motion: float = DEFAULT_MOTION, ndim: int = 2, **params
-) -> int:
+    method: str = "ilk",
+    *,
+    motion: float = DEFAULT_MOTION,
+    ndim: int = 2,
+    spacing=None,
+    **params,
+) -> int | tuple[int, ...]:
     """Halo (``depth``, pixels per side) that makes tiled flow match whole-volume flow.
 
     A flow value depends on the images around it: iLK sums over a window of half-width
@@ -191,22 +207,31 @@ def flow_depth(
     tiled iLK flow with this halo differs from the whole-image flow by < 0.002 px at the 99th
     percentile (docs/tiling.md).
 
+    With ``spacing`` (voxel size per axis) the halo is per axis: ``motion`` counts voxels of
+    the finest axis and becomes the same physical distance along each axis, iLK's window
+    half-width is per axis (:func:`chunkreg.registration.axis_radii`), TV-L1's spread along
+    an axis shrinks by ``sqrt(finest voxel / its voxel)`` (its TV term weights the axis's
+    differences so), and DIS's patches keep their size in voxels along every axis.
+
     Parameters
     ----------
     method : {"ilk", "tvl1", "dis"}
         The flow kernel.
     motion : float
-        Largest displacement expected, in pixels.
+        Largest displacement expected, in pixels (of the finest axis with ``spacing``).
     ndim : int
-        Dimensions of the images (DIS's presets differ for 2-D and volumes).
+        Dimensions of the images (DIS's presets differ for 2-D and volumes); with
+        ``spacing``, its length.
+    spacing : sequence of float, optional
+        Voxel size per axis; None: isotropic.
     **params
         The kernel's parameters (defaults as in :func:`chunkreg.optical_flow_ilk` /
         :func:`chunkreg.optical_flow_tvl1`, :func:`chunkreg.optical_flow_dis`).
 
     Returns
     -------
-    int
-        Halo per side, the same along every axis.
+    int or tuple of int
+        Halo per side, the same along every axis; per axis with ``spacing``.
 
     Examples
     --------
@@ -214,14 +239,18 @@ def flow_depth(
     (20, 18, 22)
     >>> flow_depth("dis"), flow_depth("dis", preset="fine"), flow_depth("dis", ndim=3)
     (30, 30, 23)
+    >>> flow_depth("ilk", spacing=(50, 4, 4)), flow_depth("tvl1", spacing=(50, 4, 4))
+    ((5, 20, 20), (7, 22, 22))
     """
-    return depth_rule(method, motion=motion, ndim=ndim, **params)[0]
+    return depth_rule(method, motion=motion, ndim=ndim, spacing=spacing, **params)[0]
 
 
 def depth_rule(
-    method, *, motion: float = DEFAULT_MOTION, ndim: int = 2, **params
-) -> tuple[int, str]:
+    method, *, motion: float = DEFAULT_MOTION, ndim: int = 2, spacing=None, **params
+) -> tuple[int | tuple[int, ...], str]:
     """Return :func:`flow_depth` and the formula it used, in words."""
+    if spacing is not None:
+        return _axis_depths(method, motion, tuple(float(v) for v in spacing), params)
     if callable(method):
         raise InputError(
             "depth='auto' needs a known method ('ilk', 'tvl1' or 'dis'); give depth=<pixels> "
@@ -250,6 +279,40 @@ def depth_rule(
         rule += "+num_warp"
     depth += math.ceil(motion)
     return int(depth), f"auto: {rule}+motion with motion {motion:g} px"
+
+
+def _axis_depths(method, motion, spacing, params) -> tuple[tuple[int, ...], str]:
+    """:func:`depth_rule` per axis for anisotropic voxels ``spacing``."""
+    if callable(method):
+        depth_rule(method)  # raises: a custom kernel's reach is unknown
+    full = resolve_method(method, params)
+    if isinstance(motion, bool) or not isinstance(motion, numbers.Real) or not motion >= 0:
+        raise InputError(f"motion must be a number >= 0 (pixels), got {motion!r}.")
+    finest = min(spacing)
+    weight = [finest / v for v in spacing]  # voxels of each axis per finest voxel
+    moves = [math.ceil(motion * w - 1e-9) for w in weight]
+    where = f"per axis for voxel size {tuple(spacing)}, motion {motion:g} px of the finest axis"
+    if method == "dis":  # patches of patch_size voxels along every axis
+        depth = depth_rule("dis", motion=0, ndim=len(spacing), **params)[0]
+        rule = "patch_size+patch_stride+variational_iterations+2"
+        return tuple(depth + m for m in moves), f"auto: {rule}+motion, {where}"
+    if method == "ilk":
+        from ._optical_flow_ilk import axis_radii
+
+        radii = axis_radii(full["radius"], spacing, len(spacing))
+        if full["gaussian"]:
+            reach, rule = [2 * (2 * r + 1) + 2 for r in radii], "2*(2*radius_axis+1)+2"
+        else:
+            reach, rule = [2 * r + 2 for r in radii], "2*radius_axis+2"
+    else:
+        spread = math.sqrt(full["num_warp"] * full["num_iter"])  # TV weights sqrt(finest/voxel)
+        reach = [2 * math.ceil(spread * math.sqrt(w) - 1e-9) + 2 for w in weight]
+        rule = "2*ceil(sqrt(num_warp*num_iter*finest/voxel))+2"
+    if full["prefilter"]:
+        reach = [d + full["num_warp"] for d in reach]
+        rule += "+num_warp"
+    depth = tuple(int(d + m) for d, m in zip(reach, moves, strict=True))
+    return depth, f"auto: {rule}+motion, {where}"
 
 
 def kernel_memory_factor(method, ndim: int) -> int:

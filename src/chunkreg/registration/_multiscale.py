@@ -3,9 +3,11 @@
 Numpy and scipy only (no dask, no zarr): each function works on one region of a volume, given
 where the region lies, and returns the same values the whole-volume computation has there.
 
-Geometry: level ``L + 1`` halves level ``L`` along every axis; its voxel ``i`` covers voxels
-``2i`` and ``2i + 1`` of level ``L``, so its centre lies at ``2i + 0.5`` in level-``L``
-coordinates, and a displacement of one level-``L + 1`` voxel is two level-``L`` voxels.
+Geometry: level ``L + 1`` halves level ``L`` along every axis it reduces (``step`` 2; all of
+them unless the voxels are anisotropic, see :func:`chunkreg.volume.plan_flow`); its voxel ``i``
+covers voxels ``2i`` and ``2i + 1`` of level ``L`` there, so its centre lies at ``2i + 0.5`` in
+level-``L`` coordinates, and a displacement of one level-``L + 1`` voxel is two level-``L``
+voxels. Along an axis of ``step`` 1 both levels share the grid.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "downsample_source",
     "initial_flow",
     "initial_flow_points",
+    "level_step",
     "prewarp",
     "refine_region",
     "upsample_flow_region",
@@ -41,21 +44,41 @@ INITIAL_SIGMA = 1.5
 _INITIAL_DEPTH = int(_TRUNCATE * INITIAL_SIGMA + 0.5)
 
 
-def downsample_source(core: Sequence[slice], fine_shape: Sequence[int]) -> tuple[slice, ...]:
+def level_step(fine_shape: Sequence[int], coarse_shape: Sequence[int]) -> tuple[int, ...]:
+    """Per axis, how many voxels of a level one voxel of the next coarser level spans (1 or 2)."""
+    return tuple(1 if m == n else FACTOR for n, m in zip(fine_shape, coarse_shape, strict=True))
+
+
+def _steps(step, ndim: int) -> tuple[int, ...]:
+    return (FACTOR,) * ndim if step is None else tuple(int(s) for s in step)
+
+
+def downsample_source(
+    core: Sequence[slice], fine_shape: Sequence[int], step: Sequence[int] | None = None
+) -> tuple[slice, ...]:
     """Region of the finer level that a region ``core`` of the coarser level is computed from.
 
-    ``core`` doubled, grown by :data:`PYRAMID_DEPTH` for the blur, clipped to ``fine_shape``.
+    ``core`` times ``step`` (default 2 per axis), grown by :data:`PYRAMID_DEPTH` for the blur
+    along the axes halved, clipped to ``fine_shape``.
     """
+    step = _steps(step, len(core))
     return tuple(
-        slice(max(FACTOR * c.start - PYRAMID_DEPTH, 0), min(FACTOR * c.stop + PYRAMID_DEPTH, n))
-        for c, n in zip(core, fine_shape, strict=True)
+        slice(max(f * c.start - d, 0), min(f * c.stop + d, n))
+        for c, n, f in zip(core, fine_shape, step, strict=True)
+        for d in [PYRAMID_DEPTH if f > 1 else 0]
     )
 
 
 def downsample_region(
-    region: np.ndarray, region_start: Sequence[int], core: Sequence[slice], fine_shape
+    region: np.ndarray,
+    region_start: Sequence[int],
+    core: Sequence[slice],
+    fine_shape,
+    step: Sequence[int] | None = None,
 ) -> np.ndarray:
     """One pyramid step (Gaussian blur, then the mean of each 2 x 2 (x 2) block) for a region.
+
+    Along the axes where ``step`` is 1 (default: none) neither the blur nor the mean applies.
 
     Parameters
     ----------
@@ -76,28 +99,32 @@ def downsample_region(
         blur reflects at the level's edges only (elsewhere the region holds the voxels it
         needs), and a last block that overhangs an odd-sized axis repeats the edge voxel.
     """
+    step = _steps(step, region.ndim)
+    sigma = [PYRAMID_SIGMA if f > 1 else 0.0 for f in step]
     blurred = ndi.gaussian_filter(
-        np.asarray(region, dtype=np.float32), PYRAMID_SIGMA, mode="reflect", truncate=_TRUNCATE
+        np.asarray(region, dtype=np.float32), sigma, mode="reflect", truncate=_TRUNCATE
     )
     pick, pad = [], []
-    for c, s, n in zip(core, region_start, fine_shape, strict=True):
-        a, b = FACTOR * c.start, min(FACTOR * c.stop, n)
+    for c, s, n, f in zip(core, region_start, fine_shape, step, strict=True):
+        a, b = f * c.start, min(f * c.stop, n)
         pick.append(slice(a - s, b - s))
-        pad.append((0, FACTOR * (c.stop - c.start) - (b - a)))
+        pad.append((0, f * (c.stop - c.start) - (b - a)))
     out = blurred[tuple(pick)]
     if any(p[1] for p in pad):
         out = np.pad(out, pad, mode="edge")
-    for axis in range(out.ndim):
+    for axis, f in enumerate(step):
+        if f == 1:
+            continue
         n = out.shape[axis]
-        out = out.reshape((*out.shape[:axis], n // FACTOR, FACTOR, *out.shape[axis + 1 :]))
+        out = out.reshape((*out.shape[:axis], n // f, f, *out.shape[axis + 1 :]))
         out = out.mean(axis=axis + 1, dtype=np.float32)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _positions(region: slice, coarse_n: int) -> np.ndarray:
+def _positions(region: slice, coarse_n: int, factor: int = FACTOR) -> np.ndarray:
     """Coarse coordinates of the fine voxels of ``region`` (clamped to the coarse level)."""
     x = np.arange(region.start, region.stop, dtype=np.float64)
-    return np.clip((x + 0.5) / FACTOR - 0.5, 0.0, coarse_n - 1.0)
+    return np.clip((x + 0.5) / factor - 0.5, 0.0, coarse_n - 1.0)
 
 
 def _keys(t: np.ndarray) -> list[np.ndarray]:
@@ -111,11 +138,13 @@ def _keys(t: np.ndarray) -> list[np.ndarray]:
     ]
 
 
-def upsample_source(fine: Sequence[slice], coarse_shape: Sequence[int]) -> tuple[slice, ...]:
+def upsample_source(
+    fine: Sequence[slice], coarse_shape: Sequence[int], step: Sequence[int] | None = None
+) -> tuple[slice, ...]:
     """Region of the coarser flow that :func:`upsample_flow_region` needs for ``fine``."""
     out = []
-    for s, m in zip(fine, coarse_shape, strict=True):
-        p = _positions(slice(s.start, s.stop), m)
+    for s, m, f in zip(fine, coarse_shape, _steps(step, len(fine)), strict=True):
+        p = _positions(slice(s.start, s.stop), m, f)
         lo = max(math.floor(p[0]) - 1, 0)
         hi = min(math.floor(p[-1]) + 3, m)
         out.append(slice(lo, hi))
@@ -123,7 +152,11 @@ def upsample_source(fine: Sequence[slice], coarse_shape: Sequence[int]) -> tuple
 
 
 def upsample_flow_region(
-    coarse: np.ndarray, coarse_start: Sequence[int], fine: Sequence[slice], coarse_shape
+    coarse: np.ndarray,
+    coarse_start: Sequence[int],
+    fine: Sequence[slice],
+    coarse_shape,
+    step: Sequence[int] | None = None,
 ) -> np.ndarray:
     """A coarser level's flow, resampled onto a region of the finer level.
 
@@ -144,23 +177,38 @@ def upsample_flow_region(
         Region of the finer level to fill.
     coarse_shape : sequence of int
         Shape of the whole coarser level.
+    step : sequence of int, optional
+        Per axis, 2 where the coarser level halves the finer one, 1 where both share the grid
+        (the values along it are kept); default 2 everywhere.
 
     Returns
     -------
     ndarray of float32, shape (ndim, *fine_shape)
-        Displacements in voxels of the finer level (the coarse values times 2), the same as
-        upsampling the whole coarser flow; beyond the coarse voxel centres at the level's
-        edges the edge value is repeated.
+        Displacements in voxels of the finer level (each coarse component times its axis's
+        step), the same as upsampling the whole coarser flow; beyond the coarse voxel centres
+        at the level's edges the edge value is repeated.
     """
     out = np.asarray(coarse, dtype=np.float32)
+    ndim = out.shape[0]
+    step = _steps(step, ndim)
     for axis, (s, start, m) in enumerate(zip(fine, coarse_start, coarse_shape, strict=True)):
-        out = _upsample_axis(out, axis, s, start, m)
-    return np.ascontiguousarray(out * np.float32(FACTOR), dtype=np.float32)
+        out = _upsample_axis(out, axis, s, start, m, step[axis])
+    factors = np.asarray(step, dtype=np.float32).reshape((ndim,) + (1,) * ndim)
+    return np.ascontiguousarray(out * factors, dtype=np.float32)
 
 
-def _upsample_axis(values: np.ndarray, axis: int, fine: slice, start: int, m: int):
-    """:func:`upsample_flow_region` along one spatial axis (values not scaled)."""
-    p = _positions(fine, m)
+def _upsample_axis(
+    values: np.ndarray, axis: int, fine: slice, start: int, m: int, factor: int = FACTOR
+):
+    """:func:`upsample_flow_region` along one spatial axis (values not scaled).
+
+    Along an axis of ``factor`` 1 both levels share the grid: the values are only cropped.
+    """
+    if factor == 1:
+        index = [slice(None)] * values.ndim
+        index[axis + 1] = slice(fine.start - start, fine.stop - start)
+        return values[tuple(index)]
+    p = _positions(fine, m, factor)
     i0 = np.floor(p).astype(np.intp)
     t = p - i0
     shape = (-1,) + (1,) * (values.ndim - 2 - axis)
@@ -177,6 +225,7 @@ def initial_flow(
     region: Sequence[slice],
     fine_shape: Sequence[int],
     coarse_shape: Sequence[int],
+    step: Sequence[int] | None = None,
 ) -> np.ndarray:
     """The initial flow of a refinement over ``region``: upsampled, then slightly blurred.
 
@@ -196,22 +245,25 @@ def initial_flow(
         Region of the finer level.
     fine_shape, coarse_shape : sequence of int
         Shapes of the finer and coarser levels.
+    step : sequence of int, optional
+        As for :func:`upsample_flow_region`; the blur only runs along the axes upsampled.
 
     Returns
     -------
     ndarray of float32, shape (ndim, *region_shape)
     """
+    step = _steps(step, len(region))
+    reach = [_INITIAL_DEPTH if f > 1 else 0 for f in step]
     grown = tuple(
-        slice(max(s.start - _INITIAL_DEPTH, 0), min(s.stop + _INITIAL_DEPTH, n))
-        for s, n in zip(region, fine_shape, strict=True)
+        slice(max(s.start - d, 0), min(s.stop + d, n))
+        for s, n, d in zip(region, fine_shape, reach, strict=True)
     )
-    src = upsample_source(grown, coarse_shape)
+    src = upsample_source(grown, coarse_shape, step)
     coarse = read_coarse(src)
-    flow = upsample_flow_region(coarse, [s.start for s in src], grown, coarse_shape)
+    flow = upsample_flow_region(coarse, [s.start for s in src], grown, coarse_shape, step)
+    sigma = [INITIAL_SIGMA if f > 1 else 0.0 for f in step]
     for component in flow:
-        ndi.gaussian_filter(
-            component, INITIAL_SIGMA, output=component, mode="nearest", truncate=_TRUNCATE
-        )
+        ndi.gaussian_filter(component, sigma, output=component, mode="nearest", truncate=_TRUNCATE)
     crop = tuple(
         slice(s.start - g.start, s.stop - g.start) for s, g in zip(region, grown, strict=True)
     )
@@ -224,6 +276,7 @@ def initial_flow_points(
     points: Sequence[np.ndarray],
     fine_shape: Sequence[int],
     coarse_shape: Sequence[int],
+    step: Sequence[int] | None = None,
 ) -> np.ndarray:
     """:func:`initial_flow` at the outer product of ``points`` only.
 
@@ -234,7 +287,7 @@ def initial_flow_points(
 
     Parameters
     ----------
-    read_coarse, region, fine_shape, coarse_shape
+    read_coarse, region, fine_shape, coarse_shape, step
         As for :func:`initial_flow`.
     points : sequence of ndarray of int
         Positions per axis, local to ``region``.
@@ -243,19 +296,22 @@ def initial_flow_points(
     -------
     ndarray of float32, shape (ndim, *[len(p) for p in points])
     """
+    step = _steps(step, len(region))
     grown = tuple(
-        slice(max(s.start - _INITIAL_DEPTH, 0), min(s.stop + _INITIAL_DEPTH, n))
-        for s, n in zip(region, fine_shape, strict=True)
+        slice(max(s.start - d, 0), min(s.stop + d, n))
+        for s, n, f in zip(region, fine_shape, step, strict=True)
+        for d in [_INITIAL_DEPTH if f > 1 else 0]
     )
-    src = upsample_source(grown, coarse_shape)
+    src = upsample_source(grown, coarse_shape, step)
     values = np.asarray(read_coarse(src), dtype=np.float32)
     for axis, (g, s, r, m) in enumerate(zip(grown, src, region, coarse_shape, strict=True)):
-        values = _upsample_axis(values, axis, g, s.start, m)
-        ndi.gaussian_filter1d(values, INITIAL_SIGMA, axis=axis + 1, output=values,
-                              mode="nearest", truncate=_TRUNCATE)  # fmt: skip
+        values = _upsample_axis(values, axis, g, s.start, m, step[axis])
+        if step[axis] > 1:
+            ndi.gaussian_filter1d(values, INITIAL_SIGMA, axis=axis + 1, output=values,
+                                  mode="nearest", truncate=_TRUNCATE)  # fmt: skip
         pick = np.asarray(points[axis], dtype=np.intp) + (r.start - g.start)
         values = np.take(values, pick, axis=axis + 1)
-    values *= np.float32(FACTOR)
+    values *= np.asarray(step, dtype=np.float32).reshape((-1,) + (1,) * len(step))
     return np.ascontiguousarray(values)
 
 

@@ -10,7 +10,10 @@ separable in-place :mod:`scipy.ndimage` filters, so nothing is allocated inside 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations_with_replacement
 
@@ -19,10 +22,11 @@ import numpy as np
 from ..errors import InputError
 from ._coarse_to_fine import prepare_images, run_pyramid
 from ._filters import gradient_rows, median_filter_flow, row_slabs
+from ._pyramid import check_spacing
 from ._warp import warp_into
 from ._window import gaussian_window, window_mean
 
-__all__ = ["ilk_solver", "optical_flow_ilk"]
+__all__ = ["axis_radii", "ilk_solver", "optical_flow_ilk"]
 
 #: Systems with ``|det A|`` below this are treated as singular: the flow there is set to 0.
 _SINGULAR_DET = 1e-14
@@ -30,6 +34,19 @@ _SINGULAR_DET = 1e-14
 #: Default early-stopping tolerance of a level's warps: mean squared change of the flow over
 #: one warp, in pixels² summed over components (TV-L1's ``tol`` and its default, 1e-4).
 DEFAULT_TOL = 1e-4
+
+
+def axis_radii(radius: int, spacing, ndim: int) -> tuple[int, ...]:
+    """The window radius along each axis: ``radius`` voxels along the finest axis, the same
+    physical extent (rounded, at least 1 voxel) along the others.
+
+    >>> axis_radii(7, None, 3), axis_radii(7, (50, 4, 4), 3), axis_radii(7, (50, 16, 16), 3)
+    ((7, 7, 7), (1, 7, 7), (2, 7, 7))
+    """
+    if spacing is None:
+        return (int(radius),) * ndim
+    finest = min(spacing)
+    return tuple(max(1, math.floor(radius * finest / s + 0.5)) for s in spacing)
 
 
 def _check_int(value, name: str, minimum: int) -> int:
@@ -50,9 +67,12 @@ class ILKSolver:
     gaussian: bool = False
     prefilter: bool = False
     tol: float = DEFAULT_TOL
+    spacing: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         _check_int(self.radius, "radius", 1)
+        if self.spacing is not None:
+            object.__setattr__(self, "spacing", check_spacing(self.spacing, len(self.spacing)))
         _check_int(self.num_warp, "num_warp", 1)
         if (
             isinstance(self.tol, bool)
@@ -67,6 +87,10 @@ class ILKSolver:
     def __call__(self, reference: np.ndarray, moving: np.ndarray, flow0: np.ndarray) -> np.ndarray:
         return _ilk(reference, moving, flow0, self)
 
+    def at_spacing(self, spacing) -> ILKSolver:
+        """The same solver for a level of voxel size ``spacing``."""
+        return dataclasses.replace(self, spacing=tuple(spacing))
+
 
 def ilk_solver(
     radius: int = 7,
@@ -74,6 +98,7 @@ def ilk_solver(
     gaussian: bool = False,
     prefilter: bool = False,
     tol: float = DEFAULT_TOL,
+    spacing: float | Sequence[float] | None = None,
 ) -> ILKSolver:
     """Return the iLK solver for :func:`coarse_to_fine` (parameters as :func:`optical_flow_ilk`).
 
@@ -91,6 +116,9 @@ def ilk_solver(
         A level stops warping once one warp changed the flow by less than ``tol`` in mean
         squared pixels (summed over components); 0 runs all ``num_warp`` warps, as
         scikit-image does.
+    spacing : sequence of float, optional
+        Voxel size per axis: the window is ``radius`` voxels along the finest axis and as long
+        physically along the others (:func:`axis_radii`). None: ``radius`` along every axis.
 
     Returns
     -------
@@ -111,6 +139,7 @@ def ilk_solver(
         gaussian=bool(gaussian),
         prefilter=bool(prefilter),
         tol=tol,
+        spacing=None if spacing is None else tuple(spacing),
     )
 
 
@@ -195,7 +224,8 @@ def _ilk(reference: np.ndarray, moving: np.ndarray, flow: np.ndarray, params: IL
     ndim = reference.ndim
     dtype = reference.dtype
     shape = reference.shape
-    size = 2 * params.radius + 1
+    radii = axis_radii(params.radius, params.spacing, ndim)
+    sigmas = tuple((2 * r + 1) / 4 for r in radii)
     pairs = list(combinations_with_replacement(range(ndim), 2))
     slabs = row_slabs(shape)
     rows = slabs[0][1] - slabs[0][0]
@@ -242,9 +272,9 @@ def _ilk(reference: np.ndarray, moving: np.ndarray, flow: np.ndarray, params: IL
                 np.multiply(g[i], e, out=block[:, len(pairs) + i])
         for view, axes in window_views:
             if params.gaussian:
-                gaussian_window(view, size / 4, axes, window_scratch)
+                gaussian_window(view, sigmas, axes, window_scratch)
             else:
-                window_mean(view, params.radius, axes, window_scratch)
+                window_mean(view, radii, axes, window_scratch)
         change = 0.0
         for start, stop in slabs:
             block = systems[start:stop]
@@ -274,6 +304,7 @@ def optical_flow_ilk(
     prefilter: bool = False,
     tol: float = DEFAULT_TOL,
     dtype=np.float32,
+    spacing: float | Sequence[float] | None = None,
 ) -> np.ndarray:
     """Dense optical flow by iterative Lucas-Kanade, coarse to fine.
 
@@ -308,19 +339,28 @@ def optical_flow_ilk(
         ``tol=0`` runs all of them, which is scikit-image's behaviour (it has no ``tol``).
     dtype : {numpy.float32, numpy.float64}, optional
         Working and output precision; float32 is as accurate here and faster.
+    spacing : float or sequence of float, optional
+        Voxel size per axis (not in scikit-image), for anisotropic data such as EM sections
+        (``(50, 4, 4)`` nm): the window is ``radius`` voxels along the finest axis and covers
+        the same physical extent along the others (rounded, at least one voxel), and the
+        pyramid reduces only the fine axes until the voxels are near isotropic (see
+        :func:`chunkreg.registration.coarse_to_fine`). None (default) or an isotropic
+        spacing: scikit-image's behaviour.
 
     Returns
     -------
     flow : ndarray, shape (reference_image.ndim, M, N[, P[, ...]])
-        Displacement per axis (numpy axis order) such that ``warp(moving_image, flow)``
-        approximates ``reference_image``.
+        Displacement per axis (numpy axis order), in voxels of that axis whatever
+        ``spacing`` (multiply by ``spacing`` for physical units), such that
+        ``warp(moving_image, flow)`` approximates ``reference_image``.
 
     Raises
     ------
     chunkreg.errors.InputError
         Mismatched shapes, colour images (trailing axis of length 3 or 4 on 3+ dimensions),
-        NaN/inf, non-float ``dtype``, an axis shorter than the window ``2 * radius + 1``,
-        ``radius``/``num_warp`` < 1 or ``tol`` < 0.
+        NaN/inf, non-float ``dtype``, an axis shorter than the window ``2 * radius + 1``
+        (per axis with ``spacing``), ``radius``/``num_warp`` < 1, ``tol`` < 0 or a
+        non-positive ``spacing``.
 
     Notes
     -----
@@ -354,12 +394,16 @@ def optical_flow_ilk(
     solver = ilk_solver(
         radius=radius, num_warp=num_warp, gaussian=gaussian, prefilter=prefilter, tol=tol
     )
+    ndim = np.ndim(reference_image)
+    spacing = check_spacing(spacing, ndim)
+    radii = axis_radii(solver.radius, spacing, ndim)
     ref, mov = prepare_images(
         reference_image,
         moving_image,
         dtype,
-        min_length=2 * solver.radius + 1,
-        window=f" for the iLK window of radius {solver.radius} (pass a smaller radius)",
+        min_length=tuple(2 * r + 1 for r in radii),
+        window=f" for the iLK window of radius {solver.radius if spacing is None else radii} "
+        "(pass a smaller radius)",
         check_channels=True,
     )
-    return run_pyramid(ref, mov, solver)
+    return run_pyramid(ref, mov, solver, spacing=spacing)

@@ -10,7 +10,10 @@ per level.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +21,7 @@ import numpy as np
 from ..errors import InputError
 from ._coarse_to_fine import prepare_images, run_pyramid
 from ._filters import gradient_rows, median_filter_flow, row_slabs
+from ._pyramid import check_spacing
 from ._warp import warp_into
 
 __all__ = ["optical_flow_tvl1", "tvl1_solver"]
@@ -49,8 +53,11 @@ class TVL1Solver:
     num_iter: int = 10
     tol: float = 1e-4
     prefilter: bool = False
+    spacing: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.spacing is not None:
+            object.__setattr__(self, "spacing", check_spacing(self.spacing, len(self.spacing)))
         _check_number(self.attachment, "attachment", integer=False, positive=True)
         _check_number(self.tightness, "tightness", integer=False, positive=True)
         _check_number(self.num_warp, "num_warp", integer=True, positive=True)
@@ -60,6 +67,30 @@ class TVL1Solver:
     def __call__(self, reference: np.ndarray, moving: np.ndarray, flow0: np.ndarray) -> np.ndarray:
         return _tvl1(reference, moving, flow0, self)
 
+    def at_spacing(self, spacing) -> TVL1Solver:
+        """The same solver for a level of voxel size ``spacing``."""
+        return dataclasses.replace(self, spacing=tuple(spacing))
+
+    def tv_weights(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """Weights of each axis's differences and of each component's TV term, or None when
+        every axis has the same voxel size.
+
+        A component is regularised in physical units (its TV weighted by voxel / finest
+        voxel, which makes the flow along a coarse axis smoother); an axis's differences are
+        weighted by ``sqrt(finest voxel / voxel)``. The physical weight (without the square
+        root) decouples the sections of EM-like data so much that the outermost ones drift
+        where content leaves the volume; the square root, measured on 4 x 4 x 50 nm data,
+        halves the in-plane error against the voxel-blind TV and keeps the error along the
+        coarse axis as low (docs/optical_flow.md).
+        """
+        if self.spacing is None or len(set(self.spacing)) == 1:
+            return None
+        finest = min(self.spacing)
+        return (
+            tuple(math.sqrt(finest / s) for s in self.spacing),
+            tuple(s / finest for s in self.spacing),
+        )
+
 
 def tvl1_solver(
     attachment: float = 15,
@@ -68,6 +99,7 @@ def tvl1_solver(
     num_iter: int = 10,
     tol: float = 1e-4,
     prefilter: bool = False,
+    spacing: float | Sequence[float] | None = None,
 ) -> TVL1Solver:
     """Return the TV-L1 solver for :func:`coarse_to_fine` (parameters as :func:`optical_flow_tvl1`).
 
@@ -86,6 +118,10 @@ def tvl1_solver(
         less than ``tol`` in mean squared pixels (summed over components); 0 runs all.
     prefilter : bool, optional
         Median-filter (3 wide) each flow component before every warp.
+    spacing : sequence of float, optional
+        Voxel size per axis: the TV term regularises each flow component in physical units
+        (weighted by its voxel / the finest voxel) and weights each axis's differences by
+        ``sqrt(finest voxel / voxel)`` (:meth:`TVL1Solver.tv_weights`). None: in voxels.
 
     Returns
     -------
@@ -107,6 +143,7 @@ def tvl1_solver(
         num_iter=num_iter,
         tol=tol,
         prefilter=bool(prefilter),
+        spacing=None if spacing is None else tuple(spacing),
     )
 
 
@@ -124,6 +161,8 @@ def _tvl1(reference: np.ndarray, moving: np.ndarray, u: np.ndarray, params: TVL1
     f0 = params.attachment * params.tightness  # data-step threshold lambda * theta
     f1 = tau / params.tightness
     tol = params.tol * reference.size
+    weights = params.tv_weights()
+    axis_weights, component_weights = weights or (None, None)
 
     v = np.empty_like(u)
     dual = np.zeros((ndim, ndim, *shape), dtype=dtype)
@@ -170,12 +209,13 @@ def _tvl1(reference: np.ndarray, moving: np.ndarray, u: np.ndarray, params: TVL1
                         u[c],
                         dual[c],
                         tau,
-                        f1,
+                        f1 if weights is None else f1 / component_weights[c],
                         slabs,
                         slab_grad,
                         nrm,
                         tmp,
                         n0,
+                        axis_weights,
                     )
 
         np.subtract(u_start, u, out=u_start)
@@ -204,11 +244,12 @@ def _data_step(u, v, grad, rho0, inv_norm2, f0, slabs, rho_buf, tmp) -> None:
             np.subtract(u[axis, start:stop], out, out=out)
 
 
-def _projection_step(src, v, u, dual, tau, f1, slabs, g, nrm, tmp, n0) -> None:
+def _projection_step(src, v, u, dual, tau, f1, slabs, g, nrm, tmp, n0, weights=None) -> None:
     """One Chambolle step for one flow component.
 
     ``dual`` (ndim, *shape) <- (dual - grad src) / (1 + f1 |grad src|) with forward
-    differences, then ``u = v - tau * div dual`` with the matching backward differences.
+    differences, then ``u = v - tau * div dual`` with the matching backward differences;
+    ``weights`` (one per axis, or None) scale each axis's differences in both.
     Slabs run in increasing order: ``src`` row ``stop`` is read before its slab overwrites
     it when ``src is u``, and the divergence reads dual row ``start - 1`` already updated,
     so the result equals the whole-array update.
@@ -230,6 +271,10 @@ def _projection_step(src, v, u, dual, tau, f1, slabs, g, nrm, tmp, n0) -> None:
             idx_hi = (slice(None),) * axis + (slice(1, None),)
             np.subtract(rows[idx_hi], rows[idx_lo], out=ga[idx_lo])
             ga[(slice(None),) * axis + (-1,)] = 0
+        if weights is not None:
+            for axis, w in enumerate(weights):
+                if w != 1:
+                    gs[axis] *= w
         np.multiply(gs[0], gs[0], out=r)
         for axis in range(1, ndim):
             np.multiply(gs[axis], gs[axis], out=t)
@@ -243,6 +288,11 @@ def _projection_step(src, v, u, dual, tau, f1, slabs, g, nrm, tmp, n0) -> None:
             p /= r
         # backward divergence of the (just updated) dual field
         d = r
+        if weights is not None:
+            _weighted_divergence(dual, start, stop, n, weights, d, t)
+            d *= tau
+            np.subtract(v[start:stop], d, out=u[start:stop])
+            continue
         np.copyto(d, dual[0, start:stop])
         for axis in range(1, ndim):
             d += dual[axis, start:stop]
@@ -259,6 +309,27 @@ def _projection_step(src, v, u, dual, tau, f1, slabs, g, nrm, tmp, n0) -> None:
         np.subtract(v[start:stop], d, out=u[start:stop])
 
 
+def _weighted_divergence(dual, start, stop, n, weights, d, t) -> None:
+    """``d = sum_a weights[a] * (backward difference of dual[a])`` over rows start:stop."""
+    ndim = dual.shape[0]
+    np.multiply(dual[0, start:stop], weights[0], out=d)
+    for axis in range(1, ndim):
+        np.multiply(dual[axis, start:stop], weights[axis], out=t)
+        d += t
+    if start > 0:
+        np.multiply(dual[0, start - 1 : stop - 1], weights[0], out=t)
+        d -= t
+    elif n > 1:
+        np.multiply(dual[0, start : stop - 1], weights[0], out=t[: n - 1])
+        d[1:] -= t[: n - 1]
+    for axis in range(1, ndim):
+        pa = dual[axis, start:stop]
+        idx_lo = (slice(None),) * axis + (slice(None, -1),)
+        idx_hi = (slice(None),) * axis + (slice(1, None),)
+        np.multiply(pa[idx_lo], weights[axis], out=t[idx_lo])
+        d[idx_hi] -= t[idx_lo]
+
+
 def optical_flow_tvl1(
     reference_image: np.ndarray,
     moving_image: np.ndarray,
@@ -270,6 +341,7 @@ def optical_flow_tvl1(
     tol: float = 1e-4,
     prefilter: bool = False,
     dtype=np.float32,
+    spacing: float | Sequence[float] | None = None,
 ) -> np.ndarray:
     r"""Dense TV-L1 optical flow, coarse to fine.
 
@@ -308,12 +380,20 @@ def optical_flow_tvl1(
         outliers.
     dtype : {numpy.float32, numpy.float64}, optional
         Working and output precision; float32 is as accurate here and faster.
+    spacing : float or sequence of float, optional
+        Voxel size per axis (not in scikit-image), for anisotropic data: the TV term
+        regularises each component in physical units and weights the differences along a
+        coarse axis less (:meth:`TVL1Solver.tv_weights`), and the pyramid reduces only the
+        fine axes until the voxels are near isotropic
+        (:func:`chunkreg.registration.coarse_to_fine`). None (default) or an isotropic
+        spacing: scikit-image's behaviour.
 
     Returns
     -------
     flow : ndarray, shape (reference_image.ndim, M, N[, P[, ...]])
-        Displacement per axis (numpy axis order) such that ``warp(moving_image, flow)``
-        approximates ``reference_image``.
+        Displacement per axis (numpy axis order), in voxels of that axis whatever
+        ``spacing``, such that ``warp(moving_image, flow)`` approximates
+        ``reference_image``.
 
     Raises
     ------
@@ -355,4 +435,4 @@ def optical_flow_tvl1(
         prefilter=prefilter,
     )
     ref, mov = prepare_images(reference_image, moving_image, dtype, check_channels=True)
-    return run_pyramid(ref, mov, solver)
+    return run_pyramid(ref, mov, solver, spacing=check_spacing(spacing, ref.ndim))

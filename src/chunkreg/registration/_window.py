@@ -103,8 +103,10 @@ def box_sum_slabs(src: np.ndarray, radius: int, axis: int, out: np.ndarray) -> N
                 offset += 1 << k
 
 
-def window_mean(array: np.ndarray, radius: int, axes: tuple[int, ...], scratch: np.ndarray) -> None:
+def window_mean(array: np.ndarray, radius, axes: tuple[int, ...], scratch: np.ndarray) -> None:
     """In place, the mean over a ``2 * radius + 1`` window along ``axes`` (mirror mode).
+
+    ``radius`` is one int for all ``axes`` or one per axis of ``axes`` (0 leaves that axis).
 
     Equals ``scipy.ndimage.uniform_filter`` restricted to ``axes`` (0 must be among them;
     other axes, e.g. a stack of arrays on axis 1, are left alone) up to float32 rounding,
@@ -112,10 +114,13 @@ def window_mean(array: np.ndarray, radius: int, axes: tuple[int, ...], scratch: 
     middle axes, scipy's line filter on a contiguous last axis. ``scratch`` has
     ``array``'s shape. Axes too short for one mirror reflection go to scipy.
     """
-    size = 2 * radius + 1
+    radii = (radius,) * len(axes) if np.ndim(radius) == 0 else tuple(radius)
     src, dst = array, scratch
     scale = 1.0
-    for axis in axes:
+    for axis, radius in zip(axes, radii, strict=True):
+        if radius == 0:
+            continue
+        size = 2 * radius + 1
         if radius > array.shape[axis] - 1 or axis == array.ndim - 1:
             ndi.uniform_filter1d(src, size, axis=axis, output=dst, mode="mirror")
         else:
@@ -191,15 +196,17 @@ def correlate_symmetric(src: np.ndarray, weights: np.ndarray, axis: int, out: np
             target += t
 
 
-def gaussian_window(array: np.ndarray, sigma: float, axes: tuple[int, ...], scratch) -> None:
+def gaussian_window(array: np.ndarray, sigma, axes: tuple[int, ...], scratch) -> None:
     """In place, ``scipy.ndimage.gaussian_filter(..., sigma, mode="mirror")`` along ``axes``
-    (truncate 4; 0 must be among them); ``scratch`` has ``array``'s shape.
+    (truncate 4; 0 must be among them); ``scratch`` has ``array``'s shape. ``sigma`` is one
+    number for all ``axes`` or one per axis of ``axes``.
 
     Axis 0, where scipy's line filter is slowest (strided lines), runs through
     :func:`correlate_symmetric`; the other axes use scipy's filter in place.
     """
-    correlate_symmetric(array, gaussian_weights(sigma), 0, scratch)
-    for axis in axes:
+    sigmas = (sigma,) * len(axes) if np.ndim(sigma) == 0 else tuple(sigma)
+    correlate_symmetric(array, gaussian_weights(sigmas[axes.index(0)]), 0, scratch)
+    for axis, s in zip(axes, sigmas, strict=True):
         if axis:
-            ndi.gaussian_filter1d(scratch, sigma, axis=axis, output=scratch, mode="mirror")
+            ndi.gaussian_filter1d(scratch, s, axis=axis, output=scratch, mode="mirror")
     np.copyto(array, scratch)

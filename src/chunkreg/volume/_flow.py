@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -64,7 +65,8 @@ def _flow_attributes(plan: FlowPlan, level: int) -> dict:
     lp = plan.levels[level]
     space = _flow_space(plan)
     axes = space.axes
-    unit = "voxel" if level == 0 else f"voxel of level {level} (2**{level} input voxels)"
+    factors = " x ".join(map(str, lp.voxel_factors))
+    unit = "voxel" if level == 0 else f"voxel of level {level} ({factors} input voxels)"
     return {
         "description": (
             "dense displacement field: flow[:, p] is the displacement (in pixels of this "
@@ -74,6 +76,8 @@ def _flow_attributes(plan: FlowPlan, level: int) -> dict:
         "axes": list(axes),
         "units": {"values": unit},
         "voxel_size": space.voxel_size(),
+        # the voxel size the levels, windows and halos followed, when anisotropic
+        **({} if lp.spacing is None else {"spacing": list(lp.spacing)}),
         "method": plan.method_name,
         "params": plan.params,
         "level": level,
@@ -99,7 +103,9 @@ def _affine_attributes(plan: FlowPlan, level: int) -> dict:
 
     matrix = np.asarray(plan.initial_affine)
     return {
-        INITIAL_AFFINE_ATTR: (level_matrix(matrix, 2**level) if level else matrix).tolist(),
+        INITIAL_AFFINE_ATTR: (
+            level_matrix(matrix, plan.levels[level].voxel_factors) if level else matrix
+        ).tolist(),
         "composition": "residual after the initial affine: the moving volume matches the "
         "reference at p where initial_affine @ (p + flow[:, p]); warp_volume applies both",
     }
@@ -204,7 +210,7 @@ class _Run:
         plan = self.plan
         ref, mov = self.sources(level)
         task = WholeTask(ref, mov, group_ref(self.group, flow_path(level)), plan.method,
-                         plan.params, level, self.intensities(level))  # fmt: skip
+                         plan.level_params(level), level, self.intensities(level))  # fmt: skip
         record = CompletionRecord(self.group, f"level_{level}", 1)
         return self.stage(f"level {level} (whole)", whole_level, [task], record=record,
                           label=f"level {level}")  # fmt: skip
@@ -214,6 +220,8 @@ class _Run:
         lp = plan.levels[level]
         if self.blend_record(level).complete:  # nothing left to do at this level
             self.report.n_skipped += 2 * len(lp.grid)
+            if f"{_SCRATCH}/{level}" in group:  # a run killed before it deleted them
+                del group[f"{_SCRATCH}/{level}"]
             return True
         scratch_group = group.require_group(f"{_SCRATCH}/{level}")
         # "pieces": an unfinished output of a version with another scratch layout has its
@@ -221,7 +229,7 @@ class _Run:
         scratch = create_scratch(scratch_group, _PIECES, lp.grid, lp.band, qc=level == 0)
         ref, mov = self.sources(level)
         coarse = group_ref(group, flow_path(level + 1)) if lp.mode == "refine" else None
-        job = LevelJob(ref, mov, coarse, scratch, plan.method, plan.params, level,
+        job = LevelJob(ref, mov, coarse, scratch, plan.method, plan.level_params(level), level,
                        self.intensities(level))  # fmt: skip
         record = CompletionRecord(scratch_group, _PIECES, len(lp.grid))
         where = f"level {level} " if len(plan.levels) > 1 else ""
@@ -352,6 +360,7 @@ def compute_flow(
     normalize: str = "auto",
     allow_sparse: bool = False,
     initial_affine=None,
+    spacing: float | Sequence[float] | None = None,
     channel: int | None = None,
     client=None,
     scheduler: str | None = None,
@@ -435,6 +444,17 @@ def compute_flow(
         The flow array records the matrix (attribute ``initial_affine``) and
         :func:`chunkreg.warp_volume` applies both, affine after flow. The quality control's
         "before" is then measured after the affine.
+    spacing : float or sequence of float, optional
+        Voxel size per axis (any one unit). Default: the reference's OME-Zarr scale (or the
+        converted TIFF's voxel size) when its axes are spatial and share one unit, else 1.
+        When it differs between axes (EM sections of 50 nm imaged at 4 nm: ``(50, 4, 4)``),
+        the run is anisotropy-aware: each coarser level halves only the axes whose voxel is
+        finer than twice the finest one, until the voxels are near isotropic; iLK's window
+        and TV-L1's regularisation cover the same physical extent along every axis; and the
+        automatic ``depth`` is per axis and per level (``motion`` counted in voxels of the
+        finest axis). The flow stays in voxels of each axis; its attributes record the
+        reference's voxel size and unit (``voxel_size``) and the voxel size the run followed
+        (``spacing``). Give ``spacing=1`` to ignore a recorded anisotropic scale.
     channel : int, optional
         The channel to register on, for inputs with a channel axis: the axis named ``c`` in
         their OME-Zarr axes or zarr ``dimension_names`` (default channel 0 there), or the
@@ -529,6 +549,7 @@ def compute_flow(
         allow_sparse=allow_sparse,
         initial_affine=initial_affine,
         overlap=overlap,
+        spacing=spacing,
         channel=channel,
         **kernel_params,
     )

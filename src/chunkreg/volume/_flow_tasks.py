@@ -17,7 +17,12 @@ from ..errors import InputError
 from ..io import ArrayRef, read_region
 from ..registration import normalized_cross_correlation
 from ..registration._methods import kernel
-from ..registration._multiscale import initial_flow, initial_flow_points, refine_region
+from ..registration._multiscale import (
+    initial_flow,
+    initial_flow_points,
+    level_step,
+    refine_region,
+)
 from ..registration._samplers import sample_bounds, sample_region
 from ._intensity import IDENTITY, Intensity
 from ._levels import REFINE_MOTION
@@ -69,17 +74,19 @@ class Residual:
         solver = (ilk_solver if self.method == "ilk" else tvl1_solver)(**self.params)
         return coarse_to_fine(reference, moving, solver, num_levels=1)
 
-    def initial(self, read_coarse, read, fine_shape, coarse_shape):
+    def initial(self, read_coarse, read, fine_shape, coarse_shape, step=None):
         """The initial flow over the tile's ``read`` region: dense, or for DIS at its patch
-        centres only (a :class:`CentreFlow`: DIS reads it nowhere else)."""
+        centres only (a :class:`CentreFlow`: DIS reads it nowhere else). ``step``: per axis,
+        2 where the coarser level halves this one, 1 where both share the grid (default 2)."""
         if self.method != "dis":
-            return initial_flow(read_coarse, read, fine_shape, coarse_shape)
+            return initial_flow(read_coarse, read, fine_shape, coarse_shape, step)
         from ..registration._optical_flow_dis import patch_centres, resolve_params
 
         shape = tuple(r.stop - r.start for r in read)
         params = resolve_params(self.params, len(shape))
         points = patch_centres(shape, params, _starts(read))
-        values = initial_flow_points(read_coarse, read, points, fine_shape, coarse_shape)
+        values = initial_flow_points(read_coarse, read, points, fine_shape, coarse_shape,
+                                     step)  # fmt: skip
         return CentreFlow(points, values, params.patch_size)
 
     def moving_bounds(self, initial, read, shape) -> tuple[slice, ...]:
@@ -285,7 +292,8 @@ def flow_tile(task: TileTask) -> dict:
             return values
 
         residual = Residual(job.method, job.params)
-        initial = residual.initial(read_coarse, tile.read, ref_shape, coarse.shape[1:])
+        initial = residual.initial(read_coarse, tile.read, ref_shape, coarse.shape[1:],
+                                   level_step(ref_shape, coarse.shape[1:]))  # fmt: skip
         bounds = residual.moving_bounds(initial, tile.read, mov_array.shape)
         mov, mov_bytes = _read(mov_array, bounds, intensities[1], "moving", task)
         region = mov

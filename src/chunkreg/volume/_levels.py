@@ -1,7 +1,9 @@
 """The levels of a coarse-to-fine flow run: shapes, where each level's images come from, and
 how each level's flow is computed (no writes).
 
-Level 0 is the input resolution; level ``L + 1`` halves level ``L`` along every axis. The
+Level 0 is the input resolution; level ``L + 1`` halves level ``L`` along every axis, or, with
+anisotropic voxels (``spacing``), along the axes whose voxel is finer than twice the finest
+(:func:`level_steps`: z of 4 x 4 x 50 nm EM waits until y and x reach 32 nm). The
 coarsest level's flow is computed over the whole level in one task when it fits the memory
 budget (``"whole"``), else tile by tile with a per-tile image pyramid (``"tiled"``); every finer
 level refines the upsampled flow of the level above, tile by tile (``"refine"``). A single-level
@@ -22,9 +24,17 @@ from ..errors import InputError
 from ..io import ArrayRef, multiscale_dataset_paths
 from ..registration._methods import task_bytes_per_voxel
 from ..registration._multiscale import FACTOR
+from ..registration._pyramid import reduced_axes
 from ..tiling import TileGrid
 
-__all__ = ["MIN_LEVEL_EDGE", "REFINE_MOTION", "LevelPlan", "input_levels", "parse_levels"]
+__all__ = [
+    "MIN_LEVEL_EDGE",
+    "REFINE_MOTION",
+    "LevelPlan",
+    "input_levels",
+    "level_steps",
+    "parse_levels",
+]
 
 #: Smallest edge (voxels) any level may have.
 MIN_LEVEL_EDGE = 8
@@ -56,6 +66,11 @@ class LevelPlan:
         How the halo was chosen.
     reference, moving : ArrayRef or None
         Where this level's images are read; None for a pyramid level this run builds.
+    factors : tuple of int
+        Input voxels per voxel of this level, per axis (``2**level`` along every axis unless
+        the voxels are anisotropic); empty: ``2**level``.
+    spacing : tuple of float or None
+        Voxel size of this level, when the run is anisotropy-aware (else None).
     """
 
     level: int
@@ -67,6 +82,13 @@ class LevelPlan:
     depth_rule: str
     reference: ArrayRef | None
     moving: ArrayRef | None
+    factors: tuple[int, ...] = ()
+    spacing: tuple[float, ...] | None = None
+
+    @property
+    def voxel_factors(self) -> tuple[int, ...]:
+        """Input voxels per voxel of this level, per axis."""
+        return self.factors or (FACTOR**self.level,) * len(self.shape)
 
     @property
     def n_tasks(self) -> int:
@@ -84,11 +106,16 @@ class LevelPlan:
             "band": list(self.band),
             "reference": "built" if self.reference is None else str(self.reference),
             "moving": "built" if self.moving is None else str(self.moving),
+            **({} if self.spacing is None else {"factors": list(self.voxel_factors)}),
         }
 
     def describe(self) -> str:
         """One line for the dry run."""
         shape = " x ".join(map(str, self.shape))
+        if self.spacing is not None:
+            shape += f"; voxel {' x '.join(f'{v:g}' for v in self.spacing)}"
+            if self.level:
+                shape += f" = {' x '.join(map(str, self.voxel_factors))} input voxels"
         src = "input" if self.level == 0 else "pyramid"
         if self.level and self.reference is not None:
             src = "input's multiscale level"
@@ -122,9 +149,31 @@ def parse_levels(levels) -> int | str:
     return int(levels)
 
 
-def halve(shape) -> tuple[int, ...]:
-    """Shape of the next coarser level (ceil of half)."""
-    return tuple(math.ceil(n / FACTOR) for n in shape)
+def halve(shape, step=None) -> tuple[int, ...]:
+    """Shape of the next coarser level (ceil of half, along the axes of ``step`` 2)."""
+    step = (FACTOR,) * len(shape) if step is None else step
+    return tuple(math.ceil(n / f) for n, f in zip(shape, step, strict=True))
+
+
+def level_steps(spacing, ndim: int, count: int) -> list[tuple[int, ...]]:
+    """Per-axis step (1 or 2) from each level to the next coarser one, ``count - 1`` of them.
+
+    Without ``spacing`` every axis is halved; with it, a level halves the axes whose voxel
+    (``spacing`` times the level's factors) is finer than twice the finest voxel
+    (:func:`chunkreg.registration.reduced_axes`), so the voxels approach isotropy first.
+
+    >>> level_steps((50, 4, 4), 3, 5)
+    [(1, 2, 2), (1, 2, 2), (1, 2, 2), (2, 2, 2)]
+    """
+    steps, scale = [], None if spacing is None else tuple(float(v) for v in spacing)
+    for _ in range(count - 1):
+        if scale is None:
+            steps.append((FACTOR,) * ndim)
+            continue
+        step = tuple(FACTOR if f else 1 for f in reduced_axes(scale))
+        steps.append(step)
+        scale = tuple(v * f for v, f in zip(scale, step, strict=True))
+    return steps
 
 
 def _array_ref(array: zarr.Array) -> ArrayRef:
@@ -134,12 +183,13 @@ def _array_ref(array: zarr.Array) -> ArrayRef:
     return ArrayRef(store, array.path, index)
 
 
-def input_levels(source, level: int) -> list[ArrayRef]:
+def input_levels(source, level: int, steps=None) -> list[ArrayRef]:
     """The input's own coarser levels usable as pyramid levels ``1, 2, ...`` (maybe none).
 
     ``source`` is what the caller gave; only an OME-Zarr multiscale group (a path) has levels.
     Its level ``level + k`` is used as pyramid level ``k`` while each level halves the one
-    before it (ceil or floor of half along every axis).
+    before it (ceil or floor of half) along the axes of ``steps[k - 1]`` 2 and keeps the
+    others (``steps`` None: halves every axis).
     """
     if not isinstance(source, (str, os.PathLike)):
         return []
@@ -153,11 +203,12 @@ def input_levels(source, level: int) -> list[ArrayRef]:
     out: list[ArrayRef] = []
     try:
         previous = node[paths[level]].shape
-        for path in paths[level + 1 :]:
+        for k, path in enumerate(paths[level + 1 :]):
             array = node[path]
+            step = (FACTOR,) * len(previous) if steps is None or k >= len(steps) else steps[k]
             ok = len(array.shape) == len(previous) and all(
-                m in (n // FACTOR, math.ceil(n / FACTOR))
-                for m, n in zip(array.shape, previous, strict=True)
+                m in (n // f, math.ceil(n / f))
+                for m, n, f in zip(array.shape, previous, step, strict=True)
             )
             if not ok or array.dtype.kind not in "biuf" or min(array.shape) < 1:
                 break

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,10 +15,18 @@ import zarr
 from .._validation import per_axis
 from ..engine._blend import BLEND_KIND
 from ..errors import InputError
-from ..io import ArrayRef, ArrayView, check_inputs_stored, open_array, select_channels
+from ..io import (
+    ArrayRef,
+    ArrayView,
+    check_inputs_stored,
+    open_array,
+    read_space,
+    select_channels,
+)
 from ..io._arrays import require_shard_aligned, resolve_shards
 from ..registration._methods import (
     depth_rule,
+    level_params,
     method_name,
     resolve_method,
     task_bytes_per_voxel,
@@ -31,6 +40,7 @@ from ._levels import (
     LevelPlan,
     halve,
     input_levels,
+    level_steps,
     parse_levels,
     refine_memory,
     tiled_memory,
@@ -162,6 +172,9 @@ class FlowPlan:
         the in-memory kernels do, then the normalisation ``normalize`` chose).
     intensity_note : str
         What was decided about intensities, in words.
+    spacing : tuple of float or None
+        Voxel size per axis when it is anisotropic (levels, windows and halos then follow it,
+        see :func:`plan_flow`); None when isotropic or unknown.
     """
 
     reference: ArrayRef
@@ -183,6 +196,7 @@ class FlowPlan:
     shards: tuple[int, ...] | None = None
     #: Reference to moving voxels, applied before the flow (None: none); rows as tuples.
     initial_affine: tuple | None = None
+    spacing: tuple[float, ...] | None = None
     #: The channel registered on, for multi-channel inputs (None: single-channel inputs).
     channel: int | None = None
 
@@ -195,6 +209,11 @@ class FlowPlan:
     def method_name(self) -> str:
         """Name of the kernel."""
         return method_name(self.method)
+
+    def level_params(self, level: int) -> dict:
+        """The kernel's keyword arguments at level ``level`` (its voxel size added when the
+        run is anisotropy-aware and the kernel takes one)."""
+        return level_params(self.method, self.params, self.levels[level].spacing)
 
     def level_memory(self, lp: LevelPlan) -> int:
         """Estimated peak bytes of one flow task of level ``lp``."""
@@ -243,6 +262,8 @@ class FlowPlan:
     def signature(self) -> dict:
         """What determines the output's content (stored with it; resume checks it)."""
         extra = {} if self.initial_affine is None else {"initial_affine": self.initial_affine}
+        if self.spacing is not None:
+            extra["spacing"] = list(self.spacing)
         return {
             **extra,
             "method": self.method_name,
@@ -288,6 +309,15 @@ class FlowPlan:
                 else []
             ),
             f"intensities: {self.intensity_note}",
+            *(
+                [
+                    f"voxel size (spacing): {self.spacing}: anisotropic, so each coarser level "
+                    "halves only the axes finer than twice the finest voxel, and windows and "
+                    "halos are per axis (same physical extent); flows stay in voxels"
+                ]
+                if self.spacing is not None
+                else []
+            ),
             f"output: shape {(self.ndim, *self.shape)}, float32, chunks {self.chunks}"
             + (f", shards {self.shards}" if self.shards else ""),
             f"levels: {n}"
@@ -379,30 +409,57 @@ def _bytes(value, name: str) -> int:
     return int(value)
 
 
-def _depths(method, params, overlap, ndim, name="depth"):
-    """(single-level depth, rule), (refinement depth, rule) per axis."""
+def _depths(method, params, overlap, ndim, name="depth", spacing=None):
+    """(single-level depth, rule), (refinement depth, rule) per axis, for voxels ``spacing``."""
     if isinstance(overlap, str):
         if overlap != "auto":
             raise InputError(f"{name} must be 'auto' or pixels per axis, got {overlap!r}.")
-        single, single_rule = depth_rule(method, ndim=ndim, **params)
-        refine, refine_rule = depth_rule(method, motion=REFINE_MOTION, ndim=ndim, **params)
+        single, single_rule = depth_rule(method, ndim=ndim, spacing=spacing, **params)
+        refine, refine_rule = depth_rule(
+            method, motion=REFINE_MOTION, ndim=ndim, spacing=spacing, **params
+        )
+        if spacing is not None:
+            return (single, single_rule), (refine, refine_rule + " (residual)")
         return ((single,) * ndim, single_rule), ((refine,) * ndim, refine_rule + " (residual)")
     depth = per_axis(overlap, ndim, name, minimum=0)
     return (depth, "given"), (depth, "given")
 
 
-def _count_levels(levels, shape, grid: TileGrid, method, coarse_memory: int) -> int:
+def _count_levels(levels, shape, grid: TileGrid, method, coarse_memory: int, spacing=None) -> int:
     if levels != "auto":
         return levels
     if len(grid) == 1:
         return 1
-    count, coarsest = 2, halve(shape)
+    steps = level_steps(spacing, len(shape), 64)
+    count, coarsest = 2, halve(shape, steps[0])
+
+    def smallest_next(shape, step):  # the smallest axis the next step would halve
+        return min(n for n, f in zip(halve(shape, step), step, strict=True) if f > 1)
+
     while (
         whole_memory(method, coarsest) > coarse_memory
-        and min(halve(coarsest)) >= 2 * MIN_LEVEL_EDGE
+        and smallest_next(coarsest, steps[count - 1]) >= 2 * MIN_LEVEL_EDGE
     ):
-        count, coarsest = count + 1, halve(coarsest)
+        count, coarsest = count + 1, halve(coarsest, steps[count - 1])
     return count
+
+
+def _input_spacing(array, spacing, ndim: int) -> tuple[float, ...] | None:
+    """The voxel size a run follows: ``spacing`` if given, else the input's recorded scale
+    (unless its axes are not all spatial or their units differ: the scales do not compare);
+    None when isotropic (every axis the same)."""
+    from ..io._space import NON_SPATIAL
+    from ..registration._pyramid import check_spacing
+
+    if spacing is None:
+        space = read_space(array).last(ndim)
+        units = {space.units.get(a) for a in space.axes}
+        if len(units) > 1 or any(a in NON_SPATIAL for a in space.axes):
+            return None
+        spacing = space.scale
+    else:
+        spacing = check_spacing(spacing, ndim)
+    return None if len(set(spacing)) == 1 else tuple(float(v) for v in spacing)
 
 
 def plan_flow(
@@ -421,6 +478,7 @@ def plan_flow(
     allow_sparse: bool = False,
     initial_affine=None,
     overlap=None,
+    spacing: float | Sequence[float] | None = None,
     channel: int | None = None,
     **kernel_params,
 ) -> FlowPlan:
@@ -459,12 +517,15 @@ def plan_flow(
     out_chunks = ref.chunks if chunks is None else per_axis(chunks, ndim, "chunks", minimum=1)
     out_shards = resolve_shards(shards, chunks=out_chunks, shape=shape, like=ref)
     align = out_shards or out_chunks  # tiles are whole shards: one task writes each shard
+    spacing = _input_spacing(ref, spacing, ndim)
     name = "depth"
     if overlap is not None:  # the halo's former name, still accepted
         if not (isinstance(depth, str) and depth == "auto"):
             raise InputError("give the halo as depth (or its former name overlap), not both.")
         depth, name = overlap, "overlap"
-    (single, single_rule), (refine, refine_rule) = _depths(method, params, depth, ndim, name)
+    (single, single_rule), (refine, refine_rule) = _depths(
+        method, params, depth, ndim, name, spacing
+    )
 
     def grid_for(depth, refining=True):
         if tile is None:
@@ -481,23 +542,29 @@ def plan_flow(
             require_shard_aligned(tile_shape, shape, out_shards)
         return TileGrid(shape=shape, tile_shape=tile_shape, depth=depth, chunks=align)
 
-    count = _count_levels(levels, shape, grid_for(refine), method, coarse_memory)
+    count = _count_levels(levels, shape, grid_for(refine), method, coarse_memory, spacing)
     grid0 = grid_for(single, refining=False) if count == 1 else grid_for(refine)
+    steps = level_steps(spacing, ndim, count)
     # one channel of an input: the pyramid is built from that channel (its levels hold all)
-    ref_levels = input_levels(reference, level or 0) if count > 1 and channel is None else []
+    ref_levels = input_levels(reference, level or 0, steps) if count > 1 and channel is None else []
     # through an initial affine, the pyramid is built from the resampled moving volume
     own = count > 1 and matrix is None and channel is None
-    mov_levels = input_levels(moving, level or 0) if own else []
+    mov_levels = input_levels(moving, level or 0, steps) if own else []
     mov_ref = through_affine(_absolute_ref(mov), matrix, shape, ref.chunks)
     shapes, sources = [shape], [(_absolute_ref(ref), mov_ref)]
+    factors = [(1,) * ndim]
     for lvl in range(1, count):
         pair = (None, None)
         if sources[-1][0] is not None and lvl <= min(len(ref_levels), len(mov_levels)):
             pair = (ref_levels[lvl - 1], mov_levels[lvl - 1])
             if pair[0].open().shape != pair[1].open().shape:
                 pair = (None, None)
-        shapes.append(tuple(pair[0].open().shape) if pair[0] is not None else halve(shapes[-1]))
+        step = steps[lvl - 1]
+        shapes.append(
+            tuple(pair[0].open().shape) if pair[0] is not None else halve(shapes[-1], step)
+        )
         sources.append(pair)
+        factors.append(tuple(a * b for a, b in zip(factors[-1], step, strict=True)))
     if min(shapes[-1]) < MIN_LEVEL_EDGE:
         raise InputError(
             f"levels={count} makes the coarsest level {shapes[-1]}, smaller than "
@@ -510,16 +577,25 @@ def plan_flow(
     for lvl, (lshape, (ref_src, mov_src)) in enumerate(zip(shapes, sources, strict=True)):
         lchunks = tuple(min(c, n) for c, n in zip(out_chunks, lshape, strict=True))
         coarsest = lvl == count - 1
+        lspacing = None
+        lsingle, lsingle_rule, lrefine, lrefine_rule = single, single_rule, refine, refine_rule
+        if spacing is not None:  # this level's voxels: windows and halos follow them
+            lspacing = tuple(v * f for v, f in zip(spacing, factors[lvl], strict=True))
+            if lvl:
+                (lsingle, lsingle_rule), (lrefine, lrefine_rule) = _depths(
+                    method, params, depth, ndim, name, lspacing
+                )
         if coarsest and count > 1 and whole_memory(method, lshape) <= coarse_memory:
             mode, grid, rule = "whole", TileGrid(lshape, lshape, (0,) * ndim), "whole level"
         elif coarsest:
-            mode, rule = "tiled", single_rule
-            grid = TileGrid(lshape, grid0.tile_shape, single, lchunks)
+            mode, rule = "tiled", lsingle_rule
+            grid = TileGrid(lshape, grid0.tile_shape, lsingle, lchunks)
         else:
-            mode, rule = "refine", refine_rule
-            grid = TileGrid(lshape, grid0.tile_shape, refine, lchunks)
+            mode, rule = "refine", lrefine_rule
+            grid = TileGrid(lshape, grid0.tile_shape, lrefine, lchunks)
         band = tuple(d // 2 for d in grid.depth)
-        plans.append(LevelPlan(lvl, lshape, lchunks, mode, grid, band, rule, ref_src, mov_src))
+        plans.append(LevelPlan(lvl, lshape, lchunks, mode, grid, band, rule, ref_src, mov_src,
+                               factors[lvl] if spacing is not None else (), lspacing))  # fmt: skip
     return FlowPlan(
         reference=_absolute_ref(ref),
         moving=mov_ref,
@@ -539,5 +615,6 @@ def plan_flow(
         intensity_note=intensity_note,
         shards=None if out_shards is None else (ndim, *out_shards),
         initial_affine=None if matrix is None else tuple(map(tuple, matrix.tolist())),
+        spacing=spacing,
         channel=channel,
     )

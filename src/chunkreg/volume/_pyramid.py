@@ -23,7 +23,7 @@ from ..engine import IndexedTasks
 from ..engine._pyramid import build_output_pyramid
 from ..io import ArrayRef, read_region
 from ..io._pyramid import group_ref, pyramid_factors, pyramid_tile
-from ..registration._multiscale import downsample_region, downsample_source
+from ..registration._multiscale import downsample_region, downsample_source, level_step
 from ..tiling import TileGrid
 from ._intensity import IDENTITY, Intensity
 
@@ -82,11 +82,12 @@ def downsample_tile(task: _Downsample) -> dict:
     t0 = time.perf_counter()
     tile = task.grid.tile(task.number)
     fine = task.source.open()
-    src = downsample_source(tile.core, fine.shape)
+    step = level_step(fine.shape, task.grid.shape)
+    src = downsample_source(tile.core, fine.shape, step)
     raw = read_region(fine, src, task.name)
     region = task.intensity(raw)
     check_finite(region, f"{task.name} in {task}")
-    values = downsample_region(region, [s.start for s in src], tile.core, fine.shape)
+    values = downsample_region(region, [s.start for s in src], tile.core, fine.shape, step)
     task.target.open(mode="r+")[tile.core] = values
     return {
         "bytes_read": raw.nbytes,
@@ -110,9 +111,9 @@ def create_pyramid_level(
                 chunks=tuple(chunks),
                 fill_value=np.nan,
                 attributes={
-                    "description": f"{name} at pyramid level {level} (2**{level} coarser): "
-                    "Gaussian blur (sigma 2/3) then the mean of each 2-voxel block per axis, "
-                    "applied level by level",
+                    "description": f"{name} at pyramid level {level}: Gaussian blur (sigma "
+                    "2/3) then the mean of each 2-voxel block along each axis the level halves "
+                    "(all of them unless the voxels are anisotropic), applied level by level",
                     "level": level,
                 },
             )
