@@ -238,7 +238,7 @@ def flow_depth(
     >>> flow_depth("ilk"), flow_depth("ilk", radius=3, motion=10), flow_depth("tvl1")
     (20, 18, 22)
     >>> flow_depth("dis"), flow_depth("dis", preset="fine"), flow_depth("dis", ndim=3)
-    (30, 30, 23)
+    (30, 30, 22)
     >>> flow_depth("ilk", spacing=(50, 4, 4)), flow_depth("tvl1", spacing=(50, 4, 4))
     ((5, 20, 20), (7, 22, 22))
     """
