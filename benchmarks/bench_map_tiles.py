@@ -12,12 +12,14 @@ this process (``scheduler="synchronous"``, so every CPU second is counted by
 For each it prints, side by side: the in-memory kernel on the whole array (CPU s), the kernel
 inside the tasks (CPU s, summed: more than the whole-array run by the halo's extra compute),
 and map_tiles' wall and CPU time, whose excess over the tasks' kernel time is the engine's
-overhead (reads, writes, blending, records). ``--serial`` also runs the same with every zarr
-request of a task made one after another (the I/O path before batching), for comparison.
+overhead (reads, writes, blending, records). ``--zarr`` also runs the same with every request
+through zarr's event loop (chunkreg's direct reads and writes of local chunks switched off,
+:mod:`chunkreg.io._direct`), and ``--serial`` with every zarr request of a task made one after
+another (the I/O path before batching), for comparison.
 
 Usage::
 
-    python benchmarks/bench_map_tiles.py [--repeat 3] [--serial]
+    python benchmarks/bench_map_tiles.py [--repeat 3] [--zarr] [--serial]
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import zarr
 from scipy import ndimage
 
 import chunkreg
-from chunkreg.io import _batch
+from chunkreg.io import _batch, _direct
 from chunkreg.testing import apply_flow, smooth_displacement, textured_image
 
 SHAPE = (500, 741)
@@ -66,8 +68,10 @@ def gaussian(image):
 
 
 def _serial_io():
-    """Patch the batched I/O helpers to make their requests one by one (as before batching)."""
+    """Patch the batched I/O helpers to make their requests one by one through zarr (as
+    before batching)."""
     read, write = _batch.read_many, _batch.write_many
+    through_zarr = _zarr_io()
 
     def read_serial(requests, name="input"):
         return [_batch.read_region(a, s, name) for a, s in requests]
@@ -79,9 +83,21 @@ def _serial_io():
     def restore():
         for module in _modules():
             module.read_many, module.write_many = read, write
+        through_zarr()
 
     for module in _modules():
         module.read_many, module.write_many = read_serial, write_serial
+    return restore
+
+
+def _zarr_io():
+    """Send every request through zarr (no direct local chunk I/O)."""
+    saved = _direct.direct
+
+    def restore():
+        _direct.direct = saved
+
+    _direct.direct = lambda array: None
     return restore
 
 
@@ -120,6 +136,7 @@ def measure(name, kernel, sources, depth, blend, root: Path, repeat: int) -> dic
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per case (best CPU kept)")
+    parser.add_argument("--zarr", action="store_true", help="also time I/O through zarr's loop")
     parser.add_argument("--serial", action="store_true", help="also time unbatched I/O")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench_map_tiles_"))
@@ -134,7 +151,9 @@ def main(argv=None) -> None:
             ("ilk", ilk, pair, 16, "linear"),
             ("gaussian", gaussian, pair[:1], 8, None),
         ]
-        modes = [("batched", None)] + ([("serial", _serial_io)] if args.serial else [])
+        modes = [("direct", None)]
+        modes += [("zarr", _zarr_io)] if args.zarr else []
+        modes += [("serial", _serial_io)] if args.serial else []
         n_tiles = -(-SHAPE[0] // TILE) * -(-SHAPE[1] // TILE)
         print(f"{SHAPE[0]}x{SHAPE[1]} float32, chunks {CHUNKS}, {n_tiles} tiles of {TILE} px, "
               f"synchronous; CPU seconds (best of {args.repeat})")  # fmt: skip

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -97,3 +99,26 @@ def test_bad_arguments():
         ramp(0)
     with pytest.raises(IndexError):
         blend_weights(grid, 2)
+
+
+@PROPERTY
+@given(tile_grids(max_ndim=3, max_size=24, aligned=False), st.booleans(), st.data())
+def test_scratch_size_is_the_pieces_every_tile_writes(grid, cut, data):
+    """One size model: the flow plan's estimate, the engine's Scratch and the layout agree
+    with the chunks the tiles write, counted piece by piece."""
+    from chunkreg.engine import Scratch
+    from chunkreg.io import ArrayRef
+    from chunkreg.tiling._pieces import PieceLayout
+    from chunkreg.tiling._scratch_size import scratch_nbytes
+
+    band = tuple(data.draw(st.integers(0, d)) for d in grid.depth)
+    layout = PieceLayout(grid, band, cut)
+    written = sum(
+        math.prod(c.stop - c.start for c in chunk)
+        for tile in layout.band_grid
+        for _, chunk, _ in layout.pieces(tile.index)
+    )
+    scratch = Scratch(ArrayRef(None, ""), grid, band, components=3, dtype="float64", cut=cut)
+    assert scratch.nbytes == layout.nbytes(3, 8) == 3 * 8 * written
+    if cut:
+        assert scratch_nbytes(grid, band) == 4 * grid.ndim * written

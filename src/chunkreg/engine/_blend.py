@@ -29,7 +29,7 @@ import zarr
 
 from ..errors import InputError
 from ..io import ArrayRef
-from ..io._batch import read_many, write_many
+from ..io._batch import chunk_cache, read_many, write_many
 from ..io._pyramid import group_ref
 from ..tiling import PieceLayout, TileGrid, blend_profiles
 from ..tiling._pieces import every, overlapping
@@ -84,6 +84,10 @@ class Scratch:
     #: the scratch arrays opened by :func:`create_scratch` (name -> zarr.Array), carried to
     #: the tasks so they need not open them again; None: opened where used
     arrays: dict | None = field(default=None, compare=False, repr=False)
+    #: set once every piece is written (a blend stage): names the run whose tasks keep the
+    #: pieces they read in their process's chunk cache (a piece is read by every tile whose
+    #: core its region overlaps); "": read from the store every time
+    token: str = field(default="", compare=False, repr=False)
 
     @property
     def layout(self) -> PieceLayout:
@@ -111,7 +115,7 @@ class Scratch:
     @property
     def nbytes(self) -> int:
         """Bytes of all the pieces once every tile has written them (uncompressed chunks)."""
-        return np.dtype(self.dtype).itemsize * self.n_components * self.layout.voxels
+        return self.layout.nbytes(self.n_components, np.dtype(self.dtype).itemsize)
 
     def _pieces(self, index) -> Iterator[tuple[str, tuple[slice, ...], tuple[slice, ...]]]:
         """(array name, chunk slices, level slices) of each piece of tile ``index``."""
@@ -196,10 +200,12 @@ class Scratch:
                     for i, r in zip(inter, blend.read, strict=True)
                 )
                 wanted.append((k, blend, destination, local))
+        if self.token:
+            read = chunk_cache(self.token).read(self.token, requests, "scratch")
+        else:
+            read = read_many(requests, "scratch")
         out: list[list] = [[] for _ in indices]
-        for (k, blend, destination, local), values in zip(
-            wanted, read_many(requests, "scratch"), strict=True
-        ):
+        for (k, blend, destination, local), values in zip(wanted, read, strict=True):
             if self.nan_is_missing and not np.all(np.isfinite(values)):
                 raise InputError(
                     f"the scratch result of tile {blend.index} is missing (NaN); its tile task "

@@ -27,7 +27,7 @@ import zarr
 from .._validation import per_axis
 from .._version import __version__
 from ..errors import InputError
-from ..execution import RunReport, open_client, run_tasks
+from ..execution import RunReport, run_tasks
 from ..io import (
     CompletionRecord,
     array_ref,
@@ -35,7 +35,6 @@ from ..io import (
     create_array,
     open_array,
     open_output_group,
-    output_scope,
     read_space,
     require_shared_store,
     write_space,
@@ -52,6 +51,7 @@ from ._map_tasks import (
     probe_tile,
     store_result,
 )
+from ._runs import output_location, output_note, workflow_scope
 from ._stages import StageRunner
 from ._tasks import IndexedTasks
 
@@ -342,13 +342,10 @@ def run_map_tiles(
     -------
     RunReport
     """
-    if isinstance(output, Path):
-        output = os.fspath(output)
-    if isinstance(output, str) and "://" not in output:
-        output = os.path.abspath(output)  # the tasks get its arrays: workers may run elsewhere
+    output = output_location(output, absolute=True)  # the tasks get its arrays
     grid = plan.grid
     n = len(grid)
-    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+    with workflow_scope(client, scheduler=scheduler, n_workers=n_workers) as c:
         group = open_output_group(
             output, signature=plan.signature(), overwrite=overwrite, kind="map_tiles",
             inputs={str(i): a for i, a in enumerate(plan.inputs)},
@@ -397,7 +394,7 @@ def run_map_tiles(
             "result": f"{tuple(out.shape)} {out.dtype}",
         }
     )  # fmt: skip
-    report.notes["output"] = f"{output}/{RESULT_ARRAY}" if isinstance(output, str) else RESULT_ARRAY
+    report.notes["output"] = output_note(output, RESULT_ARRAY)
     return report
 
 
@@ -437,6 +434,8 @@ def _blend_stages(runner: StageRunner, group: zarr.Group, job: MapJob, plan: Map
     if not runner.run("tiles", map_tile, IndexedTasks(n, partial(MapTask, job)), record=record):
         runner.stop(["blend"])
         return
+    # every piece is written now: the blend tasks may keep those they read (by this run's token)
+    job = dataclasses.replace(job, scratch=dataclasses.replace(scratch, token=job.token))
     runner.run("blend", blend_map_tile, IndexedTasks(n, partial(BlendMapTask, job)),
                record=blended)  # fmt: skip
     if blended.complete:  # the pieces are no longer needed

@@ -14,6 +14,7 @@ import numpy as np
 import zarr
 
 from ..errors import IncompatibleOutputError
+from ._batch import read_many, write_many
 
 __all__ = ["CompletionRecord"]
 
@@ -59,7 +60,7 @@ class CompletionRecord:
         """Boolean array, true where the task is recorded complete."""
         if self.n_tasks == 0:
             return np.zeros(0, dtype=bool)
-        return self._array[:] != 0
+        return read_many([(self._array, (slice(0, self.n_tasks),))], "completion record")[0] != 0
 
     def done_indices(self) -> np.ndarray:
         """Indices of completed tasks, ascending."""
@@ -88,6 +89,7 @@ class CompletionRecord:
         chunk = self._array.chunks[0]
         for c in np.unique(idx // chunk):
             lo, hi = int(c) * chunk, min(int(c + 1) * chunk, self.n_tasks)
-            block = self._array[lo:hi]
+            where = (slice(lo, hi),)
+            block = read_many([(self._array, where)], "completion record")[0]
             block[idx[(idx >= lo) & (idx < hi)] - lo] = 1
-            self._array[lo:hi] = block
+            write_many([(self._array, where, block)])

@@ -117,6 +117,17 @@ class PieceLayout:
             )
         return total
 
+    def nbytes(self, components: int, itemsize: int) -> int:
+        """Bytes of all the pieces once every tile has written them, uncompressed, at
+        ``components`` values of ``itemsize`` bytes per element (what scratch space holds).
+
+        Examples
+        --------
+        >>> PieceLayout(TileGrid((40,), (16,), (4,)), (2,)).nbytes(1, 4)  # 6 bands, 3 middles
+        240
+        """
+        return int(components) * int(itemsize) * self.voxels
+
     def pieces(self, index) -> Iterator[tuple[str, tuple[slice, ...], tuple[slice, ...]]]:
         """``(array name, chunk slices, array slices)`` of each piece of tile ``index``."""
         per_axis = [self.segments(axis, i) for axis, i in enumerate(index)]

@@ -12,10 +12,9 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from ..engine import StageRunner, add_output_pyramid
+from ..engine import StageRunner, add_output_pyramid, workflow_scope
 from ..engine._parts import StageParts
 from ..errors import InputError
-from ..execution import open_client
 from ..io import (
     CompletionRecord,
     array_ref,
@@ -23,7 +22,6 @@ from ..io import (
     create_array,
     open_array,
     open_output_group,
-    output_scope,
     read_space,
     require_shared_store,
     write_space,
@@ -582,7 +580,7 @@ def register_timeseries(
     channel, n_channels = plan.channel, plan.n_channels
     # the lease is held until everything is written; the output is created once the cluster
     # is reachable, so a bad scheduler address leaves nothing behind
-    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as cl:
+    with workflow_scope(client, scheduler=scheduler, n_workers=n_workers) as cl:
         csv_target = _csv_target(output, csv_path)
         group = open_output_group(output, signature=signature, overwrite=overwrite, kind="timeseries",
                                   inputs={"stack": array}, sources={"stack": stack},

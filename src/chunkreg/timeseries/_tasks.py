@@ -179,6 +179,17 @@ def _mask(group: zarr.Group, job: Job):
     return np.asarray(group["mask"][...], dtype=bool) if job.has_mask else None
 
 
+def _roi_mask(group: zarr.Group, job: Job):
+    """The mask over the region of interest (what registration sees), or None."""
+    mask = _mask(group, job)
+    return None if mask is None else mask[job.roi_slices]
+
+
+def _opened(job: Job) -> tuple[zarr.Group, zarr.Array]:
+    """What a task of ``job`` works on: the output group (writable) and the stack."""
+    return _open_group(job), job.stack.open()
+
+
 class _Corrector:
     """Corrects frames of one job and scores them (shared by every pass)."""
 
@@ -298,8 +309,7 @@ def register_batch(batch: Batch) -> dict:
     """Fixed reference: measure, correct and score the frames of one batch in one pass."""
     t0 = time.perf_counter()
     job = batch.job
-    group = _open_group(job)
-    stack = job.stack.open()
+    group, stack = _opened(job)
     fix = _Corrector(job, group)
     reference, roi = fix.reference, fix.roi
     correlator = registrar(job, np.ascontiguousarray(reference[roi]), fix.mask_e)
@@ -413,11 +423,8 @@ def estimate_batch(batch: Batch) -> dict:
     """``"previous"``, phase 1: measure the links ``(t - s, t)`` ending in the batch."""
     t0 = time.perf_counter()
     job = batch.job
-    group = _open_group(job)
-    stack = job.stack.open()
-    mask = _mask(group, job)
-    mask_e = None if mask is None else mask[job.roi_slices]
-    nbytes = _estimate_links(batch, group, stack, job.roi_slices, mask_e)
+    group, stack = _opened(job)
+    nbytes = _estimate_links(batch, group, stack, job.roi_slices, _roi_mask(group, job))
     return {"bytes_read": nbytes, "seconds": time.perf_counter() - t0}
 
 
@@ -458,11 +465,9 @@ def _estimate_links(batch: Batch, group, stack, roi, mask_e) -> int:
 def measure_pairs(task: tuple[Job, tuple[tuple[int, int], ...]]) -> dict:
     """Measure extra links (bridges) ``(a, b)``: the shift registering ``b`` onto ``a``."""
     job, pairs = task
-    group = _open_group(job)
-    stack = job.stack.open()
+    group, stack = _opened(job)
     roi = job.roi_slices
-    mask = _mask(group, job)
-    mask_e = None if mask is None else mask[roi]
+    mask_e = _roi_mask(group, job)
     shifts, quality = [], []
     for a, b in pairs:
         ref_e = np.ascontiguousarray(
@@ -481,8 +486,7 @@ def apply_batch(batch: Batch) -> dict:
     """``"previous"``, phase 2: correct one batch with the solved drift; write frames and quality."""
     t0 = time.perf_counter()
     job = batch.job
-    group = _open_group(job)
-    stack = job.stack.open()
+    group, stack = _opened(job)
     fix = _Corrector(job, group)
     lo = max(batch.start - 1, 0)
     frames, channels = _read(job, stack, lo, batch.stop)
