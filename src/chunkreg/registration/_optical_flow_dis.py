@@ -17,7 +17,6 @@ import numpy as np
 from ..errors import InputError
 from ._coarse_to_fine import prepare_images
 from ._dis_patches import PatchGrid, patch_flow
-from ._dis_variational import variational_refine
 from ._optical_flow_ilk import _check_int
 from ._pyramid import pyramid_reduce, resample_axis
 
@@ -147,6 +146,8 @@ def _resize_flow(flow: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def dis_pyramid(ref: np.ndarray, mov: np.ndarray, params: DISParams) -> np.ndarray:
     """:func:`optical_flow_dis` on validated images of one float dtype."""
+    from ._dis_variational import variational_refine  # numba: imported on first use
+
     if np.array_equal(ref, mov):
         # Exactly zero, as promised: linear sampling at the last pixel of an axis computes
         # a + 1 * (b - a), which can differ from b in the last bit.
@@ -247,6 +248,8 @@ def refine_flow_dis(
     ndarray, shape (ndim, *S), the reference's dtype
         The total flow (``initial`` plus the residual found).
     """
+    from ._dis_variational import variational_refine  # numba: imported on first use
+
     ndim = reference.ndim
     dtype = reference.dtype
     offset = np.zeros(ndim) if moving_offset is None else np.asarray(moving_offset, float)
