@@ -447,3 +447,11 @@ def script_main(run, description: str, argv=None) -> int:
     except ChunkregError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from .io import credentials_problem
+
+        problem = credentials_problem(exc)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
+        return 2

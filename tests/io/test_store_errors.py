@@ -121,3 +121,22 @@ def test_http_output_is_refused(tmp_path):
         "output 'https://example.org/out.zarr': http(s):// stores are read-only; write the "
         "output to a path or a bucket (s3://, gs://...)."
     )
+
+
+def test_s3_without_credentials_is_one_line(monkeypatch, tmp_path, capsys):
+    """s3fs installed but no credentials anywhere: one line naming what to set, exit 2, and
+    nothing written (botocore signs before it connects: the closed port is never reached)."""
+    pytest.importorskip("s3fs")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    out = tmp_path / "out.zarr"
+    code = main(["flow", "s3://bucket/ref.zarr", "s3://bucket/mov.zarr", str(out), "--no-progress",
+                 "--storage-option", "endpoint_url=http://127.0.0.1:9"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "no credentials (Unable to locate credentials)" in err and "anon=true" in err
+    assert not out.exists()

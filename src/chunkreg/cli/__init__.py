@@ -64,6 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chunkreg: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. an output directory that is read-only
+        from ..io import credentials_problem
+
+        if problem := credentials_problem(exc):
+            print(f"chunkreg: error: {problem}", file=sys.stderr)
+            return 2
         where = f": {exc.filename}" if exc.filename else ""
         print(
             f"chunkreg: error: {exc.strerror or exc}{where}; choose an output location you can "
@@ -77,3 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except Exception as exc:
+        from ..io import credentials_problem
+
+        problem = credentials_problem(exc)
+        if problem is None:
+            raise
+        print(f"chunkreg: error: {problem}", file=sys.stderr)
+        return 2

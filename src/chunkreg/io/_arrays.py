@@ -180,6 +180,62 @@ _SCHEME_PACKAGES = {
 }
 
 
+#: Exception classes (by name: the packages are optional) that mean "no or bad credentials"
+#: for an object store: botocore (s3fs), google-auth (gcsfs), azure-identity (adlfs).
+_CREDENTIAL_ERRORS = frozenset(
+    {
+        "NoCredentialsError",
+        "PartialCredentialsError",
+        "CredentialRetrievalError",
+        "DefaultCredentialsError",
+        "ClientAuthenticationError",
+        "CredentialUnavailableError",
+    }
+)
+
+
+def credentials_problem(exc: BaseException) -> str | None:
+    """A one-line message if ``exc`` (or an exception it was raised from) is a store's
+    missing-credentials error, else None.
+
+    Parameters
+    ----------
+    exc : BaseException
+        An exception raised while opening, reading or writing a store.
+
+    Returns
+    -------
+    str or None
+        What went wrong and how to pass credentials, for the command line.
+
+    Examples
+    --------
+    >>> class NoCredentialsError(Exception): ...
+    >>> try:
+    ...     try:
+    ...         raise NoCredentialsError("Unable to locate credentials")
+    ...     except NoCredentialsError as inner:
+    ...         raise OSError("read failed") from inner
+    ... except OSError as exc:
+    ...     print(credentials_problem(exc)[:47])
+    the object store refused access: no credentials
+    >>> credentials_problem(ValueError("x")) is None
+    True
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if type(exc).__name__ in _CREDENTIAL_ERRORS:
+            return (
+                f"the object store refused access: no credentials ({exc}). Set the store's "
+                "usual credentials (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a "
+                "profile for s3://), or pass them with --storage-option (e.g. key=..., "
+                "secret=..., or anon=true for a public bucket)."
+            )
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def require_url_support(url: str, *, name: str = "store") -> None:
     """Refuse a URL whose scheme this Python cannot open, naming the package to install.
 
