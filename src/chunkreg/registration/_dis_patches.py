@@ -326,24 +326,11 @@ def _compiled_patch_flow(
     ref_flat, mov_flat = ref_pad.reshape(-1), mov_pad.reshape(-1)
     state = np.ascontiguousarray(init.reshape(ndim, -1).T, dtype=np.float64)
     first = iterations // 2
-    passes = [(first, None), (iterations - first, True)]
-    for its, propagate in passes:
-        if propagate:
-            grid_state = state.T.reshape(ndim, *counts)
-            cand = np.stack(
-                [
-                    _neighbours(grid_state, 0, counts[0], axis, step).T
-                    for axis in range(ndim)
-                    for step in (-1, 1)
-                ],
-                axis=1,
-            )
-        else:
-            cand = np.empty((state.shape[0], 0, ndim))
-        out = np.empty_like(state)
-        search(ref_flat, mov_flat, strides, offs, mov_strides, mov_offs, corners, origins, state,
-               np.ascontiguousarray(cand), its, normalize, upper, _DAMPING, out)  # fmt: skip
-        state = out
+    out = np.empty_like(state)
+    search(ref_flat, mov_flat, strides, offs, mov_strides, mov_offs, corners, origins,
+           np.array(counts, np.int64), state, first, iterations - first, normalize, upper,
+           _DAMPING, out)  # fmt: skip
+    state = out
     if grid.stride == size and interpolate:
         return _interpolate_patches(state.T.astype(ref_pad.dtype).reshape(ndim, *counts), grid)
     canvas = grid.canvas
@@ -369,16 +356,25 @@ def _interpolate_patches(disp: np.ndarray, grid: PatchGrid) -> np.ndarray:
     patch centres, are interpolated linearly (separably; clamped beyond the outer
     centres).
     """
-    out = disp
+    corners = []
     for axis, n in enumerate(grid.shape):
-        m = out.shape[axis + 1]
+        m = disp.shape[axis + 1]
         x = (np.arange(n, dtype=np.float64) - (grid.size - 1) / 2) / grid.stride
         np.clip(x, 0, m - 1, out=x)
         lo = np.minimum(np.floor(x).astype(np.intp), max(m - 2, 0))
         hi = np.minimum(lo + 1, m - 1)
+        corners.append((lo, hi, (x - lo).astype(disp.dtype)))
+    if _COMPILED and disp.shape[0] == 3:
+        from ._dis_search import interpolate_3d
+
+        out = np.empty((3, *grid.shape), dtype=disp.dtype)
+        interpolate_3d(np.ascontiguousarray(disp), *(a for c in corners for a in c), out)
+        return out
+    out = disp
+    for axis, (n, (lo, hi, w)) in enumerate(zip(grid.shape, corners, strict=True)):
         view = [1] * out.ndim
         view[axis + 1] = n
-        w = (x - lo).astype(out.dtype).reshape(view)
+        w = w.reshape(view)
         a = np.take(out, lo, axis=axis + 1)
         b = np.take(out, hi, axis=axis + 1)
         b -= a

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["densify", "search"]
+__all__ = ["densify", "interpolate_3d", "search"]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -194,6 +194,65 @@ def _inverse(a, inv):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
+def _project(grads, err, out):
+    """``out[k] = sum_x grads[k, x] * err[x]``: the Gauss-Newton right-hand side."""
+    for k in range(grads.shape[0]):
+        s = 0.0
+        for x in range(err.shape[0]):
+            s += grads[k, x] * err[x]
+        out[k] = s
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _descend(ctx, origin, upper, template, grads, hinv, err, work, best_err, best, best_b, u,
+             trial, cands, iterations, best_ssd, known):  # fmt: skip
+    """From ``best`` (SSD ``best_ssd``; its right-hand side in ``best_b`` if ``known``, else
+    its residual in ``best_err``): try ``cands`` (C, ndim), then ``iterations`` Gauss-Newton
+    steps. Leaves the lowest-SSD displacement in ``best`` with its right-hand side in
+    ``best_b``; returns its SSD."""
+    ndim = best.shape[0]
+    for c in range(cands.shape[0]):
+        same = True
+        for k in range(ndim):
+            trial[k] = cands[c, k]
+        _clip(trial, origin, upper)
+        for k in range(ndim):
+            same = same and trial[k] == best[k]
+        if same:  # e.g. a neighbour beyond the grid's edge, which is the patch itself
+            continue
+        ssd = _residual(ctx, origin, trial, template, err, work)
+        if ssd < best_ssd:
+            best_ssd = ssd
+            best[:] = trial
+            best_err[:] = err
+            known = False
+    u[:] = best
+    for it in range(iterations):
+        if it == 0:  # the right-hand side at u = best
+            if not known:
+                _project(grads, best_err, best_b)
+                known = True
+            trial[:] = best_b
+        else:
+            _project(grads, err, trial)
+        for k in range(ndim):
+            step = 0.0
+            for j in range(ndim):
+                step += hinv[k, j] * trial[j]
+            u[k] -= step
+        _clip(u, origin, upper)
+        ssd = _residual(ctx, origin, u, template, err, work)
+        if ssd < best_ssd:
+            best_ssd = ssd
+            best[:] = u
+            best_err[:] = err
+            known = False
+    if not known:
+        _project(grads, best_err, best_b)
+    return best_ssd
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
 def search(
     ref,
     mov,
@@ -203,68 +262,99 @@ def search(
     mov_offs,
     corners,
     origins,
+    counts,
     init,
-    candidates,
-    iterations,
+    first,
+    second,
     normalize,
     upper,
     damping,
     out,
 ):
-    """Per patch: the best of ``init`` and ``candidates``, then Gauss-Newton; into ``out``.
+    """Both passes of the patch search: ``first`` Gauss-Newton iterations from ``init``,
+    then, after trying the grid neighbours' results (spatial propagation), ``second`` more.
 
     ``strides`` and ``offs`` address ``ref`` (flat), ``mov_strides`` and ``mov_offs`` the
     moving image (which may have another shape). ``origins`` (P, ndim) are the padded
-    positions of the patches' first pixels (in both images), ``init``
-    and ``candidates`` (P, C, ndim) displacements; ``out`` (P, ndim) receives, per patch,
-    the displacement of lowest SSD visited.
+    positions of the patches' first pixels (in both images), in C order over the patch grid
+    of shape ``counts``; ``init`` (P, ndim) the starting displacements. ``out`` (P, ndim)
+    receives, per patch, the displacement of lowest SSD visited.
+
+    The passes run as a wavefront over the planes of the grid (axis 0): the first pass of
+    plane ``a`` precedes the second of plane ``a - 1``, which needs the first-pass results
+    of planes ``a - 2 ... a`` only. So each patch's template, gradients and inverse Hessian
+    are built once and kept for two planes, and the second pass starts from the first's
+    SSD and right-hand side instead of evaluating that displacement again.
     """
     count, ndim = origins.shape
     npix = offs.shape[0]
-    template, err, work, ctx = _setup(mov, mov_strides, mov_offs, corners, upper, normalize)
-    grads = np.empty((ndim, npix))
+    plane = count // counts[0]
+    _, err, work, ctx = _setup(mov, mov_strides, mov_offs, corners, upper, normalize)
+    ring_t = np.empty((2, plane, npix))
+    ring_g = np.empty((2, plane, ndim, npix))
+    ring_h = np.empty((2, plane, ndim, ndim))
     hessian = np.empty((ndim, ndim))
-    hinv = np.empty((ndim, ndim))
+    state = np.empty((count, ndim))  # first-pass results
+    scores = np.empty((count, 1 + ndim))  # their SSD and right-hand side
+    steps = np.empty(ndim, dtype=np.int64)  # flat index step per grid axis
+    steps[ndim - 1] = 1
+    for k in range(ndim - 2, -1, -1):
+        steps[k] = steps[k + 1] * counts[k + 1]
+    cands = np.empty((2 * ndim, ndim))
+    none = np.empty((0, ndim))
+    best_err = np.empty(npix)
     u = np.empty(ndim)
     best = np.empty(ndim)
+    best_b = np.empty(ndim)
     trial = np.empty(ndim)
     origin = np.empty(ndim)
-    for p in range(count):
-        start = _patch_origin(origins, p, strides, origin)
-        _template(ref, strides, offs, start, normalize, damping, template, grads, hessian, hinv)
-        for k in range(ndim):
-            best[k] = init[p, k]
-        _clip(best, origin, upper)
-        best_ssd = _residual(ctx, origin, best, template, err, work)
-        for c in range(candidates.shape[1]):
-            for k in range(ndim):
-                trial[k] = candidates[p, c, k]
-            _clip(trial, origin, upper)
-            ssd = _residual(ctx, origin, trial, template, err, work)
-            if ssd < best_ssd:
-                best_ssd = ssd
-                best[:] = trial
-        u[:] = best
-        if iterations:  # err must hold the residual at u
-            _residual(ctx, origin, u, template, err, work)
-        for _ in range(iterations):
-            for k in range(ndim):
-                s = 0.0
-                for x in range(npix):
-                    s += grads[k, x] * err[x]
-                trial[k] = s
-            for k in range(ndim):
-                step = 0.0
-                for j in range(ndim):
-                    step += hinv[k, j] * trial[j]
-                u[k] -= step
-            _clip(u, origin, upper)
-            ssd = _residual(ctx, origin, u, template, err, work)
-            if ssd < best_ssd:
-                best_ssd = ssd
-                best[:] = u
-        for k in range(ndim):
-            out[p, k] = best[k]
+    for a in range(counts[0] + 1):
+        if a < counts[0]:  # first pass over plane a
+            slot = a % 2
+            for j in range(plane):
+                p = a * plane + j
+                start = _patch_origin(origins, p, strides, origin)
+                tpl = ring_t[slot, j]
+                grads = ring_g[slot, j]
+                hinv = ring_h[slot, j]
+                _template(ref, strides, offs, start, normalize, damping, tpl, grads, hessian,
+                          hinv)  # fmt: skip
+                for k in range(ndim):
+                    best[k] = init[p, k]
+                _clip(best, origin, upper)
+                ssd = _residual(ctx, origin, best, tpl, err, work)
+                best_err[:] = err
+                ssd = _descend(ctx, origin, upper, tpl, grads, hinv, err, work, best_err, best,
+                               best_b, u, trial, none, first, ssd, False)  # fmt: skip
+                scores[p, 0] = ssd
+                for k in range(ndim):
+                    state[p, k] = best[k]
+                    scores[p, k + 1] = best_b[k]
+        if a >= 1:  # second pass over plane a - 1
+            slot = (a - 1) % 2
+            for j in range(plane):
+                p = (a - 1) * plane + j
+                _patch_origin(origins, p, strides, origin)
+                rest = p
+                c = 0
+                for k in range(ndim):
+                    index = rest // steps[k]
+                    rest -= index * steps[k]
+                    for step in (-1, 1):
+                        q = p
+                        if 0 <= index + step < counts[k]:
+                            q = p + step * steps[k]
+                        for m in range(ndim):
+                            cands[c, m] = state[q, m]
+                        c += 1
+                for k in range(ndim):
+                    best[k] = state[p, k]
+                    best_b[k] = scores[p, k + 1]
+                _descend(ctx, origin, upper, ring_t[slot, j], ring_g[slot, j], ring_h[slot, j],
+                         err, work, best_err, best, best_b, u, trial, cands, second,
+                         scores[p, 0], True)  # fmt: skip
+                for k in range(ndim):
+                    out[p, k] = best[k]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -314,3 +404,25 @@ def densify(
             den[idx] += w
             for k in range(ndim):
                 num[k, idx] += w * u[k]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def interpolate_3d(disp, lo0, hi0, w0, lo1, hi1, w1, lo2, hi2, w2, out):
+    """``out[c, k, i, j]``: ``disp[c]`` (a coarse grid) interpolated linearly at the
+    fractional grid positions given per output axis by ``lo``, ``hi`` (corner indices) and
+    ``w`` (the upper corner's weight), one axis after the other, as
+    :func:`._dis_patches._interpolate_patches` does with numpy."""
+    row = np.empty(disp.shape[3], dtype=out.dtype)
+    for c in range(out.shape[0]):
+        d = disp[c]
+        for k in range(out.shape[1]):
+            a0, b0, f0 = lo0[k], hi0[k], w0[k]
+            for i in range(out.shape[2]):
+                a1, b1, f1 = lo1[i], hi1[i], w1[i]
+                for q in range(row.shape[0]):
+                    p0 = d[a0, a1, q] + f0 * (d[b0, a1, q] - d[a0, a1, q])
+                    p1 = d[a0, b1, q] + f0 * (d[b0, b1, q] - d[a0, b1, q])
+                    row[q] = p0 + f1 * (p1 - p0)
+                for j in range(out.shape[3]):
+                    a = row[lo2[j]]
+                    out[c, k, i, j] = a + w2[j] * (row[hi2[j]] - a)

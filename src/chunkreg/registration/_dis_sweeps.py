@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["diffusivity", "sweep", "warp_region"]
+__all__ = ["diffusivity", "linearise", "sweep", "warp_region"]
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -96,7 +96,9 @@ def _solve_3d(u, h, hb, omega, k, i, j, wsum, t0, t1, t2):  # pragma: no cover -
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _sweep_3d(u, h, hb, phi, alpha, omega, robust):  # pragma: no cover - compiled
+def _sweep_3d(u, h, hb, phi, alpha, omega, robust, wsum, inv):  # pragma: no cover - compiled
+    """``alpha``, ``omega``, ``wsum = 6 alpha`` and ``inv = 1 / wsum`` come in ``u``'s
+    dtype, so that the interior arithmetic stays in it (float32: twice the throughput)."""
     nz, ny, nx = u.shape[1], u.shape[2], u.shape[3]
     for colour in range(2):
         for k in range(nz):
@@ -113,33 +115,50 @@ def _sweep_3d(u, h, hb, phi, alpha, omega, robust):  # pragma: no cover - compil
                     start = 2
                 else:
                     start = 1
-                wsum = 6.0 * alpha
                 for j in range(start, nx - 1, 2):
-                    t0 = alpha * (
-                        u[0, k - 1, i, j]
-                        + u[0, k + 1, i, j]
-                        + u[0, k, i - 1, j]
-                        + u[0, k, i + 1, j]
-                        + u[0, k, i, j - 1]
-                        + u[0, k, i, j + 1]
+                    t0 = (
+                        alpha
+                        * (
+                            u[0, k - 1, i, j]
+                            + u[0, k + 1, i, j]
+                            + u[0, k, i - 1, j]
+                            + u[0, k, i + 1, j]
+                            + u[0, k, i, j - 1]
+                            + u[0, k, i, j + 1]
+                        )
+                        - hb[0, k, i, j]
                     )
-                    t1 = alpha * (
-                        u[1, k - 1, i, j]
-                        + u[1, k + 1, i, j]
-                        + u[1, k, i - 1, j]
-                        + u[1, k, i + 1, j]
-                        + u[1, k, i, j - 1]
-                        + u[1, k, i, j + 1]
+                    t1 = (
+                        alpha
+                        * (
+                            u[1, k - 1, i, j]
+                            + u[1, k + 1, i, j]
+                            + u[1, k, i - 1, j]
+                            + u[1, k, i + 1, j]
+                            + u[1, k, i, j - 1]
+                            + u[1, k, i, j + 1]
+                        )
+                        - hb[1, k, i, j]
                     )
-                    t2 = alpha * (
-                        u[2, k - 1, i, j]
-                        + u[2, k + 1, i, j]
-                        + u[2, k, i - 1, j]
-                        + u[2, k, i + 1, j]
-                        + u[2, k, i, j - 1]
-                        + u[2, k, i, j + 1]
+                    t2 = (
+                        alpha
+                        * (
+                            u[2, k - 1, i, j]
+                            + u[2, k + 1, i, j]
+                            + u[2, k, i - 1, j]
+                            + u[2, k, i + 1, j]
+                            + u[2, k, i, j - 1]
+                            + u[2, k, i, j + 1]
+                        )
+                        - hb[2, k, i, j]
                     )
-                    _solve_3d(u, h, hb, omega, k, i, j, wsum, t0, t1, t2)
+                    h0 = h[0, k, i, j]
+                    h1 = h[1, k, i, j]
+                    h2 = h[2, k, i, j]
+                    hr = (h0 * t0 + h1 * t1 + h2 * t2) / (h0 * h0 + h1 * h1 + h2 * h2 + wsum)
+                    u[0, k, i, j] += omega * ((t0 - h0 * hr) * inv - u[0, k, i, j])
+                    u[1, k, i, j] += omega * ((t1 - h1 * hr) * inv - u[1, k, i, j])
+                    u[2, k, i, j] += omega * ((t2 - h2 * hr) * inv - u[2, k, i, j])
                 if (nx - 1 - first) % 2 == 0:
                     _update_3d(u, h, hb, phi, alpha, omega, robust, k, i, nx - 1)
 
@@ -257,6 +276,66 @@ def sweep(flow, h, hb, phi, smoothness: float, omega: float) -> bool:
         return False
     robust = phi is not None
     weights = phi if robust else np.zeros((1,) * ndim, dtype=flow.dtype)
-    kernel = _sweep_2d if ndim == 2 else _sweep_3d
-    kernel(flow, h, hb, weights, float(smoothness), float(omega), robust)
+    if ndim == 2:
+        _sweep_2d(flow, h, hb, weights, float(smoothness), float(omega), robust)
+        return True
+    real = flow.dtype.type
+    alpha = real(smoothness)
+    wsum = real(6) * alpha
+    _sweep_3d(flow, h, hb, weights, alpha, real(omega), robust, wsum, real(1) / wsum)
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _diff(a, lo, mid, hi, n, q):  # pragma: no cover - compiled
+    """``np.gradient`` (edge_order=1) of flat ``a`` at index ``mid`` along an axis of length
+    ``n`` where the position is ``q``; ``lo``, ``hi``: the neighbours' indices."""
+    if n < 2:
+        return 0.0
+    if q == 0:
+        return a[hi] - a[mid]
+    if q == n - 1:
+        return a[mid] - a[lo]
+    return 0.5 * (a[hi] - a[lo])
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _linearise_3d(ref, warped, flow, scale, eps2, h, hb):  # pragma: no cover - compiled
+    nz, ny, nx = ref.shape
+    r = ref.reshape(-1)
+    w = warped.reshape(-1)
+    sy, sz = nx, ny * nx
+    for k in range(nz):
+        for i in range(ny):
+            for j in range(nx):
+                p = k * sz + i * sy + j
+                g0 = _diff(w, p - sz, p, p + sz, nz, k) + _diff(r, p - sz, p, p + sz, nz, k)
+                g1 = _diff(w, p - sy, p, p + sy, ny, i) + _diff(r, p - sy, p, p + sy, ny, i)
+                g2 = _diff(w, p - 1, p, p + 1, nx, j) + _diff(r, p - 1, p, p + 1, nx, j)
+                h0 = 0.5 * scale * g0
+                h1 = 0.5 * scale * g1
+                h2 = 0.5 * scale * g2
+                b = (w[p] - r[p]) * scale
+                weight = np.sqrt(1.0 / np.sqrt(b * b + eps2))
+                b -= h0 * flow[0, k, i, j] + h1 * flow[1, k, i, j] + h2 * flow[2, k, i, j]
+                b *= weight
+                h0 *= weight
+                h1 *= weight
+                h2 *= weight
+                h[0, k, i, j] = h0
+                h[1, k, i, j] = h1
+                h[2, k, i, j] = h2
+                hb[0, k, i, j] = h0 * b
+                hb[1, k, i, j] = h1 * b
+                hb[2, k, i, j] = h2 * b
+
+
+def linearise(reference, moving, flow, contrast: float, eps: float, h, hb, warped) -> bool:
+    """Fill ``h`` and ``hb`` of the linearised data term (see
+    :func:`._dis_variational._linearise`) for a volume, ``warped`` as scratch; False (nothing
+    done) for other than 3 dimensions."""
+    if flow.shape[0] != 3:
+        return False
+    _warp_3d(moving, flow, warped)
+    _linearise_3d(reference, warped, flow, 1.0 / contrast, float(eps) ** 2, h, hb)
     return True

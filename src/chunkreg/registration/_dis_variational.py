@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ._dis_sweeps import diffusivity as compiled_diffusivity
+from ._dis_sweeps import linearise as compiled_linearise
 from ._dis_sweeps import sweep as compiled_sweep
 from ._dis_sweeps import warp_region as compiled_warp
 from ._filters import gradient_rows, row_slabs
@@ -320,12 +321,19 @@ def variational_refine(
     h = np.empty((ndim, *shape), dtype=dtype)
     hb = np.empty((ndim, *shape), dtype=dtype)
     phi = np.empty(shape, dtype=dtype) if robust else None
-    scratch = (
-        np.empty((ndim, rows, *shape[1:]), dtype=dtype),
-        np.empty((ndim, rows, *shape[1:]), dtype=dtype),
-    )
+    scratch = None
+    warped = np.empty_like(reference) if ndim == 3 else None  # for the compiled pass
     for _ in range(warps):
-        _linearise(reference, moving, flow, contrast, h, hb, slabs, scratch)
+        # 3-D: the warp and the linearisation in one compiled pass
+        if warped is None or not compiled_linearise(
+            reference, moving, flow, contrast, DATA_EPS, h, hb, warped
+        ):
+            if scratch is None:
+                scratch = (
+                    np.empty((ndim, rows, *shape[1:]), dtype=dtype),
+                    np.empty((ndim, rows, *shape[1:]), dtype=dtype),
+                )
+            _linearise(reference, moving, flow, contrast, h, hb, slabs, scratch)
         for _ in range(iterations):
             if robust and not compiled_diffusivity(flow, phi, 0.5 * smoothness, SMOOTH_EPS):
                 _diffusivity(flow, phi, slabs, 0.5 * smoothness)

@@ -197,7 +197,7 @@ def flow_depth(
       ``variational_iterations`` pixels a change at the edge is below 0.01 px (measured on
       textured volumes, tests/volume/test_dis_tiles.py):
       ``depth = patch_size + patch_stride + variational_iterations + 2 + motion`` (30 with
-      the 2-D presets "fast" and "medium", 23 with the 3-D ones). A tile refining a coarser
+      the 2-D presets "fast" and "medium", 22 with the 3-D ones). A tile refining a coarser
       level runs one DIS level, so that is its whole support; a tile without a coarser
       level runs DIS's own pyramid, whose coarser levels reach further (as iLK's and
       TV-L1's pyramids do).
@@ -238,7 +238,7 @@ def flow_depth(
     >>> flow_depth("ilk"), flow_depth("ilk", radius=3, motion=10), flow_depth("tvl1")
     (20, 18, 22)
     >>> flow_depth("dis"), flow_depth("dis", preset="fine"), flow_depth("dis", ndim=3)
-    (30, 30, 23)
+    (30, 30, 22)
     >>> flow_depth("ilk", spacing=(50, 4, 4)), flow_depth("tvl1", spacing=(50, 4, 4))
     ((5, 20, 20), (7, 22, 22))
     """
