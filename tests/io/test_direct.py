@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
+from scipy import ndimage
 
+import chunkreg
 from chunkreg.errors import InputError
 from chunkreg.io import _batch, _direct
+from chunkreg.testing import apply_flow, smooth_displacement, textured_image
+from chunkreg.volume import compute_flow
+
+SYNC = {"scheduler": "synchronous", "progress": False}
 
 SELECTIONS = [
     (slice(0, 1), slice(0, 32), slice(0, 32)),  # one whole chunk
@@ -126,3 +134,75 @@ def test_a_corrupt_chunk_is_named_as_before(tmp_path):
     (tmp_path / "a.zarr" / "c" / "1" / "0").write_bytes(b"not zstd")
     with pytest.raises(InputError, match=r"input .* chunk c/1/0 cannot be read"):
         _batch.read_many([(array, (slice(0, 64), slice(0, 10))), (array, (slice(0, 1),) * 2)])
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every file of a run's output with its bytes (result, metadata, completion records)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def _count_direct_io(monkeypatch) -> list[str]:
+    """Record each chunk read and write that goes the direct way."""
+    calls: list[str] = []
+    for name in ("read", "write"):
+        original = getattr(_direct.DirectArray, name)
+
+        def spy(self, *args, _original=original, _name=name):
+            calls.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(_direct.DirectArray, name, spy)
+    return calls
+
+
+def smooth_plus_tile(a, tile):
+    """Smoothed input plus the tile's number: neighbouring tiles disagree, blending matters."""
+    return ndimage.gaussian_filter(a, 1.5) + tile.number
+
+
+def test_an_engine_run_without_zarr_internals_writes_the_same_bytes(tmp_path, monkeypatch):
+    """Fall-back when zarr's internals are missing: a blended map_tiles run goes wholly through
+    zarr and its output is byte for byte the direct run's."""
+    image = np.random.default_rng(7).random((40, 48)).astype(np.float32)
+    source = zarr.create_array(tmp_path / "in.zarr", data=image, chunks=(8, 8))
+    run = partial(chunkreg.map_tiles, smooth_plus_tile, source, tile=16, depth=6,
+                  blend="linear", **SYNC)  # fmt: skip
+    calls = _count_direct_io(monkeypatch)
+    assert run(tmp_path / "direct.zarr").ok
+    assert {"read", "write"} <= set(calls)  # the direct way was taken
+    monkeypatch.setattr(_direct, "_AVAILABLE", False)  # as when its imports fail
+    monkeypatch.setattr(_direct, "_KNOWN", {})  # forget the arrays worked out already
+    calls.clear()
+    assert run(tmp_path / "zarr.zarr").ok
+    assert calls == []  # everything through zarr
+    expected = _tree(tmp_path / "direct.zarr")
+    assert any(k.startswith("0/c/") for k in expected) and "_scratch" not in str(expected)
+    assert _tree(tmp_path / "zarr.zarr") == expected
+
+
+def test_a_flow_run_on_arrays_it_cannot_do_writes_the_same_bytes(tmp_path, monkeypatch):
+    """Fall-back for an array the direct way does not support: a coarse-to-fine flow run
+    (pyramid, tiles, blend) goes wholly through zarr and writes the direct run's bytes."""
+    shape = (96, 80)
+    reference = textured_image(shape, seed=4, sigma=2.0)
+    truth = smooth_displacement(shape, amplitude=1.5, seed=5)
+    paths = []
+    for name, data in (("reference", reference), ("moving", apply_flow(reference, -truth))):
+        zarr.create_array(tmp_path / f"{name}.zarr", data=data, chunks=(16, 16))
+        paths.append(str(tmp_path / f"{name}.zarr"))
+    run = partial(compute_flow, *paths, method="ilk", tile=(48, 48), levels=2, **SYNC)
+    calls = _count_direct_io(monkeypatch)
+    assert run(tmp_path / "direct.zarr").ok
+    assert {"read", "write"} <= set(calls)
+    monkeypatch.setattr(_direct, "_make", lambda array: None)  # as for an unsupported array
+    monkeypatch.setattr(_direct, "_KNOWN", {})
+    calls.clear()
+    assert run(tmp_path / "zarr.zarr").ok
+    assert calls == []
+    expected = _tree(tmp_path / "direct.zarr")
+    assert _tree(tmp_path / "zarr.zarr") == expected
+    flow = zarr.open_array(tmp_path / "direct.zarr", path="flow", mode="r")[:]
+    inner = (slice(None), slice(8, -8), slice(8, -8))  # the known flow, away from the edges
+    assert np.median(np.abs(flow[inner] - truth[inner])) < 0.2

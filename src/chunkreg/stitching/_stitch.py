@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import per_axis
-from ..engine import StageRunner, add_output_pyramid
+from ..engine import StageRunner, add_output_pyramid, output_location, workflow_scope
 from ..engine._parts import StageParts
 from ..errors import InputError
-from ..execution import open_client
 from ..io import (
     ArrayRef,
     CompletionRecord,
@@ -25,7 +24,6 @@ from ..io import (
     check_no_overlap,
     create_array,
     open_output_group,
-    output_scope,
     read_space,
     require_chunks,
     require_shared_store,
@@ -357,7 +355,7 @@ def stitch(
     if output is not None:  # before the pairs are registered
         check_no_overlap(output, {"tiles": refs, "tile group": tiles})
 
-    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+    with workflow_scope(client, scheduler=scheduler, n_workers=n_workers) as c:
         runner = StageParts(c, label="tasks", progress=progress)
         if register:
             offsets, quality = _register_pairs(
@@ -411,7 +409,7 @@ def stitch(
         drop_reason=links[2],
         unlinked=unlinked,
         origin=origin,
-        output=None if output is None else os.fspath(output),
+        output=None if output is None else output_location(output),
         reports=runner.parts,
         report=report,
     )

@@ -20,15 +20,14 @@ import numpy as np
 import zarr
 
 from .._validation import per_axis
-from ..engine import IndexedTasks, ResultSink, StageRunner
+from ..engine import IndexedTasks, ResultSink, StageRunner, workflow_scope
 from ..errors import IncompatibleOutputError, InputError
-from ..execution import RunReport, open_client
+from ..execution import RunReport
 from ..io import (
     ArrayRef,
     array_ref,
     check_inputs_stored,
     open_output_group,
-    output_scope,
     read_region,
     read_space,
     require_shared_store,
@@ -600,7 +599,7 @@ def blockwise_shifts(
     }
     grid, ndim = plan.grid, plan.grid.ndim
     # the output's lease is held until everything is written
-    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+    with workflow_scope(client, scheduler=scheduler, n_workers=n_workers) as c:
         group = open_output_group(
             output, signature=plan.signature(), overwrite=overwrite, kind="blocks",
             inputs={"reference": plan.reference, "moving": plan.moving},

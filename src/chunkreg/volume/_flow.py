@@ -15,23 +15,27 @@ A second run skips what is recorded complete; any task may run twice and writes 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 
 from .._version import __version__
-from ..engine import IndexedTasks, ResultSink, StageRunner
+from ..engine import (
+    IndexedTasks,
+    ResultSink,
+    StageRunner,
+    output_location,
+    output_note,
+    workflow_scope,
+)
 from ..engine._blend import BlendJob, BlendTask, blend_tile, create_scratch, group_ref
-from ..execution import RunReport, open_client
+from ..execution import RunReport
 from ..io import (
     FIELD_COMPRESSORS,
     CompletionRecord,
     create_array,
     open_output_group,
-    output_scope,
     read_space,
     require_shared_store,
     write_space,
@@ -587,14 +591,13 @@ def run_flow_plan(
     -------
     RunReport
     """
-    if isinstance(output, Path):
-        output = os.fspath(output)
+    output = output_location(output)
     # the output's lease is held until everything is written; the workers' memory is checked
     # before the output is created
-    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+    with workflow_scope(client, scheduler=scheduler, n_workers=n_workers) as c:
         check_worker_memory(plan.task_memory, c)
         group = _prepare_output(plan, output, overwrite)
         require_shared_store(group, c)
         report = _Run(plan, group, c, progress).run()
-    report.notes["output"] = f"{output}/{FLOW_ARRAY}" if isinstance(output, str) else FLOW_ARRAY
+    report.notes["output"] = output_note(output, FLOW_ARRAY)
     return report

@@ -31,8 +31,7 @@ from ..registration._methods import (
     resolve_method,
     task_bytes_per_voxel,
 )
-from ..tiling import TileGrid
-from ..tiling._scratch_size import scratch_nbytes
+from ..tiling import PieceLayout, TileGrid
 from ._intensity import IDENTITY, Intensity, plan_intensity
 from ._levels import (
     MIN_LEVEL_EDGE,
@@ -256,7 +255,8 @@ class FlowPlan:
                 if lp.reference is None:  # pyramid levels of both inputs, float32
                     coarse += 2 * 4 * math.prod(lp.shape)
             if lp.mode != "whole":
-                scratch = max(scratch, scratch_nbytes(lp.grid, lp.band))
+                # the pieces the tiles write before blending: float32, one component per axis
+                scratch = max(scratch, PieceLayout(lp.grid, lp.band).nbytes(ndim, 4))
         return {"flow": 4 * ndim * math.prod(self.shape), "coarse": coarse, "scratch": scratch}
 
     def signature(self) -> dict:

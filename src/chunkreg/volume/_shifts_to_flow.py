@@ -19,9 +19,9 @@ import zarr
 from scipy import ndimage
 
 from .._validation import per_axis
-from ..engine import IndexedTasks, ResultSink, StageRunner
+from ..engine import IndexedTasks, ResultSink, StageRunner, workflow_scope
 from ..errors import InputError
-from ..execution import RunReport, open_client
+from ..execution import RunReport
 from ..io import (
     FIELD_COMPRESSORS,
     ArrayRef,
@@ -29,7 +29,6 @@ from ..io import (
     array_ref,
     create_array,
     open_output_group,
-    output_scope,
     require_shard_aligned,
     require_shared_store,
     resolve_shards,
@@ -396,7 +395,7 @@ def shifts_to_flow(
     ndim, axis_centres, signature = len(result.shape), plan.axis_centres, plan.signature()
     affine = {} if result.initial_affine is None else {"initial_affine": plan.initial_affine}
     # the output's lease is held until everything is written
-    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+    with workflow_scope(client, scheduler=scheduler, n_workers=n_workers) as c:
         group = open_output_group(output, signature=signature, overwrite=overwrite, kind="flow",
                                   sources={"blocks": blocks})  # content: shifts_sha1  # fmt: skip
         require_shared_store(group, c)

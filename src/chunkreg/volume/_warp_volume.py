@@ -17,9 +17,9 @@ import numpy as np
 import zarr
 
 from .._validation import per_axis
-from ..engine import IndexedTasks, ResultSink, StageRunner, add_output_pyramid
+from ..engine import IndexedTasks, ResultSink, StageRunner, add_output_pyramid, workflow_scope
 from ..errors import InputError
-from ..execution import RunReport, open_client
+from ..execution import RunReport
 from ..io import (
     ArrayRef,
     ArrayView,
@@ -31,7 +31,6 @@ from ..io import (
     leading_axes,
     open_array,
     open_output_group,
-    output_scope,
     output_space,
     read_region,
     read_space,
@@ -488,7 +487,7 @@ def warp_volume(
     )  # fmt: skip
     mov, tiles = plan.moving, plan.tiles
     # the output's lease is held until everything is written
-    with output_scope(), open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+    with workflow_scope(client, scheduler=scheduler, n_workers=n_workers) as c:
         group = open_output_group(
             output, signature=plan.signature(), overwrite=overwrite, kind="warp",
             inputs={"moving": plan.moving, "flow": plan.flow, "reference": plan.reference},
