@@ -831,3 +831,34 @@ def test_an_in_memory_output_is_leased_and_fingerprinted_too(volumes):
     mov[0, 0] = 7.0
     with pytest.raises(InputChangedError, match=r"the input moving \(MemoryStore@0x"):
         chunkreg.compute_flow(ref, mov, out, **options)
+
+
+def test_a_live_lease_refuses_a_second_affine_estimate(volumes, sleeper):
+    """estimate_affine holds the output's lease too (it has no tiles, but two runs must not
+    write one output)."""
+    from chunkreg import estimate_affine
+    from chunkreg.errors import OutputInUseError
+
+    out = volumes / "affine.zarr"
+    first = estimate_affine(
+        volumes / "ref.zarr",
+        volumes / "mov.zarr",
+        out,
+        level=0,
+        scheduler="synchronous",
+        progress=False,
+    )
+    assert read_lease(out) is None  # released at the end
+    _write_lease(out, LIVE["same-host-live-pid"](sleeper))
+    before = tree_hash(volumes)
+    with pytest.raises(OutputInUseError, match="is being written by another chunkreg run"):
+        estimate_affine(
+            volumes / "ref.zarr",
+            volumes / "mov.zarr",
+            out,
+            level=0,
+            scheduler="synchronous",
+            progress=False,
+        )
+    assert tree_hash(volumes) == before
+    assert np.isfinite(first.matrix).all()

@@ -161,6 +161,7 @@ def test_bad_input_is_refused_and_writes_nothing(tmp_path):
         chunkreg.estimate_affine(r, m3, out, **SYNC)
     with pytest.raises(InputError, match="no block of the coarse level matched"):  # blank
         chunkreg.estimate_affine(r, r, out, **SYNC)
+    assert not out.exists()  # found after the output was opened: removed again
 
 
 def _epe(estimate, truth, where):

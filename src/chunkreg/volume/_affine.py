@@ -35,6 +35,7 @@ from ..io import (
     CompletionRecord,
     array_ref,
     open_output_group,
+    output_scope,
     require_shared_store,
 )
 from ..io._ome import multiscale_dataset_paths
@@ -325,72 +326,79 @@ def estimate_affine(
     }  # fmt: skip
     signature = {"reference": str(array_ref(ref)), "moving": str(array_ref(mov)),
                  "shape": list(ref.shape), "moving_shape": list(mov.shape), **params}  # fmt: skip
-    group = open_output_group(output, signature=signature, overwrite=overwrite, kind="affine")
-    if AFFINE_ATTR in group.attrs:  # complete from an earlier run
-        result = load_affine(group)
-        report = RunReport(label="tasks", n_tasks=0)
-        report.notes["affine"] = "complete from an earlier run (nothing recomputed)"
-        _notes(report, result)
-        return AffineResult(**{**result.__dict__, "report": report})
-    refs = {"reference": array_ref(ref), "moving": array_ref(mov)}
-    with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
-        require_shared_store(group, c)
-        stages = _Stages(c, progress)
-        coarse = _coarse_images(stages, group, refs, {"reference": reference, "moving": moving},
-                                {"reference": ref.shape, "moving": mov.shape}, level,
-                                ref.chunks)  # fmt: skip
-        history = []
-        saved = group.attrs.get("coarse_estimate")
-        if isinstance(saved, dict):
-            matrix, coarse_stages = np.asarray(saved["matrix"]), saved["stages"]
-            stages.lines.append("coarse estimate: complete from an earlier run")
-        else:
-            task = Coarse(coarse["reference"], coarse["moving"], model, block, iterations,
-                           float(threshold), upsample_factor, float(min_std), int(seed),
-                           float(min_quality))  # fmt: skip
-            (out,) = stages.run(f"coarse estimate (level {level})", coarse_task, [task])
-            if "error" in out:
-                raise InputError(f"coarse estimate (level {level}): {out['error']}")
-            matrix, coarse_stages = np.asarray(out["matrix"]), out["stages"]
-            group.attrs["coarse_estimate"] = {"matrix": matrix.tolist(), "stages": coarse_stages}
-        history += [{"stage": f"coarse iteration {i + 1}", "level": level, **s}
-                    for i, s in enumerate(coarse_stages)]  # fmt: skip
-        matrix = level_matrix(matrix, 1 / 2**level) if level else matrix
-        regions, grid_shape = block_regions(ref.shape, fine, max_blocks=max_blocks)
-        src = np.array([centre(r) for r in regions])
-        dst = np.full_like(src, np.nan)
-        inliers = np.zeros(len(regions), dtype=bool)
-        quality = np.full(len(regions), np.nan)
-        ncc_identity = np.full(len(regions), np.nan)
-        fit = {"model": model, "threshold": threshold, "seed": seed, "min_quality": min_quality}
-        for p in range(refine):
-            identity_qc = p == 0 and ref.shape == mov.shape
-            tasks = _fine_tasks(refs, matrix, regions, fine, upsample_factor, min_std, identity_qc)
-            outs = stages.run(f"refinement pass {p + 1} (full resolution)", fine_task, tasks,
-                              label="block batches")  # fmt: skip
-            if identity_qc:
-                ncc_identity = np.concatenate([o["ncc_identity"] for o in outs])
-            quality = np.concatenate([o["quality"] for o in outs])
-            shifts = np.concatenate([o["shift"] for o in outs])
-            matrix, dst, inliers, stage = _fit_pass(matrix, regions, src, shifts, quality, fit)
-            history.append({"stage": f"refinement pass {p + 1}", "level": 0, **stage})
-    residuals = np.full(len(regions), np.nan)
-    measured = np.all(np.isfinite(dst), axis=1)
-    residuals[measured] = transform_residuals(matrix, src[measured], dst[measured])
-    result = AffineResult(
-        matrix=matrix, model=model, level=level, reference_points=src, moving_points=dst,
-        inliers=inliers, residuals=residuals, quality=quality, shape=tuple(ref.shape),
-        moving_shape=tuple(mov.shape), stages=history, report=stages.report,
-    )  # fmt: skip
-    write_qc(group, label="blocks", tile_shape=fine,
-             ncc_before=ncc_identity.reshape(grid_shape), ncc_after=quality.reshape(grid_shape),
-             extra={"inlier": inliers.reshape(grid_shape)})  # fmt: skip
-    result.save(group)  # last: marks the output complete
-    if "coarse" in group:  # the coarse images are no longer needed
-        del group["coarse"]
-    stages.runner.finish(min_stages=1)
-    _notes(stages.report, result, ncc_identity)
-    return result
+    # the lease: one run at a time writes the output; bad input removes a new output again
+    with output_scope():
+        group = open_output_group(output, signature=signature, overwrite=overwrite, kind="affine")
+        if AFFINE_ATTR in group.attrs:  # complete from an earlier run
+            result = load_affine(group)
+            report = RunReport(label="tasks", n_tasks=0)
+            report.notes["affine"] = "complete from an earlier run (nothing recomputed)"
+            _notes(report, result)
+            return AffineResult(**{**result.__dict__, "report": report})
+        refs = {"reference": array_ref(ref), "moving": array_ref(mov)}
+        with open_client(client, scheduler=scheduler, n_workers=n_workers) as c:
+            require_shared_store(group, c)
+            stages = _Stages(c, progress)
+            coarse = _coarse_images(stages, group, refs, {"reference": reference, "moving": moving},
+                                    {"reference": ref.shape, "moving": mov.shape}, level,
+                                    ref.chunks)  # fmt: skip
+            history = []
+            saved = group.attrs.get("coarse_estimate")
+            if isinstance(saved, dict):
+                matrix, coarse_stages = np.asarray(saved["matrix"]), saved["stages"]
+                stages.lines.append("coarse estimate: complete from an earlier run")
+            else:
+                task = Coarse(coarse["reference"], coarse["moving"], model, block, iterations,
+                               float(threshold), upsample_factor, float(min_std), int(seed),
+                               float(min_quality))  # fmt: skip
+                (out,) = stages.run(f"coarse estimate (level {level})", coarse_task, [task])
+                if "error" in out:
+                    raise InputError(f"coarse estimate (level {level}): {out['error']}")
+                matrix, coarse_stages = np.asarray(out["matrix"]), out["stages"]
+                group.attrs["coarse_estimate"] = {
+                    "matrix": matrix.tolist(),
+                    "stages": coarse_stages,
+                }
+            history += [{"stage": f"coarse iteration {i + 1}", "level": level, **s}
+                        for i, s in enumerate(coarse_stages)]  # fmt: skip
+            matrix = level_matrix(matrix, 1 / 2**level) if level else matrix
+            regions, grid_shape = block_regions(ref.shape, fine, max_blocks=max_blocks)
+            src = np.array([centre(r) for r in regions])
+            dst = np.full_like(src, np.nan)
+            inliers = np.zeros(len(regions), dtype=bool)
+            quality = np.full(len(regions), np.nan)
+            ncc_identity = np.full(len(regions), np.nan)
+            fit = {"model": model, "threshold": threshold, "seed": seed, "min_quality": min_quality}
+            for p in range(refine):
+                identity_qc = p == 0 and ref.shape == mov.shape
+                tasks = _fine_tasks(
+                    refs, matrix, regions, fine, upsample_factor, min_std, identity_qc
+                )
+                outs = stages.run(f"refinement pass {p + 1} (full resolution)", fine_task, tasks,
+                                  label="block batches")  # fmt: skip
+                if identity_qc:
+                    ncc_identity = np.concatenate([o["ncc_identity"] for o in outs])
+                quality = np.concatenate([o["quality"] for o in outs])
+                shifts = np.concatenate([o["shift"] for o in outs])
+                matrix, dst, inliers, stage = _fit_pass(matrix, regions, src, shifts, quality, fit)
+                history.append({"stage": f"refinement pass {p + 1}", "level": 0, **stage})
+        residuals = np.full(len(regions), np.nan)
+        measured = np.all(np.isfinite(dst), axis=1)
+        residuals[measured] = transform_residuals(matrix, src[measured], dst[measured])
+        result = AffineResult(
+            matrix=matrix, model=model, level=level, reference_points=src, moving_points=dst,
+            inliers=inliers, residuals=residuals, quality=quality, shape=tuple(ref.shape),
+            moving_shape=tuple(mov.shape), stages=history, report=stages.report,
+        )  # fmt: skip
+        write_qc(group, label="blocks", tile_shape=fine,
+                 ncc_before=ncc_identity.reshape(grid_shape), ncc_after=quality.reshape(grid_shape),
+                 extra={"inlier": inliers.reshape(grid_shape)})  # fmt: skip
+        result.save(group)  # last: marks the output complete
+        if "coarse" in group:  # the coarse images are no longer needed
+            del group["coarse"]
+        stages.runner.finish(min_stages=1)
+        _notes(stages.report, result, ncc_identity)
+        return result
 
 
 def _fine_tasks(refs, matrix, regions, block, upsample_factor, min_std, identity_qc) -> list:
